@@ -1,0 +1,86 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, Response, request
+
+from api import docs, goals, health, homework, phases, plans, problems, request_log, sessions
+from api.config import Settings, load
+from api.problems import ProblemApi, problem
+from service.db import Database
+
+API_DESCRIPTION = """\
+Interpersonal psychotherapy (IPT) care plans for depression: the course, its treatment
+contract and phases, its goals, the homework between sessions and the sessions themselves.
+
+* JSON in and out, snake_case fields. Unknown fields are refused.
+* Every record carries a `version`, also sent as its `ETag`. Send it back in `If-Match` on
+  PATCH and DELETE: a change based on an outdated version is refused with 412 instead of
+  overwriting someone else's change. `If-None-Match` on GET answers 304 when nothing changed.
+* Errors are `application/problem+json` (RFC 9457); `errors` lists every invalid field with
+  its path (`field`, and `pointer` as a JSON Pointer).
+* `X-Actor` names the user or system making a change; it is recorded with the change and
+  shown in `created_by`/`updated_by` and the plan's change log.
+* Lists are paginated with `page` and `page_size` (at most 100) and return `total` and
+  `links` to the other pages.
+"""
+
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> Flask:
+    """Build the app. With no arguments it reads its settings from the environment."""
+    settings = settings or load()
+    request_log.configure_logging(settings.log_level)
+    app = Flask("ipt_careplans")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE="ipt-careplans",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": API_DESCRIPTION,
+                "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+            },
+        },
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    db = database or Database(settings.database_url, pool_size=settings.db_pool_size)
+    if settings.migrates_on_start:
+        db.upgrade()
+    app.extensions["ipt_database"] = db
+    app.extensions["ipt_settings"] = settings
+
+    api = ProblemApi(app)
+    app.extensions["ipt_api"] = api
+    for module in (plans, phases, goals, homework, sessions):
+        api.register_blueprint(module.blp)
+    app.register_blueprint(health.blp)
+    app.register_blueprint(docs.blp)
+    problems.register(app)
+    request_log.install(app)
+
+    @app.before_request
+    def require_json_body() -> Any:
+        if request.method in BODY_METHODS and request.path.startswith("/api/"):
+            if not request.is_json:
+                return problem(
+                    415,
+                    f"send the body as application/json, not {request.mimetype or 'nothing'}",
+                    kind="unsupported-media-type",
+                )
+        return None
+
+    @app.get("/")
+    def index() -> Response:
+        return app.json.response(  # type: ignore[attr-defined,no-any-return]
+            name="ipt-careplans", api="/api/v1", openapi="/openapi.json", docs="/docs"
+        )
+
+    return app

@@ -1,0 +1,174 @@
+"""HTTP details shared by the native endpoints: versions as ETags, the actor, paging links."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Response, current_app, g, request
+from werkzeug.exceptions import BadRequest
+
+from service.db import Database
+
+_ETAG = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
+_ACTOR = re.compile(r"^[\w.@:/+\- ]{1,255}$")
+ANONYMOUS = "anonymous"
+
+
+def database() -> Database:
+    db: Database = current_app.extensions["ipt_database"]
+    return db
+
+
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def expected_version() -> int | None:
+    """The version in ``If-Match``, or None when the header is absent or ``*``.
+
+    Accepts the service's own ETags (``"3"``) and their weak form (``W/"3"``).
+    """
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    match = _ETAG.match(header)
+    if not match:
+        raise BadRequest(
+            f'If-Match must be one ETag such as "3" (the version of the record), not {header!r}'
+        )
+    return int(match.group(1))
+
+
+def not_modified(version: int) -> bool:
+    """True when the client's ``If-None-Match`` names the current version."""
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(_ETAG.match(tag) and _ETAG.match(tag).group(1) == str(version)  # type: ignore[union-attr]
+               for tag in header.split(","))
+
+
+def versioned(body: Any, version: int, status: int = 200) -> tuple[Any, int, dict[str, str]]:
+    """A response body with its ETag."""
+    return body, status, {"ETag": etag(version)}
+
+
+def unchanged(version: int) -> Response:
+    response = Response(status=304)
+    response.headers["ETag"] = etag(version)
+    return response
+
+
+def actor() -> str:
+    """Who is acting: recorded with every change.
+
+    Taken from the ``X-Actor`` header (a user or system name) and otherwise "anonymous".
+    """
+    name = request.headers.get("X-Actor")
+    if name is None:
+        return ANONYMOUS
+    if not _ACTOR.match(name):
+        raise BadRequest("X-Actor must be 1-255 letters, digits, spaces or . @ : / + - _")
+    return name
+
+
+def page_links(page: int, page_size: int, total: int) -> dict[str, str | None]:
+    """self/first/prev/next/last links that keep every other query parameter."""
+    last = max(1, math.ceil(total / page_size))
+    params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("page", "page_size")]
+
+    def link(number: int) -> str:
+        query = urlencode([*params, ("page", number), ("page_size", page_size)])
+        return f"{request.path}?{query}"
+
+    return {
+        "self": link(page),
+        "first": link(1),
+        "prev": link(page - 1) if page > 1 else None,
+        "next": link(page + 1) if page < last else None,
+        "last": link(last),
+    }
+
+
+def page_body(items: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
+    return {
+        "items": items,
+        "total": total,
+        "page": page,
+        "page_size": page_size,
+        "links": page_links(page, page_size, total),
+    }
+
+
+def slice_page(items: list[Any], query: dict[str, Any]) -> dict[str, Any]:
+    """Page through a short list held in memory (the records of one plan)."""
+    page, size = query["page"], query["page_size"]
+    return page_body(items[(page - 1) * size : page * size], page, size, len(items))
+
+
+def request_id() -> str:
+    return str(getattr(g, "request_id", ""))
+
+
+_PROBLEM_DESCRIPTIONS = {
+    304: "Not modified: the version in If-None-Match is current",
+    400: "Malformed request (bad JSON, bad If-Match or X-Actor header)",
+    404: "Not found",
+    409: "Conflicts with stored data (duplicate identifier or session, dependent records)",
+    410: "Deleted",
+    412: "If-Match names an outdated version: read the record again and retry",
+    413: "Request body too large",
+    415: "The body is not application/json",
+    422: "Invalid fields or a broken IPT rule; every problem is listed with its field",
+}
+
+IF_MATCH = {
+    "in": "header",
+    "name": "If-Match",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": 'The ETag (version) last read, e.g. "3": the change is refused with 412 if the '
+    "record has changed since.",
+}
+IF_NONE_MATCH = {
+    "in": "header",
+    "name": "If-None-Match",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The ETag last read: 304 Not Modified when it is still current.",
+}
+X_ACTOR = {
+    "in": "header",
+    "name": "X-Actor",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+    "description": "The user or system making the change, recorded with it (default anonymous).",
+}
+ETAG_HEADER = {"ETag": {"description": 'The version of the record, e.g. "3"', "schema": {"type": "string"}}}
+
+
+def documented(blp: Any, *statuses: int, parameters: list[dict[str, Any]] | None = None) -> Any:
+    """Document the problem responses and header parameters of an endpoint."""
+    from api.schemas import ProblemSchema
+
+    def decorate(view: Any) -> Any:
+        for status in statuses:
+            if status == 304:
+                view = blp.alt_response(304, description=_PROBLEM_DESCRIPTIONS[304])(view)
+            else:
+                view = blp.alt_response(
+                    status,
+                    schema=ProblemSchema,
+                    content_type="application/problem+json",
+                    description=_PROBLEM_DESCRIPTIONS[status],
+                )(view)
+        if parameters:
+            view = blp.doc(parameters=parameters)(view)
+        return view
+
+    return decorate

@@ -1,0 +1,78 @@
+"""The phases of a care plan: read them, change one's session range, status or dates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api import examples
+from api.http import (
+    ETAG_HEADER,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    X_ACTOR,
+    actor,
+    database,
+    documented,
+    expected_version,
+    not_modified,
+    slice_page,
+    unchanged,
+    versioned,
+)
+from api.schemas import PageQuerySchema, PhasePatchSchema, PhaseSchema, page_of
+from service import phase_changes
+
+blp = Blueprint(
+    "phases",
+    __name__,
+    url_prefix="/api/v1/care-plans/<plan_id>/phases",
+    description="Initial, middle and termination phases (or maintenance) and their sessions.",
+)
+
+
+@blp.route("")
+class Phases(MethodView):
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, page_of(PhaseSchema))
+    @documented(blp, 404, 410, 422)
+    def get(self, query: dict[str, Any], plan_id: str) -> Any:
+        """List the phases of a care plan
+
+        In session order. Their ranges are contiguous and cover every session of the
+        contract.
+        """
+        return slice_page(phase_changes.list_phases(database(), plan_id), query)
+
+
+@blp.route("/<phase>")
+class Phase(MethodView):
+    @blp.response(200, PhaseSchema, headers=ETAG_HEADER)
+    @documented(blp, 304, 404, 410, parameters=[IF_NONE_MATCH])
+    def get(self, plan_id: str, phase: str) -> Any:
+        """Read a phase
+
+        `phase` is initial, middle, termination or maintenance.
+        """
+        found = phase_changes.get_phase(database(), plan_id, phase)
+        if not_modified(found.version):
+            return unchanged(found.version)
+        return versioned(found, found.version)
+
+    @blp.arguments(PhasePatchSchema(partial=True), example=examples.PHASE_PATCH)
+    @blp.response(200, PhaseSchema, headers=ETAG_HEADER)
+    @documented(blp, 400, 404, 410, 412, 413, 415, 422, parameters=[IF_MATCH, X_ACTOR])
+    def patch(self, data: dict[str, Any], plan_id: str, phase: str) -> Any:
+        """Change a phase
+
+        Moving `start_session` or `end_session` moves the neighbouring phase's boundary
+        with it, so the phases stay contiguous; a range that would swallow a neighbour
+        whole is refused. The first phase starts at session 1 and the last ends with the
+        contract. Setting `status` to active completes the earlier phases.
+        """
+        changed = phase_changes.update_phase(
+            database(), plan_id, phase, data, actor(), expected_version()
+        )
+        return versioned(changed, changed.version)

@@ -1,0 +1,141 @@
+"""Care plans: create from the IPT template, list, read, change, delete; the change log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api import examples
+from api.http import (
+    ETAG_HEADER,
+    IF_MATCH,
+    IF_NONE_MATCH,
+    X_ACTOR,
+    actor,
+    database,
+    documented,
+    expected_version,
+    not_modified,
+    page_body,
+    slice_page,
+    unchanged,
+    versioned,
+)
+from api.schemas import ChangeSchema, PageQuerySchema, PlanCreateSchema, PlanPatchSchema
+from api.schemas import PlanQuerySchema, PlanSchema, page_of
+from service import plans
+
+blp = Blueprint(
+    "care-plans",
+    __name__,
+    url_prefix="/api/v1/care-plans",
+    description="IPT care plans: one course of interpersonal psychotherapy for one patient.",
+)
+
+
+def plan_filter(query: dict[str, Any]) -> plans.PlanFilter:
+    system, value = None, query.get("identifier")
+    if value is not None and "|" in value:
+        system, value = value.split("|", 1)
+        system = system or None
+    return plans.PlanFilter(
+        patient=query.get("patient"),
+        statuses=tuple(query.get("status") or ()),
+        problem_area=query.get("problem_area"),
+        variant=query.get("variant"),
+        updated_since=query.get("updated_since"),
+        identifier_system=system,
+        identifier_value=value,
+    )
+
+
+@blp.route("")
+class CarePlans(MethodView):
+    @blp.arguments(PlanQuerySchema, location="query")
+    @blp.response(200, page_of(PlanSchema))
+    @documented(blp, 422)
+    def get(self, query: dict[str, Any]) -> Any:
+        """List care plans
+
+        Filter by patient, status (repeatable), problem area, variant, an identifier
+        (`system|value`) or `updated_since`. Oldest first, paginated; `total` counts every
+        match and `links` lead to the other pages.
+        """
+        page, size = query["page"], query["page_size"]
+        items, total = plans.list_plans(database(), plan_filter(query), (page - 1) * size, size)
+        return page_body(items, page, size, total)
+
+    @blp.arguments(PlanCreateSchema, example=examples.PLAN_CREATE)
+    @blp.response(201, PlanSchema, example=examples.PLAN, headers=ETAG_HEADER)
+    @documented(blp, 400, 409, 413, 415, 422, parameters=[X_ACTOR])
+    def post(self, data: dict[str, Any]) -> Any:
+        """Create a care plan from the IPT template
+
+        Creates the plan with its treatment contract, its phases (initial = sessions 1-3,
+        termination = the last 3, middle in between; one maintenance phase for the
+        maintenance variant) and, unless `default_goals` is false, the canonical goals of
+        each problem area plus a symptom goal (PHQ-9 total below 5 by the end of the course).
+        Only `patient`, `problem_areas` and `start_date` are required.
+        """
+        plan = plans.create_plan(database(), data, actor())
+        body, status, headers = versioned(plan, plan.version, 201)
+        headers["Location"] = f"{blp.url_prefix}/{plan.id}"
+        return body, status, headers
+
+
+@blp.route("/<plan_id>")
+class CarePlan(MethodView):
+    @blp.response(200, PlanSchema, example=examples.PLAN, headers=ETAG_HEADER)
+    @documented(blp, 304, 404, 410, parameters=[IF_NONE_MATCH])
+    def get(self, plan_id: str) -> Any:
+        """Read a care plan
+
+        With its phases, identifiers and every treatment contract agreed so far.
+        """
+        plan = plans.get_plan(database(), plan_id)
+        if not_modified(plan.version):
+            return unchanged(plan.version)
+        return versioned(plan, plan.version)
+
+    @blp.arguments(PlanPatchSchema(partial=True), example=examples.PLAN_PATCH)
+    @blp.response(200, PlanSchema, headers=ETAG_HEADER)
+    @documented(blp, 400, 404, 409, 410, 412, 413, 415, 422, parameters=[IF_MATCH, X_ACTOR])
+    def patch(self, data: dict[str, Any], plan_id: str) -> Any:
+        """Change a care plan
+
+        Only the fields sent change; `null` clears an optional field. Changing
+        `planned_sessions` or `session_frequency` renegotiates the contract: the old one
+        stays in `contract_history` and the phases stretch to the new count (the
+        termination phase keeps its length). A completed, revoked or entered-in-error plan
+        only accepts changes to its notes (and, for completed or revoked, the status
+        entered-in-error). The patient of a plan never changes.
+        """
+        plan = plans.update_plan(database(), plan_id, data, actor(), expected_version())
+        return versioned(plan, plan.version)
+
+    @blp.response(204)
+    @documented(blp, 400, 404, 410, 412, parameters=[IF_MATCH, X_ACTOR])
+    def delete(self, plan_id: str) -> Any:
+        """Delete a care plan
+
+        The plan and everything in it are kept for the record but no longer served:
+        reading it afterwards answers 410 Gone.
+        """
+        plans.delete_plan(database(), plan_id, actor(), expected_version())
+        return None
+
+
+@blp.route("/<plan_id>/changes")
+class PlanChanges(MethodView):
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, page_of(ChangeSchema))
+    @documented(blp, 404, 410, 422)
+    def get(self, query: dict[str, Any], plan_id: str) -> Any:
+        """List the changes to a care plan
+
+        Every change to the plan or to anything in it, oldest first: which record, what
+        happened to which fields, the plan version it produced, who made it and when.
+        """
+        return slice_page(plans.list_changes(database(), plan_id), query)

@@ -1,0 +1,150 @@
+"""Every error of the native API as RFC 9457 problem details, in one place.
+
+Domain errors, request-validation errors and HTTP errors all end here; the response names
+each invalid field. Nothing about the server's internals (stack traces, SQL) is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, g, json, request
+from flask_smorest import Api
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import HTTPException
+
+from api.schemas import ProblemSchema
+from service.errors import Conflict, DomainError, Gone, NotFound, RuleViolation, VersionMismatch
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("ipt_careplans.errors")
+
+_DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
+    (RuleViolation, 422, "rule-violation"),
+    (NotFound, 404, "not-found"),
+    (Gone, 410, "gone"),
+    (VersionMismatch, 412, "version-mismatch"),
+    (Conflict, 409, "conflict"),
+]
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": f"urn:ipt-careplans:problem:{kind}" if kind else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": request.path,
+    }
+    request_id = getattr(g, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    if errors:
+        body["errors"] = errors
+    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def field_error(field: str, message: str, location: str = "json") -> dict[str, str]:
+    pointer = "/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in field.split("."))
+    return {"field": field, "pointer": pointer, "location": location, "message": message}
+
+
+def _flatten(messages: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """marshmallow's nested error dicts -> (dotted field path, message) pairs."""
+    if isinstance(messages, Mapping):
+        for key, value in messages.items():
+            yield from _flatten(value, path if key == "_schema" else (*path, str(key)))
+    elif isinstance(messages, list | tuple):
+        for message in messages:
+            yield from _flatten(message, path)
+    else:
+        yield ".".join(path) or "(body)", str(messages)
+
+
+def _validation_problem(error: HTTPException) -> Response:
+    data = getattr(error, "data", {}) or {}
+    errors = []
+    for location, messages in (data.get("messages") or {}).items():
+        for field, message in _flatten(messages):
+            if message == "Unknown field.":
+                message = f"unknown field {field.rsplit('.', 1)[-1]!r}"
+            errors.append(field_error(field, message, location))
+    fields = ", ".join(e["field"] for e in errors) or "the request"
+    return problem(422, f"invalid {fields}", kind="validation", errors=errors)
+
+
+def domain_problem(error: DomainError) -> Response:
+    for cls, status, kind in _DOMAIN_STATUS:
+        if isinstance(error, cls):
+            errors = None
+            if isinstance(error, RuleViolation):
+                errors = [field_error(p.field, p.message) for p in error.problems] or None
+            headers = None
+            if isinstance(error, VersionMismatch):
+                headers = {"ETag": f'"{error.current_version}"'}
+            return problem(status, error.message, kind=kind, errors=errors, headers=headers)
+    return problem(422, error.message, kind="rule-violation")
+
+
+class ProblemApi(Api):
+    """flask-smorest's Api, answering every HTTP error with problem details."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+        status = error.code or 500
+        if status == 422 and getattr(error, "data", None):
+            return _validation_problem(error)
+        if status == 400 and getattr(error, "data", None):
+            # webargs: the body is not JSON at all.
+            return problem(400, "the request body is not valid JSON", kind="malformed")
+        headers = {}
+        if status == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        detail = error.description or HTTPStatus(status).phrase
+        if status == 413:
+            detail = "the request body is larger than this service accepts"
+        if status >= 500:
+            detail = "the server could not complete the request; it has been logged"
+        return problem(status, detail, headers=headers)
+
+
+def register(app: Flask) -> None:
+    """Turn the domain's and the database's errors into problem responses."""
+
+    @app.errorhandler(DomainError)
+    def on_domain_error(error: DomainError) -> Response:
+        return domain_problem(error)
+
+    @app.errorhandler(StaleDataError)
+    def on_stale(_error: StaleDataError) -> Response:
+        return problem(409, "the record changed while this request ran: read it again and retry",
+                       kind="conflict")
+
+    @app.errorhandler(OperationalError)
+    def on_database_busy(error: OperationalError) -> Response:
+        log.error("database error", extra={"error": type(error.orig).__name__})
+        return problem(503, "the database is unavailable or busy: retry shortly",
+                       headers={"Retry-After": "1"})
+
+    @app.errorhandler(Exception)
+    def on_unexpected(error: Exception) -> Response:
+        if isinstance(error, HTTPException):
+            return app.extensions["ipt_api"].handle_http_exception(error)
+        log.exception("unhandled error")
+        return problem(500, "the server could not complete the request; it has been logged")

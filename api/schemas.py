@@ -1,0 +1,438 @@
+"""Request and response schemas of the native API (snake_case JSON).
+
+The enumerations come from ``service.codes`` so that the OpenAPI document lists exactly the
+codes the domain accepts.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from service import codes, plans
+
+
+def _enum(enum: type[codes.StrEnum]) -> validate.OneOf:
+    return validate.OneOf(codes.values(enum))
+
+
+def _reference(example: str, description: str) -> dict[str, Any]:
+    return {"description": description, "example": example}
+
+
+class StrictSchema(Schema):
+    """Unknown fields are an error, not silently dropped."""
+
+    class Meta:
+        unknown = RAISE
+        ordered = True
+
+
+class Score(fields.Field):
+    """A score: read as an exact decimal, written as a JSON number."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise self.make_error("invalid")
+        try:
+            return Decimal(str(value))
+        except ArithmeticError as error:
+            raise self.make_error("invalid") from error
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
+        if value is None:
+            return None
+        number = Decimal(value)
+        return int(number) if number == number.to_integral_value() else float(number)
+
+    default_error_messages = {"invalid": "Not a valid number."}
+
+
+# --- shared parts -----------------------------------------------------------------------
+
+
+class IdentifierSchema(StrictSchema):
+    system = fields.String(
+        required=True,
+        validate=validate.Length(1, 512),
+        metadata={"description": "Namespace of the value (a URI)", "example": "urn:oid:1.2.36.146.595.217.0.1"},
+    )
+    value = fields.String(
+        required=True,
+        validate=validate.Length(1, 255),
+        metadata={"description": "The identifier, unique within its system", "example": "IPT-2026-0042"},
+    )
+
+
+class NoteSchema(StrictSchema):
+    text = fields.String(required=True, validate=validate.Length(1, 20_000))
+    author = fields.String(
+        allow_none=True, validate=validate.Length(1, 255), metadata={"example": "Dr A. Rivera"}
+    )
+    time = fields.String(
+        allow_none=True,
+        metadata={"format": "date-time", "description": "ISO 8601 date-time with offset",
+                  "example": "2026-01-12T10:30:00+00:00"},
+    )
+
+
+class ContactSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(1, 255), metadata={"example": "Sister (Maria)"})
+    relationship = fields.String(allow_none=True, validate=validate.Length(1, 255))
+    telecom = fields.String(
+        allow_none=True, validate=validate.Length(1, 255),
+        metadata={"description": "Phone number or other way to reach them"},
+    )
+
+
+class RelapsePreventionSchema(StrictSchema):
+    warning_signs = fields.List(
+        fields.String(validate=validate.Length(1, 2000)),
+        load_default=list,
+        metadata={"example": ["Withdrawing from friends", "Sleeping badly for more than a week"]},
+    )
+    actions = fields.List(
+        fields.String(validate=validate.Length(1, 2000)),
+        load_default=list,
+        metadata={"example": ["Call a friend the same day", "Book a booster session"]},
+    )
+    contacts = fields.List(fields.Nested(ContactSchema), load_default=list)
+
+
+class Identified(Schema):
+    id = fields.String(dump_only=True, metadata={"example": "019bfe4c-5b2a-7c3e-9a55-3c2b3f0b8d61"})
+
+
+class PlanMember(Identified):
+    plan_id = fields.String(dump_only=True)
+
+
+class Audited(Schema):
+    """Who created and last changed a record, and when; its version (also its ETag)."""
+
+    version = fields.Integer(dump_only=True, metadata={"description": "Increments on every change; the ETag"})
+    created_at = fields.DateTime(dump_only=True)
+    created_by = fields.String(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+    updated_by = fields.String(dump_only=True)
+
+
+# --- care plans ---------------------------------------------------------------------------
+
+
+class PhaseSchema(Audited, StrictSchema, PlanMember):
+    code = fields.String(dump_only=True, validate=_enum(codes.PhaseCode), metadata={"example": "initial"})
+    start_session = fields.Integer(validate=validate.Range(min=1), metadata={"example": 1})
+    end_session = fields.Integer(validate=validate.Range(min=1), metadata={"example": 3})
+    status = fields.String(validate=_enum(codes.PhaseStatus), metadata={"example": "active"})
+    start_date = fields.Date(allow_none=True)
+    end_date = fields.Date(allow_none=True)
+    description = fields.String(allow_none=True, validate=validate.Length(1, 20_000))
+
+
+class PhasePatchSchema(PhaseSchema):
+    """Any subset of a phase's writable fields."""
+
+
+class ContractSchema(Schema):
+    sequence = fields.Integer(metadata={"description": "1 for the first contract, then 2, 3…"})
+    planned_sessions = fields.Integer()
+    session_frequency = fields.String(validate=_enum(codes.Frequency))
+    reason = fields.String(allow_none=True)
+    agreed_at = fields.DateTime()
+    agreed_by = fields.String()
+
+
+class PlanFields(StrictSchema):
+    """The fields of a care plan a client writes."""
+
+    patient = fields.String(
+        required=True,
+        validate=validate.Length(1, 512),
+        metadata=_reference("Patient/123", "The EHR's Patient reference (relative or absolute)"),
+    )
+    status = fields.String(
+        validate=_enum(codes.PlanStatus),
+        metadata={"description": "FHIR request-status; a new plan is draft or active (the default)",
+                  "example": "active"},
+    )
+    variant = fields.String(
+        validate=_enum(codes.Variant),
+        metadata={"description": "IPT format; default standard", "example": "standard"},
+    )
+    planned_sessions = fields.Integer(
+        validate=validate.Range(min=1),
+        metadata={"description": "Sessions agreed in the treatment contract (default per variant)",
+                  "example": 12},
+    )
+    session_frequency = fields.String(
+        validate=_enum(codes.Frequency),
+        metadata={"description": "How often sessions take place (default per variant)", "example": "weekly"},
+    )
+    start_date = fields.Date(required=True, metadata={"example": "2026-01-05"})
+    end_date = fields.Date(allow_none=True, metadata={"description": "Planned end, if agreed"})
+    problem_areas = fields.List(
+        fields.String(validate=_enum(codes.ProblemArea)),
+        required=True,
+        validate=validate.Length(
+            1, codes.MAX_PROBLEM_AREAS,
+            error="an IPT plan works on one or two problem areas (a primary and an optional secondary)",
+        ),
+        metadata={"description": "The primary problem area, then an optional secondary one",
+                  "example": ["grief"]},
+    )
+    dispute_stage = fields.String(
+        allow_none=True,
+        validate=_enum(codes.DisputeStage),
+        metadata={"description": "Stage of the role dispute (role-dispute plans only)"},
+    )
+    condition = fields.String(
+        allow_none=True, validate=validate.Length(1, 512),
+        metadata=_reference("Condition/mdd-1", "The depression Condition the plan addresses"),
+    )
+    therapist = fields.String(
+        allow_none=True, validate=validate.Length(1, 512),
+        metadata=_reference("Practitioner/42", "The treating therapist (Practitioner or PractitionerRole)"),
+    )
+    formulation = fields.String(
+        allow_none=True, validate=validate.Length(1, 20_000),
+        metadata={"description": "The interpersonal formulation agreed with the patient"},
+    )
+    relapse_prevention = fields.Nested(RelapsePreventionSchema, allow_none=True)
+    notes = fields.List(fields.Nested(NoteSchema))
+    identifiers = fields.List(
+        fields.Nested(IdentifierSchema),
+        metadata={"description": "External identifiers; a system+value pair names one plan only"},
+    )
+
+
+class PlanCreateSchema(PlanFields):
+    default_goals = fields.Boolean(
+        load_default=True,
+        load_only=True,
+        metadata={"description": "Create the canonical goals of each problem area and the PHQ-9 "
+                                 "symptom goal (default true)"},
+    )
+    contract_change_reason = fields.String(
+        load_only=True, allow_none=True, validate=validate.Length(1, 2000),
+        metadata={"description": "Notes on the initial treatment contract"},
+    )
+
+
+class PlanPatchSchema(PlanFields):
+    contract_change_reason = fields.String(
+        load_only=True, allow_none=True, validate=validate.Length(1, 2000),
+        metadata={"description": "Why the contract (planned_sessions, session_frequency) was renegotiated"},
+    )
+
+
+class PlanSchema(Audited, PlanFields, Identified):
+    expected_end_date = fields.Method(
+        "_expected_end_date",
+        dump_only=True,
+        metadata={"type": "string", "format": "date",
+                  "description": "end_date, or the date of the last session if all happen on schedule"},
+    )
+    phases = fields.List(fields.Nested(PhaseSchema), dump_only=True)
+    contract_history = fields.List(
+        fields.Nested(ContractSchema), dump_only=True, attribute="contracts",
+        metadata={"description": "Every treatment contract, the current one last"},
+    )
+    links = fields.Method(
+        "_links", dump_only=True,
+        metadata={"type": "object", "additionalProperties": {"type": "string"},
+                  "description": "The plan and its phases, goals, homework, sessions and changes"},
+    )
+
+    def _expected_end_date(self, plan: Any) -> str:
+        return plans.expected_end_date(plan).isoformat()
+
+    def _links(self, plan: Any) -> dict[str, str]:
+        base = f"/api/v1/care-plans/{plan.id}"
+        parts = ("phases", "goals", "homework", "sessions", "changes")
+        return {"self": base, **{part: f"{base}/{part}" for part in parts}}
+
+
+class ChangeSchema(Schema):
+    plan_version = fields.Integer(metadata={"description": "Plan version this change produced"})
+    entity = fields.String(metadata={"example": "session"})
+    entity_id = fields.String()
+    action = fields.String(validate=validate.OneOf(["create", "update", "delete"]))
+    fields_ = fields.List(fields.String(), data_key="fields", attribute="fields")
+    actor = fields.String()
+    at = fields.DateTime()
+
+
+# --- goals ----------------------------------------------------------------------------------
+
+
+class TargetSchema(StrictSchema):
+    measure = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(list(codes.MEASURES)),
+        metadata={"description": "LOINC code of the scale: "
+                  + ", ".join(f"{m.code} {m.display}" for m in codes.MEASURES.values()),
+                  "example": "44261-6"},
+    )
+    comparator = fields.String(allow_none=True, validate=_enum(codes.Comparator), metadata={"example": "<"})
+    value = Score(allow_none=True, metadata={"type": "number", "example": 5})
+    due_date = fields.Date(allow_none=True, metadata={"example": "2026-03-23"})
+
+
+class GoalFields(StrictSchema):
+    kind = fields.String(required=True, validate=_enum(codes.GoalKind), metadata={"example": "problem-area"})
+    problem_area = fields.String(
+        allow_none=True, validate=_enum(codes.ProblemArea),
+        metadata={"description": "Required for a problem-area goal; one of the plan's areas",
+                  "example": "grief"},
+    )
+    description = fields.String(
+        required=True, validate=validate.Length(1, 20_000),
+        metadata={"example": "Facilitate the mourning process."},
+    )
+    lifecycle_status = fields.String(
+        validate=_enum(codes.GoalLifecycleStatus),
+        metadata={"description": "FHIR goal-status; default active (proposed in a draft plan)"},
+    )
+    achievement_status = fields.String(allow_none=True, validate=_enum(codes.GoalAchievement))
+    priority = fields.String(allow_none=True, validate=_enum(codes.GoalPriority))
+    start_date = fields.Date(allow_none=True, metadata={"description": "Default: the plan's start"})
+    target = fields.Nested(TargetSchema, allow_none=True)
+    phase = fields.String(allow_none=True, validate=_enum(codes.PhaseCode))
+    notes = fields.List(fields.Nested(NoteSchema))
+
+
+class GoalPatchSchema(GoalFields):
+    """Any subset of a goal's fields."""
+
+
+class GoalSchema(Audited, GoalFields, PlanMember):
+    """A stored record as the service returns it."""
+
+
+# --- homework -------------------------------------------------------------------------------
+
+
+class HomeworkFields(StrictSchema):
+    phase = fields.String(
+        validate=_enum(codes.PhaseCode),
+        metadata={"description": "Default: the phase in progress", "example": "middle"},
+    )
+    goal_id = fields.String(allow_none=True, metadata={"description": "The goal it serves, if any"})
+    kind = fields.String(required=True, validate=_enum(codes.HomeworkKind), metadata={"example": "reconnect"})
+    description = fields.String(
+        required=True, validate=validate.Length(1, 20_000),
+        metadata={"example": "Call your old running partner and suggest a walk."},
+    )
+    assigned_on = fields.Date(metadata={"description": "Default: today"})
+    due_on = fields.Date(allow_none=True, metadata={"description": "Not before assigned_on"})
+    status = fields.String(validate=_enum(codes.HomeworkStatus), metadata={"example": "assigned"})
+    patient_report = fields.String(
+        allow_none=True, validate=validate.Length(1, 20_000),
+        metadata={"description": "What the patient reports of it"},
+    )
+
+
+class HomeworkPatchSchema(HomeworkFields):
+    """Any subset of a homework's fields."""
+
+
+class HomeworkSchema(Audited, HomeworkFields, PlanMember):
+    """A stored record as the service returns it."""
+
+
+# --- sessions -------------------------------------------------------------------------------
+
+
+class SessionFields(StrictSchema):
+    number = fields.Integer(
+        required=True, validate=validate.Range(min=1),
+        metadata={"description": "1..planned_sessions; the session's address", "example": 1},
+    )
+    date = fields.Date(allow_none=True, metadata={"description": "Required once attended or missed"})
+    status = fields.String(validate=_enum(codes.SessionStatus), metadata={"example": "attended"})
+    phq9_total = fields.Integer(
+        allow_none=True, validate=validate.Range(0, codes.PHQ9_MAX),
+        metadata={"description": "PHQ-9 total score (LOINC 44261-6), attended sessions only",
+                  "example": 14},
+    )
+    techniques = fields.List(fields.String(validate=_enum(codes.Technique)))
+    note = fields.String(allow_none=True, validate=validate.Length(1, 2000))
+
+
+class SessionPatchSchema(SessionFields):
+    class Meta:
+        exclude = ("number",)
+
+
+class SessionSchema(Audited, SessionFields, PlanMember):
+    """A stored record as the service returns it."""
+
+
+# --- lists, queries, problems ------------------------------------------------------------------
+
+
+class PageQuerySchema(StrictSchema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    page_size = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+
+
+class PlanQuerySchema(PageQuerySchema):
+    patient = fields.String(metadata={"description": "Patient reference, e.g. Patient/123"})
+    status = fields.List(
+        fields.String(validate=_enum(codes.PlanStatus)),
+        metadata={"description": "One or more statuses (repeat the parameter)"},
+    )
+    problem_area = fields.String(validate=_enum(codes.ProblemArea))
+    variant = fields.String(validate=_enum(codes.Variant))
+    updated_since = fields.AwareDateTime(
+        default_timezone=None,
+        metadata={"description": "Only plans changed at or after this ISO 8601 date-time (with offset)"},
+    )
+    identifier = fields.String(
+        metadata={"description": "system|value, or a value in any system", "example": "urn:oid:1.2.3|IPT-1"}
+    )
+
+
+class PageLinksSchema(Schema):
+    self_ = fields.String(data_key="self", attribute="self")
+    first = fields.String()
+    prev = fields.String(allow_none=True)
+    next = fields.String(allow_none=True)
+    last = fields.String()
+
+
+def page_of(item: type[Schema]) -> type[Schema]:
+    """A page of items with its total and links."""
+    return type(
+        f"{item.__name__.removesuffix('Schema')}PageSchema",
+        (Schema,),
+        {
+            "items": fields.List(fields.Nested(item)),
+            "total": fields.Integer(metadata={"description": "Items matching, over all pages"}),
+            "page": fields.Integer(),
+            "page_size": fields.Integer(),
+            "links": fields.Nested(PageLinksSchema),
+        },
+    )
+
+
+class FieldErrorSchema(Schema):
+    field = fields.String(metadata={"description": "Dotted path of the field", "example": "problem_areas.2"})
+    pointer = fields.String(metadata={"description": "JSON Pointer into the request", "example": "/problem_areas/2"})
+    location = fields.String(metadata={"description": "json, query or headers"})
+    message = fields.String()
+
+
+class ProblemSchema(Schema):
+    """An RFC 9457 problem details document (application/problem+json)."""
+
+    type = fields.String(metadata={"example": "urn:ipt-careplans:problem:rule-violation"})
+    title = fields.String(metadata={"example": "Unprocessable Content"})
+    status = fields.Integer(metadata={"example": 422})
+    detail = fields.String()
+    instance = fields.String()
+    request_id = fields.String()
+    errors = fields.List(fields.Nested(FieldErrorSchema))

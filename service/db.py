@@ -1,0 +1,133 @@
+"""The database: engine set-up, read and write transactions, schema migrations.
+
+Writes are serialised per plan: a write transaction locks the plan row first (``SELECT
+... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` takes the database write lock on
+SQLite), so a version check and the write it guards happen atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DEFAULT_DATABASE_URL = "sqlite:///./ipt-careplans.db"
+_WRITE_OPTION = "ipt_write"
+
+
+def normalise_url(url: str) -> URL:
+    """Parse a database URL; plain ``postgresql://`` URLs use the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN itself.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection: Any) -> None:
+        # A writer takes the write lock up front so that two writers queue on the busy
+        # timeout instead of failing when one upgrades a read lock.
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class Database:
+    """One database: its engine, its sessions and its schema version."""
+
+    def __init__(self, url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 10) -> None:
+        self.url = normalise_url(url)
+        # Parameters stay out of error messages: they can hold patient data.
+        kwargs: dict[str, Any] = {"hide_parameters": True}
+        if not self.is_sqlite:
+            kwargs["pool_pre_ping"] = True
+            kwargs["pool_size"] = pool_size
+            kwargs["max_overflow"] = pool_size
+        self.engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def supports_row_locks(self) -> bool:
+        return not self.is_sqlite
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for reads; its objects stay usable after it closes."""
+        with self._reader() as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A write transaction, committed on success and rolled back on any error."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- migrations -----------------------------------------------------------------
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.set_main_option(
+            "sqlalchemy.url", self.url.render_as_string(hide_password=False).replace("%", "%%")
+        )
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema up to ``revision`` (the newest by default)."""
+        with self.engine.begin() as connection:
+            config = self._alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+
+    def downgrade(self, revision: str) -> None:
+        with self.engine.begin() as connection:
+            config = self._alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def schema_is_current(self) -> bool:
+        return self.current_revision() == self.head_revision()

@@ -1,0 +1,175 @@
+"""One change to a plan: lock it, check versions, apply, log, and bump the plan version.
+
+Every write to a plan or to anything in it goes through :func:`edit_plan`. It takes the
+plan's row lock before reading anything, so the version a caller expects is compared with
+the version the write replaces inside the same transaction: a stale version is refused,
+never overwritten. Each change is logged in ``plan_changes`` with its author and time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload
+
+from service.codes import CLOSED_PLAN_STATUSES, SessionStatus
+from service.db import Database
+from service.errors import Gone, NotFound, RuleViolation, VersionMismatch
+from service.models import CarePlan, PlanChange, TherapySession, Tracked, utcnow
+
+T = TypeVar("T", bound=Tracked)
+
+
+def plan_query() -> Any:
+    """Select a plan with what its representation needs."""
+    return select(CarePlan).options(
+        selectinload(CarePlan.identifiers),
+        selectinload(CarePlan.contracts),
+        selectinload(CarePlan.phases),
+    )
+
+
+def load_plan(session: Session, plan_id: str, *, lock: bool = False) -> CarePlan:
+    """The plan with this id; NotFound if it never existed, Gone if it was deleted."""
+    query = plan_query().where(CarePlan.id == plan_id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    plan = session.scalars(query).first()
+    if plan is None:
+        raise NotFound(f"care plan {plan_id!r} does not exist")
+    if plan.is_deleted:
+        raise Gone(f"care plan {plan_id!r} was deleted")
+    return plan
+
+
+def load_child(session: Session, model: type[T], plan: CarePlan, child_id: str, label: str) -> T:
+    """A goal or homework of this plan; NotFound or Gone otherwise."""
+    child = session.get(model, child_id)
+    if child is None or getattr(child, "plan_id", None) != plan.id:
+        raise NotFound(f"{label} {child_id!r} does not exist in care plan {plan.id!r}")
+    if child.is_deleted:
+        raise Gone(f"{label} {child_id!r} was deleted")
+    return child
+
+
+def check_version(entity: Tracked, expected: int | None, label: str) -> None:
+    """Refuse the write when the caller's version is not the current one."""
+    if expected is not None and expected != entity.version:
+        raise VersionMismatch(
+            f"{label} is at version {entity.version}, not {expected}: "
+            "read it again and re-apply the change",
+            entity.version,
+        )
+
+
+def assign(entity: Any, changes: Mapping[str, Any]) -> list[str]:
+    """Set the attributes whose values differ; return the names of those that changed."""
+    changed = []
+    for name, value in changes.items():
+        if getattr(entity, name) != value:
+            setattr(entity, name, value)
+            changed.append(name)
+    return changed
+
+
+@dataclass
+class _Logged:
+    entity: str
+    record: Any
+    action: str
+    fields: list[str]
+
+
+@dataclass
+class PlanEdit:
+    """The open change to one plan, inside its write transaction."""
+
+    session: Session
+    plan: CarePlan
+    actor: str
+    now: datetime = field(default_factory=utcnow)
+    _log: list[_Logged] = field(default_factory=list)
+
+    def require_open(self, what: str) -> None:
+        """Closed plans keep only their notes (and status) editable."""
+        if self.plan.status in CLOSED_PLAN_STATUSES:
+            raise RuleViolation(
+                f"care plan is {self.plan.status}: {what} can no longer change "
+                "(only the plan's notes can)"
+            )
+
+    def created(self, entity: str, record: Tracked) -> None:
+        record.created_at = record.updated_at = self.now
+        record.created_by = record.updated_by = self.actor
+        self.session.add(record)
+        self._log.append(_Logged(entity, record, "create", []))
+
+    def updated(self, entity: str, record: Tracked, fields: list[str]) -> None:
+        if not fields:
+            return
+        record.updated_at = self.now
+        record.updated_by = self.actor
+        self._log.append(_Logged(entity, record, "update", fields))
+
+    def deleted(self, entity: str, record: Tracked) -> None:
+        record.deleted_at = record.updated_at = self.now
+        record.deleted_by = record.updated_by = self.actor
+        self._log.append(_Logged(entity, record, "delete", []))
+
+    def last_attended(self) -> int | None:
+        """The highest session number the patient attended in this plan."""
+        return self.session.scalar(
+            select(func.max(TherapySession.number)).where(
+                TherapySession.plan_id == self.plan.id,
+                TherapySession.deleted_at.is_(None),
+                TherapySession.status == SessionStatus.ATTENDED,
+            )
+        )
+
+    @property
+    def changed(self) -> bool:
+        return bool(self._log)
+
+    def finish(self) -> None:
+        """Bump the plan's version once for the whole change and write the change log."""
+        if not self._log:
+            return
+        if not any(entry.record is self.plan for entry in self._log):
+            self.plan.updated_at = self.now
+            self.plan.updated_by = self.actor
+        self.session.flush()
+        for entry in self._log:
+            self.session.add(
+                PlanChange(
+                    plan_id=self.plan.id,
+                    plan_version=self.plan.version,
+                    entity=entry.entity,
+                    entity_id=str(entry.record.id),
+                    action=entry.action,
+                    fields=sorted(entry.fields),
+                    actor=self.actor,
+                    at=self.now,
+                )
+            )
+        self.session.flush()
+
+
+@contextmanager
+def edit_plan(
+    database: Database, plan_id: str, actor: str, expected_version: int | None = None
+) -> Iterator[PlanEdit]:
+    """Open a change to a plan, locked against concurrent writers; commit it on success.
+
+    ``expected_version`` is the plan version the caller last saw (``If-Match``).
+    """
+    with database.writing() as session:
+        plan = load_plan(session, plan_id, lock=True)
+        check_version(plan, expected_version, "care plan")
+        edit = PlanEdit(session, plan, actor)
+        yield edit
+        edit.finish()

@@ -1,0 +1,199 @@
+"""Goals of a plan: symptom goals measured by a scale, and goals of its problem areas."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from service.codes import (
+    MEASURES,
+    Comparator,
+    GoalAchievement,
+    GoalKind,
+    GoalLifecycleStatus,
+    GoalPriority,
+    PhaseCode,
+    PlanStatus,
+)
+from service.db import Database
+from service.editing import PlanEdit, assign, check_version, edit_plan, load_child, load_plan
+from service.errors import Conflict, RuleViolation
+from service.models import CarePlan, Goal, Homework
+from service.rules import Problems, check_code, check_date_order, check_notes, check_text
+
+_TARGET_COLUMNS = {
+    "measure": "target_measure",
+    "comparator": "target_comparator",
+    "value": "target_value",
+    "due_date": "target_due_date",
+}
+_PLAIN_FIELDS = (
+    "kind",
+    "problem_area",
+    "description",
+    "lifecycle_status",
+    "achievement_status",
+    "priority",
+    "start_date",
+    "phase",
+    "notes",
+)
+
+
+def list_goals(database: Database, plan_id: str) -> list[Goal]:
+    with database.reading() as session:
+        load_plan(session, plan_id)
+        return list(
+            session.scalars(
+                select(Goal)
+                .where(Goal.plan_id == plan_id, Goal.deleted_at.is_(None))
+                .order_by(Goal.created_at, Goal.id)
+            )
+        )
+
+
+def get_goal(database: Database, plan_id: str, goal_id: str) -> Goal:
+    with database.reading() as session:
+        plan = load_plan(session, plan_id)
+        return load_child(session, Goal, plan, goal_id, "goal")
+
+
+def _target_columns(target: Mapping[str, Any] | None) -> dict[str, Any]:
+    target = target or {}
+    return {column: target.get(key) for key, column in _TARGET_COLUMNS.items()}
+
+
+def _check_goal(problems: Problems, plan: CarePlan, goal: Mapping[str, Any]) -> None:
+    """Check a goal as it would be stored (column names)."""
+    check_code(problems, "kind", goal["kind"], GoalKind)
+    check_code(problems, "lifecycle_status", goal["lifecycle_status"], GoalLifecycleStatus)
+    check_code(problems, "achievement_status", goal["achievement_status"], GoalAchievement)
+    check_code(problems, "priority", goal["priority"], GoalPriority)
+    check_text(problems, "description", goal["description"], required=True)
+    check_notes(problems, "notes", goal["notes"])
+    area = goal["problem_area"]
+    if goal["kind"] == GoalKind.PROBLEM_AREA:
+        if area is None:
+            problems.add("problem_area", "a problem-area goal names its problem area")
+        elif area not in plan.problem_areas:
+            problems.add(
+                "problem_area",
+                f"{area!r} is not a problem area of this plan "
+                f"({', '.join(plan.problem_areas)})",
+            )
+    elif goal["kind"] == GoalKind.SYMPTOM and area is not None:
+        problems.add("problem_area", "a symptom goal has no problem area")
+    phase = goal["phase"]
+    if phase is not None:
+        check_code(problems, "phase", phase, PhaseCode)
+        if phase in set(PhaseCode) and phase not in {p.code for p in plan.phases}:
+            problems.add("phase", f"this plan has no {phase} phase")
+    _check_target(problems, goal)
+    check_date_order(problems, "target.due_date", goal["target_due_date"], "start_date",
+                     goal["start_date"])
+
+
+def _check_target(problems: Problems, goal: Mapping[str, Any]) -> None:
+    measure_code = goal["target_measure"]
+    comparator = goal["target_comparator"]
+    value = goal["target_value"]
+    if measure_code is not None and measure_code not in MEASURES:
+        problems.add(
+            "target.measure",
+            f"unknown measure {measure_code!r}; expected one of: "
+            + ", ".join(f"{m.code} ({m.display})" for m in MEASURES.values()),
+        )
+        return
+    check_code(problems, "target.comparator", comparator, Comparator)
+    if value is None:
+        if comparator is not None:
+            problems.add("target.value", "a comparator needs a value to compare with")
+        return
+    if measure_code is None:
+        problems.add("target.measure", "a target value needs the measure it is scored on")
+        return
+    measure = MEASURES[measure_code]
+    if not measure.min_score <= Decimal(value) <= measure.max_score:
+        problems.add(
+            "target.value",
+            f"{value} is outside the {measure.display} range "
+            f"{measure.min_score}-{measure.max_score}",
+        )
+
+
+def add_goal(
+    database: Database, plan_id: str, data: Mapping[str, Any], actor: str
+) -> Goal:
+    with edit_plan(database, plan_id, actor) as edit:
+        edit.require_open("its goals")
+        plan = edit.plan
+        active = plan.status == PlanStatus.ACTIVE
+        values = {name: data.get(name) for name in _PLAIN_FIELDS}
+        values["notes"] = list(data.get("notes") or [])
+        values["lifecycle_status"] = data.get("lifecycle_status") or (
+            GoalLifecycleStatus.ACTIVE if active else GoalLifecycleStatus.PROPOSED
+        )
+        values["start_date"] = data.get("start_date") or plan.start_date
+        values.update(_target_columns(data.get("target")))
+        problems = Problems()
+        _check_goal(problems, plan, values)
+        problems.raise_if_any()
+        goal = Goal(plan_id=plan.id, **values)
+        edit.created("goal", goal)
+    return get_goal(database, plan_id, goal.id)
+
+
+def update_goal(
+    database: Database,
+    plan_id: str,
+    goal_id: str,
+    data: Mapping[str, Any],
+    actor: str,
+    expected_version: int | None = None,
+) -> Goal:
+    with edit_plan(database, plan_id, actor) as edit:
+        goal = load_child(edit.session, Goal, edit.plan, goal_id, "goal")
+        check_version(goal, expected_version, "goal")
+        _apply_goal_changes(edit, goal, data)
+    return get_goal(database, plan_id, goal_id)
+
+
+def _apply_goal_changes(edit: PlanEdit, goal: Goal, data: Mapping[str, Any]) -> None:
+    changes = {name: data[name] for name in _PLAIN_FIELDS if name in data}
+    if "target" in data:
+        changes.update(_target_columns(data["target"]))
+    if goal.lifecycle_status == GoalLifecycleStatus.ENTERED_IN_ERROR:
+        changing = [name for name, value in changes.items() if getattr(goal, name) != value]
+        if changing:
+            raise RuleViolation.on(
+                changing[0], "the goal was entered in error: it can no longer change"
+            )
+    if any(name != "notes" for name in changes):
+        edit.require_open("its goals (other than their notes)")
+    merged = {name: changes.get(name, getattr(goal, name)) for name in _PLAIN_FIELDS}
+    merged.update({c: changes.get(c, getattr(goal, c)) for c in _TARGET_COLUMNS.values()})
+    problems = Problems()
+    _check_goal(problems, edit.plan, merged)
+    problems.raise_if_any()
+    edit.updated("goal", goal, assign(goal, changes))
+
+
+def delete_goal(
+    database: Database, plan_id: str, goal_id: str, actor: str, expected_version: int | None = None
+) -> None:
+    """Mark a goal deleted; refused while live homework still serves it."""
+    with edit_plan(database, plan_id, actor) as edit:
+        edit.require_open("its goals")
+        goal = load_child(edit.session, Goal, edit.plan, goal_id, "goal")
+        check_version(goal, expected_version, "goal")
+        serving = edit.session.scalar(
+            select(Homework.id).where(Homework.goal_id == goal.id, Homework.deleted_at.is_(None))
+        )
+        if serving is not None:
+            raise Conflict(
+                f"homework {serving} serves this goal: delete it or move it to another goal first"
+            )
+        edit.deleted("goal", goal)

@@ -1,0 +1,332 @@
+"""The tables: one IPT care plan and everything in it.
+
+Every row that can change carries a ``version`` that SQLAlchemy checks on each UPDATE
+(optimistic locking) and who/when it was created and last changed. Rows are never
+removed: a delete stamps ``deleted_at`` so that history stays complete, and uniqueness
+rules apply to the rows that are not deleted.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+REFERENCE_LENGTH = 512
+ID_LENGTH = 64
+
+
+_id_lock = threading.Lock()
+_last_id_time = 0
+_id_counter = 0
+
+
+def new_id() -> str:
+    """A new resource id: a time-ordered UUID (version 7 layout), also a valid FHIR id.
+
+    Ids made by one process increase, so records created in one transaction list in the
+    order they were made.
+    """
+    global _last_id_time, _id_counter
+    with _id_lock:
+        millis = time.time_ns() // 1_000_000
+        if millis <= _last_id_time:
+            millis = _last_id_time
+            _id_counter += 1
+            if _id_counter > 0xFFF:
+                millis += 1
+                _id_counter = 0
+        else:
+            _id_counter = 0
+        _last_id_time = millis
+        counter = _id_counter
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | counter << 64
+    value |= 0b10 << 62 | secrets.randbits(62)
+    return str(uuid.UUID(int=value))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every database (SQLite returns naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; give a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+        }
+    )
+
+
+class Tracked:
+    """Who created and last changed a row, when, and its version."""
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(255))
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_by: Mapped[str | None] = mapped_column(String(255))
+    version: Mapped[int] = mapped_column(Integer)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class CarePlan(Tracked, Base):
+    """One IPT course for one patient, with its treatment contract."""
+
+    __tablename__ = "care_plans"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    patient: Mapped[str] = mapped_column(String(REFERENCE_LENGTH))
+    status: Mapped[str] = mapped_column(String(20))
+    variant: Mapped[str] = mapped_column(String(20))
+    planned_sessions: Mapped[int] = mapped_column(Integer)
+    session_frequency: Mapped[str] = mapped_column(String(20))
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    primary_problem_area: Mapped[str] = mapped_column(String(32))
+    secondary_problem_area: Mapped[str | None] = mapped_column(String(32))
+    dispute_stage: Mapped[str | None] = mapped_column(String(20))
+    condition: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    therapist: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    formulation: Mapped[str | None] = mapped_column(Text)
+    relapse_prevention: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    notes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+    identifiers: Mapped[list[PlanIdentifier]] = relationship(
+        back_populates="plan", order_by="PlanIdentifier.id", cascade="all, delete-orphan"
+    )
+    contracts: Mapped[list[Contract]] = relationship(
+        back_populates="plan", order_by="Contract.sequence", cascade="all, delete-orphan"
+    )
+    phases: Mapped[list[Phase]] = relationship(
+        back_populates="plan", order_by="Phase.start_session", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_care_plans_patient_status", "patient", "status"),
+        Index("ix_care_plans_status", "status"),
+        Index("ix_care_plans_variant", "variant"),
+        Index("ix_care_plans_primary_problem_area", "primary_problem_area"),
+        Index("ix_care_plans_secondary_problem_area", "secondary_problem_area"),
+        Index("ix_care_plans_updated_at", "updated_at"),
+        Index("ix_care_plans_created_at_id", "created_at", "id"),
+    )
+
+    @property
+    def problem_areas(self) -> list[str]:
+        return [a for a in (self.primary_problem_area, self.secondary_problem_area) if a]
+
+
+class PlanIdentifier(Base):
+    """An external identifier of a plan; a (system, value) pair names one plan only."""
+
+    __tablename__ = "plan_identifiers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    system: Mapped[str] = mapped_column(String(REFERENCE_LENGTH))
+    value: Mapped[str] = mapped_column(String(255))
+
+    plan: Mapped[CarePlan] = relationship(back_populates="identifiers")
+
+    __table_args__ = (
+        UniqueConstraint("system", "value"),
+        Index("ix_plan_identifiers_plan_id", "plan_id"),
+    )
+
+
+class Contract(Base):
+    """One version of the treatment contract; renegotiation appends, never overwrites."""
+
+    __tablename__ = "plan_contracts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    sequence: Mapped[int] = mapped_column(Integer)
+    planned_sessions: Mapped[int] = mapped_column(Integer)
+    session_frequency: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    agreed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    agreed_by: Mapped[str] = mapped_column(String(255))
+
+    plan: Mapped[CarePlan] = relationship(back_populates="contracts")
+
+    __table_args__ = (UniqueConstraint("plan_id", "sequence"),)
+
+
+class Phase(Tracked, Base):
+    """A phase of the course and the contiguous range of sessions it spans."""
+
+    __tablename__ = "phases"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(20))
+    start_session: Mapped[int] = mapped_column(Integer)
+    end_session: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    start_date: Mapped[date | None] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    description: Mapped[str | None] = mapped_column(Text)
+
+    plan: Mapped[CarePlan] = relationship(back_populates="phases")
+
+    __table_args__ = (UniqueConstraint("plan_id", "code"),)
+
+
+class Goal(Tracked, Base):
+    """A symptom goal or a goal of one of the plan's problem areas."""
+
+    __tablename__ = "goals"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    problem_area: Mapped[str | None] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text)
+    lifecycle_status: Mapped[str] = mapped_column(String(20))
+    achievement_status: Mapped[str | None] = mapped_column(String(20))
+    priority: Mapped[str | None] = mapped_column(String(20))
+    start_date: Mapped[date | None] = mapped_column(Date)
+    target_measure: Mapped[str | None] = mapped_column(String(32))
+    target_comparator: Mapped[str | None] = mapped_column(String(2))
+    target_value: Mapped[Decimal | None] = mapped_column(Numeric(9, 3))
+    target_due_date: Mapped[date | None] = mapped_column(Date)
+    phase: Mapped[str | None] = mapped_column(String(20))
+    notes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+    @property
+    def target(self) -> dict[str, Any] | None:
+        """The target as one value: measure, comparator, value and due date (or None)."""
+        target = {
+            "measure": self.target_measure,
+            "comparator": self.target_comparator,
+            "value": self.target_value,
+            "due_date": self.target_due_date,
+        }
+        return target if any(v is not None for v in target.values()) else None
+
+    __table_args__ = (
+        Index("ix_goals_plan_id_created_at", "plan_id", "created_at"),
+        Index("ix_goals_lifecycle_status", "lifecycle_status"),
+    )
+
+
+class Homework(Tracked, Base):
+    """A between-session task the patient takes on, and what they report of it."""
+
+    __tablename__ = "homework"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    phase: Mapped[str] = mapped_column(String(20))
+    goal_id: Mapped[str | None] = mapped_column(ForeignKey("goals.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text)
+    assigned_on: Mapped[date] = mapped_column(Date)
+    due_on: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(20))
+    patient_report: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_homework_plan_id_created_at", "plan_id", "created_at"),
+        Index("ix_homework_goal_id", "goal_id"),
+    )
+
+
+class TherapySession(Tracked, Base):
+    """One therapy session of the contract, addressed by its number."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    date: Mapped[date | None] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(20))
+    phq9_total: Mapped[int | None] = mapped_column(Integer)
+    techniques: Mapped[list[str]] = mapped_column(JSON, default=list)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # One live session per number; a deleted one frees its number.
+        Index(
+            "uq_sessions_plan_id_number_live",
+            "plan_id",
+            "number",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+
+class PlanChange(Base):
+    """The change log of a plan: which record changed, how, by whom and when."""
+
+    __tablename__ = "plan_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    plan_version: Mapped[int] = mapped_column(Integer)
+    entity: Mapped[str] = mapped_column(String(20))
+    entity_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    action: Mapped[str] = mapped_column(String(10))
+    fields: Mapped[list[str]] = mapped_column(JSON, default=list)
+    actor: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_plan_changes_plan_id_id", "plan_id", "id"),)

@@ -1,0 +1,559 @@
+"""Care plans: creating one from the IPT template, reading, listing, changing, deleting."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from service import phases as phase_rules
+from service.codes import (
+    CLOSED_PLAN_STATUSES,
+    FINISHED_GOAL_STATUSES,
+    MAX_PROBLEM_AREAS,
+    PLAN_STATUS_TRANSITIONS,
+    VARIANT_CONTRACTS,
+    DisputeStage,
+    Frequency,
+    GoalAchievement,
+    GoalLifecycleStatus,
+    PhaseStatus,
+    PlanStatus,
+    ProblemArea,
+    Variant,
+)
+from service.db import Database
+from service.editing import PlanEdit, assign, check_version, edit_plan, load_plan, plan_query
+from service.errors import Conflict, RuleViolation
+from service.models import (
+    CarePlan,
+    Contract,
+    Goal,
+    Phase,
+    PlanChange,
+    PlanIdentifier,
+    TherapySession,
+    utcnow,
+)
+from service.rules import (
+    CONDITION_TYPES,
+    PATIENT_TYPES,
+    THERAPIST_TYPES,
+    Problems,
+    check_code,
+    check_date_order,
+    check_distinct,
+    check_notes,
+    check_reference,
+    check_text,
+)
+from service.template import course_end, default_goals
+
+CREATABLE_STATUSES = (PlanStatus.DRAFT, PlanStatus.ACTIVE)
+ACUTE_VARIANTS = frozenset(v for v in Variant if v != Variant.MAINTENANCE)
+# Fields a closed plan still lets change.
+CLOSED_PLAN_EDITABLE = frozenset({"notes", "status"})
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def get_plan(database: Database, plan_id: str) -> CarePlan:
+    with database.reading() as session:
+        return load_plan(session, plan_id)
+
+
+@dataclass(frozen=True)
+class PlanFilter:
+    patient: str | None = None
+    statuses: tuple[str, ...] = ()
+    problem_area: str | None = None
+    variant: str | None = None
+    updated_since: datetime | None = None
+    identifier_system: str | None = None
+    identifier_value: str | None = None
+
+
+def list_plans(
+    database: Database, criteria: PlanFilter, offset: int, limit: int
+) -> tuple[list[CarePlan], int]:
+    """One page of the plans matching every given criterion, oldest first, and the total."""
+    conditions: list[Any] = [CarePlan.deleted_at.is_(None)]
+    if criteria.patient:
+        conditions.append(CarePlan.patient == criteria.patient)
+    if criteria.statuses:
+        conditions.append(CarePlan.status.in_(criteria.statuses))
+    if criteria.problem_area:
+        conditions.append(
+            or_(
+                CarePlan.primary_problem_area == criteria.problem_area,
+                CarePlan.secondary_problem_area == criteria.problem_area,
+            )
+        )
+    if criteria.variant:
+        conditions.append(CarePlan.variant == criteria.variant)
+    if criteria.updated_since:
+        conditions.append(CarePlan.updated_at >= criteria.updated_since)
+    if criteria.identifier_value is not None:
+        match = select(PlanIdentifier.plan_id).where(
+            PlanIdentifier.value == criteria.identifier_value
+        )
+        if criteria.identifier_system is not None:
+            match = match.where(PlanIdentifier.system == criteria.identifier_system)
+        conditions.append(CarePlan.id.in_(match))
+    with database.reading() as session:
+        total = session.scalar(select(func.count()).select_from(CarePlan).where(*conditions))
+        page = session.scalars(
+            plan_query()
+            .where(*conditions)
+            .order_by(CarePlan.created_at, CarePlan.id)
+            .offset(offset)
+            .limit(limit)
+        ).all()
+        return list(page), total or 0
+
+
+def list_changes(database: Database, plan_id: str) -> list[PlanChange]:
+    with database.reading() as session:
+        load_plan(session, plan_id)
+        return list(
+            session.scalars(
+                select(PlanChange).where(PlanChange.plan_id == plan_id).order_by(PlanChange.id)
+            )
+        )
+
+
+def expected_end_date(plan: CarePlan) -> date:
+    """The planned end of the course: the end date if set, else the date of the last session."""
+    return plan.end_date or course_end(plan.start_date, plan.planned_sessions, plan.session_frequency)
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def _check_problem_areas(problems: Problems, areas: list[str], stage: str | None) -> None:
+    if not areas:
+        problems.add("problem_areas", "at least one problem area is required")
+    if len(areas) > MAX_PROBLEM_AREAS:
+        problems.add(
+            f"problem_areas.{MAX_PROBLEM_AREAS}",
+            f"an IPT plan works on at most {MAX_PROBLEM_AREAS} problem areas "
+            "(a primary and a secondary)",
+        )
+    for index, area in enumerate(areas):
+        check_code(problems, f"problem_areas.{index}", area, ProblemArea)
+    check_distinct(problems, "problem_areas", areas)
+    if ProblemArea.INTERPERSONAL_DEFICITS in areas and len(areas) > 1:
+        problems.add(
+            "problem_areas",
+            "interpersonal-deficits is chosen only when no other problem area applies: "
+            "it cannot be combined with another area",
+        )
+    check_code(problems, "dispute_stage", stage, DisputeStage)
+    if stage is not None and ProblemArea.ROLE_DISPUTE not in areas:
+        problems.add("dispute_stage", "a dispute stage is only recorded for a role-dispute plan")
+
+
+def _check_contract(problems: Problems, variant: str, sessions: int, frequency: str) -> None:
+    check_code(problems, "session_frequency", frequency, Frequency)
+    if variant not in VARIANT_CONTRACTS:
+        return
+    contract = VARIANT_CONTRACTS[Variant(variant)]
+    if not contract.min_sessions <= sessions <= contract.max_sessions:
+        problems.add(
+            "planned_sessions",
+            f"a {variant} IPT contract has {contract.min_sessions} to {contract.max_sessions} "
+            f"sessions, not {sessions}",
+        )
+
+
+def _check_relapse_prevention(problems: Problems, plan: Mapping[str, Any] | None) -> None:
+    if plan is None:
+        return
+    for key in ("warning_signs", "actions"):
+        for index, item in enumerate(plan.get(key) or []):
+            check_text(problems, f"relapse_prevention.{key}.{index}", item, limit=2000)
+    for index, contact in enumerate(plan.get("contacts") or []):
+        check_text(problems, f"relapse_prevention.contacts.{index}.name", contact.get("name"),
+                   limit=255, required=True)
+
+
+def _check_identifiers(problems: Problems, identifiers: list[Mapping[str, str]]) -> None:
+    check_distinct(
+        problems, "identifiers", [(i["system"], i["value"]) for i in identifiers]
+    )
+    for index, identifier in enumerate(identifiers):
+        check_text(problems, f"identifiers.{index}.system", identifier.get("system"),
+                   limit=512, required=True)
+        check_text(problems, f"identifiers.{index}.value", identifier.get("value"),
+                   limit=255, required=True)
+
+
+def _check_plan(problems: Problems, data: Mapping[str, Any], variant: str) -> None:
+    """Checks of the fields present in ``data`` that need nothing but the fields."""
+    check_reference(problems, "patient", data.get("patient"), PATIENT_TYPES)
+    check_reference(problems, "condition", data.get("condition"), CONDITION_TYPES)
+    check_reference(problems, "therapist", data.get("therapist"), THERAPIST_TYPES)
+    check_text(problems, "formulation", data.get("formulation"))
+    check_notes(problems, "notes", data.get("notes"))
+    _check_relapse_prevention(problems, data.get("relapse_prevention"))
+    _check_identifiers(problems, data.get("identifiers") or [])
+
+
+def _check_identifiers_free(
+    session: Any, identifiers: list[Mapping[str, str]], plan_id: str | None
+) -> None:
+    """Name the first identifier that already identifies another plan."""
+    for index, identifier in enumerate(identifiers):
+        owner = session.scalar(
+            select(PlanIdentifier.plan_id).where(
+                PlanIdentifier.system == identifier["system"],
+                PlanIdentifier.value == identifier["value"],
+            )
+        )
+        if owner is not None and owner != plan_id:
+            raise Conflict(
+                f"identifiers.{index}: {identifier['system']}|{identifier['value']} already "
+                f"identifies care plan {owner}"
+            )
+
+
+def _identifier_conflict() -> Conflict:
+    return Conflict(
+        "an identifier of this plan already identifies another care plan "
+        "(system and value must be unique)"
+    )
+
+
+# --- creating -------------------------------------------------------------------------
+
+
+def create_plan(database: Database, data: Mapping[str, Any], actor: str) -> CarePlan:
+    """Create a plan, its phases, and (unless ``default_goals`` is false) the template goals."""
+    variant = data.get("variant", Variant.STANDARD)
+    problems = Problems()
+    check_code(problems, "variant", variant, Variant)
+    contract = VARIANT_CONTRACTS.get(Variant(variant)) if variant in set(Variant) else None
+    sessions = data.get("planned_sessions") or (contract.default_sessions if contract else 12)
+    frequency = data.get("session_frequency") or (
+        contract.default_frequency if contract else Frequency.WEEKLY
+    )
+    status = data.get("status", PlanStatus.ACTIVE)
+    areas = list(data.get("problem_areas") or [])
+    if status not in CREATABLE_STATUSES:
+        check_code(problems, "status", status, PlanStatus)
+        if status in set(PlanStatus):
+            problems.add("status", f"a new plan is draft or active, not {status}")
+    if data.get("patient") is None:
+        problems.add("patient", "is required")
+    if data.get("start_date") is None:
+        problems.add("start_date", "is required")
+    _check_problem_areas(problems, areas, data.get("dispute_stage"))
+    _check_contract(problems, variant, sessions, frequency)
+    _check_plan(problems, data, variant)
+    check_date_order(problems, "end_date", data.get("end_date"), "start_date", data.get("start_date"))
+    problems.raise_if_any()
+
+    now = utcnow()
+    plan = CarePlan(
+        patient=data["patient"],
+        status=status,
+        variant=variant,
+        planned_sessions=sessions,
+        session_frequency=frequency,
+        start_date=data["start_date"],
+        end_date=data.get("end_date"),
+        primary_problem_area=areas[0],
+        secondary_problem_area=areas[1] if len(areas) > 1 else None,
+        dispute_stage=data.get("dispute_stage"),
+        condition=data.get("condition"),
+        therapist=data.get("therapist"),
+        formulation=data.get("formulation"),
+        relapse_prevention=data.get("relapse_prevention"),
+        notes=list(data.get("notes") or []),
+    )
+    plan.identifiers = [PlanIdentifier(system=i["system"], value=i["value"])
+                        for i in data.get("identifiers") or []]
+    plan.contracts = [Contract(sequence=1, planned_sessions=sessions, session_frequency=frequency,
+                               reason=data.get("contract_change_reason"), agreed_at=now,
+                               agreed_by=actor)]
+    try:
+        with database.writing() as session:
+            _check_identifiers_free(session, data.get("identifiers") or [], None)
+            edit = PlanEdit(session, plan, actor, now)
+            edit.created("care_plan", plan)
+            for r in phase_rules.default_ranges(variant, sessions):
+                phase = Phase(code=r.code, start_session=r.start, end_session=r.end,
+                              status=PhaseStatus.NOT_STARTED)
+                plan.phases.append(phase)
+                edit.created("phase", phase)
+            session.flush()
+            if data.get("default_goals", True):
+                _add_template_goals(edit)
+            edit.finish()
+    except IntegrityError as error:
+        raise _identifier_conflict() from error
+    return get_plan(database, plan.id)
+
+
+def _add_template_goals(edit: PlanEdit) -> None:
+    plan = edit.plan
+    active = plan.status == PlanStatus.ACTIVE
+    due = expected_end_date(plan)
+    for draft in default_goals(plan.variant, plan.problem_areas):
+        edit.created(
+            "goal",
+            Goal(
+                plan_id=plan.id,
+                kind=draft.kind,
+                problem_area=draft.problem_area,
+                description=draft.description,
+                lifecycle_status=GoalLifecycleStatus.ACTIVE if active else GoalLifecycleStatus.PROPOSED,
+                achievement_status=GoalAchievement.IN_PROGRESS if active else None,
+                priority=draft.priority,
+                start_date=plan.start_date,
+                target_measure=draft.target_measure,
+                target_comparator=draft.target_comparator,
+                target_value=draft.target_value,
+                target_due_date=due,
+                phase=draft.phase,
+                notes=[],
+            ),
+        )
+
+
+# --- changing -------------------------------------------------------------------------
+
+
+def update_plan(
+    database: Database,
+    plan_id: str,
+    data: Mapping[str, Any],
+    actor: str,
+    expected_version: int | None = None,
+) -> CarePlan:
+    """Apply a partial change to a plan; only the fields present in ``data`` change."""
+    try:
+        with edit_plan(database, plan_id, actor, expected_version) as edit:
+            _apply_plan_changes(edit, data)
+    except IntegrityError as error:
+        raise _identifier_conflict() from error
+    return get_plan(database, plan_id)
+
+
+def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
+    plan = edit.plan
+    problems = Problems()
+    _check_immutable(problems, plan, data)
+    _check_plan(problems, data, plan.variant)
+    new_status = data.get("status", plan.status)
+    if new_status != plan.status:
+        check_code(problems, "status", new_status, PlanStatus)
+        allowed = PLAN_STATUS_TRANSITIONS.get(PlanStatus(plan.status), frozenset())
+        if new_status in set(PlanStatus) and new_status not in allowed:
+            problems.add(
+                "status",
+                f"a {plan.status} plan cannot become {new_status}"
+                + (f"; allowed: {', '.join(sorted(allowed))}" if allowed else "; it is final"),
+            )
+    if plan.status in CLOSED_PLAN_STATUSES:
+        for name in sorted(set(data) - CLOSED_PLAN_EDITABLE):
+            if _differs(plan, name, data[name]):
+                problems.add(
+                    name,
+                    f"care plan is {plan.status}: only its notes can change",
+                )
+    areas = data.get("problem_areas", plan.problem_areas)
+    stage = data.get("dispute_stage", plan.dispute_stage)
+    if "problem_areas" in data or "dispute_stage" in data:
+        if "problem_areas" in data and ProblemArea.ROLE_DISPUTE not in areas and "dispute_stage" not in data:
+            stage = None  # the stage goes with the dispute
+        _check_problem_areas(problems, areas, stage)
+    sessions = data.get("planned_sessions", plan.planned_sessions)
+    frequency = data.get("session_frequency", plan.session_frequency)
+    variant = data.get("variant", plan.variant)
+    _check_contract(problems, variant, sessions, frequency)
+    start = data.get("start_date", plan.start_date)
+    end = data.get("end_date", plan.end_date)
+    check_date_order(problems, "end_date" if "end_date" in data else "start_date", end,
+                     "start_date", start)
+    problems.raise_if_any()
+
+    if "problem_areas" in data:
+        _check_dropped_areas(edit, areas)
+    contract_changed = (sessions, frequency) != (plan.planned_sessions, plan.session_frequency)
+    if contract_changed:
+        _renegotiate(edit, sessions, frequency, data.get("contract_change_reason"))
+    elif data.get("contract_change_reason") is not None:
+        raise RuleViolation.on(
+            "contract_change_reason",
+            "a contract change reason is given only with a new planned_sessions or session_frequency",
+        )
+    changes = {
+        name: data[name]
+        for name in ("variant", "start_date", "end_date", "condition", "therapist",
+                     "formulation", "relapse_prevention", "notes")
+        if name in data
+    }
+    changes["primary_problem_area"] = areas[0]
+    changes["secondary_problem_area"] = areas[1] if len(areas) > 1 else None
+    changes["dispute_stage"] = stage
+    changed = assign(plan, changes)
+    if contract_changed:
+        changed += ["planned_sessions", "session_frequency"]
+    if "identifiers" in data:
+        changed += _replace_identifiers(edit, data["identifiers"])
+    if new_status != plan.status:
+        _change_status(edit, PlanStatus(new_status))
+        changed.append("status")
+    edit.updated("care_plan", plan, changed)
+
+
+def _differs(plan: CarePlan, name: str, value: Any) -> bool:
+    if name == "identifiers":
+        return sorted((i["system"], i["value"]) for i in value) != sorted(
+            (i.system, i.value) for i in plan.identifiers
+        )
+    if name == "problem_areas":
+        return list(value) != plan.problem_areas
+    if name == "contract_change_reason":
+        return value is not None
+    return bool(getattr(plan, name, None) != value)
+
+
+def _check_immutable(problems: Problems, plan: CarePlan, data: Mapping[str, Any]) -> None:
+    if "patient" in data and data["patient"] != plan.patient:
+        problems.add("patient", "the patient of a care plan cannot change; create a new plan")
+    variant = data.get("variant", plan.variant)
+    if variant != plan.variant:
+        check_code(problems, "variant", variant, Variant)
+        if (variant == Variant.MAINTENANCE) != (plan.variant == Variant.MAINTENANCE):
+            problems.add(
+                "variant",
+                "a plan cannot switch between maintenance and acute treatment; "
+                "start a new plan with a new contract",
+            )
+
+
+def _check_dropped_areas(edit: PlanEdit, areas: list[str]) -> None:
+    dropped = set(edit.plan.problem_areas) - set(areas)
+    if not dropped:
+        return
+    binding = edit.session.scalars(
+        select(Goal.problem_area).where(
+            Goal.plan_id == edit.plan.id,
+            Goal.deleted_at.is_(None),
+            Goal.problem_area.in_(dropped),
+            Goal.lifecycle_status.not_in([s.value for s in FINISHED_GOAL_STATUSES]),
+        )
+    ).all()
+    if binding:
+        raise RuleViolation.on(
+            "problem_areas",
+            f"problem area {sorted(set(binding))[0]} still has open goals: complete, cancel "
+            "or delete them before dropping the area",
+        )
+
+
+def _renegotiate(edit: PlanEdit, sessions: int, frequency: str, reason: str | None) -> None:
+    plan = edit.plan
+    highest = edit.session.scalar(
+        select(func.max(TherapySession.number)).where(
+            TherapySession.plan_id == plan.id, TherapySession.deleted_at.is_(None)
+        )
+    )
+    if highest is not None and sessions < highest:
+        raise RuleViolation.on(
+            "planned_sessions",
+            f"session {highest} is already recorded: the contract cannot shrink below it",
+        )
+    before = {p.code: (p.start_session, p.end_session) for p in plan.phases}
+    phase_rules.stretch_to(plan.phases, sessions)
+    last_attended = edit.last_attended()
+    moved = phase_rules.realign(plan.phases, last_attended)
+    for phase in plan.phases:
+        fields = []
+        if before[phase.code] != (phase.start_session, phase.end_session):
+            fields += ["start_session", "end_session"]
+        if phase in moved:
+            fields += ["status", "start_date"]
+        edit.updated("phase", phase, fields)
+    plan.planned_sessions = sessions
+    plan.session_frequency = frequency
+    plan.contracts.append(
+        Contract(
+            sequence=len(plan.contracts) + 1,
+            planned_sessions=sessions,
+            session_frequency=frequency,
+            reason=reason,
+            agreed_at=edit.now,
+            agreed_by=edit.actor,
+        )
+    )
+
+
+
+def _replace_identifiers(edit: PlanEdit, identifiers: list[Mapping[str, str]]) -> list[str]:
+    plan = edit.plan
+    wanted = [(i["system"], i["value"]) for i in identifiers]
+    current = [(i.system, i.value) for i in plan.identifiers]
+    if sorted(wanted) == sorted(current):
+        return []
+    _check_identifiers_free(edit.session, identifiers, plan.id)
+    keep = [i for i in plan.identifiers if (i.system, i.value) in wanted]
+    plan.identifiers = keep + [
+        PlanIdentifier(system=s, value=v) for s, v in wanted if (s, v) not in current
+    ]
+    edit.session.flush()
+    return ["identifiers"]
+
+
+def _change_status(edit: PlanEdit, status: PlanStatus) -> None:
+    plan = edit.plan
+    today = edit.now.date()
+    if status == PlanStatus.COMPLETED:
+        for phase in phase_rules.complete_active(plan.phases, today):
+            edit.updated("phase", phase, ["status", "end_date"])
+    if status == PlanStatus.ACTIVE and plan.status == PlanStatus.DRAFT:
+        # Proposed goals come into force with the plan.
+        goals = edit.session.scalars(
+            select(Goal).where(
+                Goal.plan_id == plan.id,
+                Goal.deleted_at.is_(None),
+                Goal.lifecycle_status == GoalLifecycleStatus.PROPOSED,
+            )
+        ).all()
+        for goal in goals:
+            edit.updated("goal", goal, assign(goal, {
+                "lifecycle_status": GoalLifecycleStatus.ACTIVE,
+                "achievement_status": goal.achievement_status or GoalAchievement.IN_PROGRESS,
+            }))
+    plan.status = status
+
+
+# --- deleting -------------------------------------------------------------------------
+
+
+def delete_plan(
+    database: Database, plan_id: str, actor: str, expected_version: int | None = None
+) -> None:
+    """Mark the plan deleted; it and everything in it stay stored for the record."""
+    with edit_plan(database, plan_id, actor, expected_version) as edit:
+        edit.deleted("care_plan", edit.plan)
+
+
+__all__ = [
+    "PlanFilter",
+    "check_version",
+    "create_plan",
+    "delete_plan",
+    "expected_end_date",
+    "get_plan",
+    "list_changes",
+    "list_plans",
+    "update_plan",
+]

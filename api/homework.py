@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api import examples
 from api.http import (
+    ApiBlueprint,
     ETAG_HEADER,
     IF_MATCH,
     IF_NONE_MATCH,
@@ -25,7 +25,7 @@ from api.http import (
 from api.schemas import HomeworkFields, HomeworkPatchSchema, HomeworkSchema, PageQuerySchema, page_of
 from service import homework
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "homework",
     __name__,
     url_prefix="/api/v1/care-plans/<plan_id>/homework",

@@ -8,6 +8,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, current_app, g, request
+from flask_smorest import Blueprint
+from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
 
 from service.db import Database
@@ -172,3 +174,17 @@ def documented(blp: Any, *statuses: int, parameters: list[dict[str, Any]] | None
         return view
 
     return decorate
+
+
+class StrictParser(FlaskParser):
+    """Query parameters are checked like bodies: an unknown one is an error, not ignored."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": None,
+        "querystring": None,
+    }
+
+
+class ApiBlueprint(Blueprint):
+    ARGUMENTS_PARSER = StrictParser()

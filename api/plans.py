@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from api import examples
 from api.http import (
+    ApiBlueprint,
     ETAG_HEADER,
     IF_MATCH,
     IF_NONE_MATCH,
@@ -27,7 +27,7 @@ from api.schemas import ChangeSchema, PageQuerySchema, PlanCreateSchema, PlanPat
 from api.schemas import PlanQuerySchema, PlanSchema, page_of
 from service import plans
 
-blp = Blueprint(
+blp = ApiBlueprint(
     "care-plans",
     __name__,
     url_prefix="/api/v1/care-plans",

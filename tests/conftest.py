@@ -1,0 +1,142 @@
+"""Test fixtures: a real database (SQLite by default, PostgreSQL when IPT_TEST_DATABASE_URL is
+set), the app served over real HTTP on a free port, and a small client for it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from api.app import create_app
+from api.config import Settings
+from service.db import Database, normalise_url
+from service.models import Base
+
+TEST_DATABASE_URL = os.environ.get("IPT_TEST_DATABASE_URL")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SQLite in a temporary file, or a private schema of the PostgreSQL test database.
+
+    The private schema lets several test runs share one PostgreSQL database.
+    """
+    if not TEST_DATABASE_URL:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        return
+    schema = f"test_{os.getpid()}"
+    admin = Database(TEST_DATABASE_URL)
+    with admin.engine.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    url = normalise_url(TEST_DATABASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with admin.engine.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    # Start from an empty schema so that the migrations themselves are exercised.
+    with db.engine.begin() as connection:
+        Base.metadata.drop_all(connection)
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+@pytest.fixture(autouse=True)
+def empty_tables(database: Database) -> None:
+    """Every test starts with no data."""
+    with database.engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(table.delete())
+
+
+class Client:
+    """requests against the live server, with paths relative to its base URL."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = requests.Session()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.http.request(method, self.base_url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def create_plan(self, **fields: Any) -> dict[str, Any]:
+        """Create a plan (minimal valid body, overridden by ``fields``; None drops a field)."""
+        body = {
+            "patient": "Patient/123",
+            "problem_areas": ["grief"],
+            "planned_sessions": 12,
+            "start_date": "2026-01-05",
+            **fields,
+        }
+        body = {name: value for name, value in body.items() if value is not None}
+        response = self.post("/api/v1/care-plans", json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+
+@pytest.fixture(scope="session")
+def server(database: Database) -> Iterator[str]:
+    settings = Settings(database_url=database.url.render_as_string(hide_password=False),
+                        auto_migrate=False, log_level="WARNING", max_body_bytes=64 * 1024)
+    app = create_app(settings, database)
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{http.server_port}"
+    http.shutdown()
+
+
+@pytest.fixture
+def client(server: str) -> Client:
+    return Client(server)
+
+
+@pytest.fixture
+def plan(client: Client) -> dict[str, Any]:
+    """A standard 12-session grief plan with its template goals."""
+    return client.create_plan()
+
+
+def plan_url(plan: dict[str, Any], *parts: object) -> str:
+    return "/".join([f"/api/v1/care-plans/{plan['id']}", *map(str, parts)])
+
+
+def problem_fields(response: requests.Response) -> list[str]:
+    """The invalid fields a problem+json response names."""
+    assert response.headers["Content-Type"].startswith("application/problem+json"), response.text
+    return [error["field"] for error in response.json().get("errors", [])]
+
+
+def count_rows(database: Database, table: str) -> int:
+    with database.engine.connect() as connection:
+        return int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,98 @@
+"""Health probes, the command line, configuration, migrations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from conftest import ROOT, Client
+
+from api.config import ConfigError, load
+from service.db import Database
+from service.models import Base
+
+
+def test_health_and_readiness(client: Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["database"] == "reachable"
+
+
+def test_readiness_fails_while_migrations_are_missing(tmp_path: Path) -> None:
+    from api.app import create_app
+    from api.config import Settings
+
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    app = create_app(Settings(database_url=url, auto_migrate=False, log_level="ERROR"))
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert "db upgrade" in response.get_json()["schema"]
+
+
+def test_migrations_match_the_models(database: Database) -> None:
+    with database.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []
+
+
+def test_every_request_gets_a_request_id_and_safe_headers(client: Client) -> None:
+    response = client.get("/api/v1/care-plans", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["X-Request-ID"] == "abc-123"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+    generated = client.get("/healthz").headers["X-Request-ID"]
+    assert len(generated) == 32
+
+
+@pytest.mark.parametrize(
+    ("environ", "name"),
+    [
+        ({"IPT_MAX_BODY_BYTES": "lots"}, "IPT_MAX_BODY_BYTES"),
+        ({"IPT_MAX_BODY_BYTES": "0"}, "IPT_MAX_BODY_BYTES"),
+        ({"IPT_AUTO_MIGRATE": "maybe"}, "IPT_AUTO_MIGRATE"),
+        ({"IPT_LOG_LEVEL": "LOUD"}, "IPT_LOG_LEVEL"),
+        ({"IPT_DATABASE_URL": "careplans.db"}, "IPT_DATABASE_URL"),
+    ],
+)
+def test_invalid_settings_are_refused_by_name(environ: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load(environ)
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=120,
+    )
+
+
+def test_cli_upgrades_and_reports_the_schema(tmp_path: Path) -> None:
+    env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    before = _cli("db", "current", env=env)
+    assert before.returncode == 1
+    assert "current: none" in before.stdout
+    upgraded = _cli("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    after = _cli("db", "current", env=env)
+    assert after.returncode == 0
+    assert "current: 0001" in after.stdout
+
+
+def test_cli_refuses_an_invalid_configuration(tmp_path: Path) -> None:
+    result = _cli("check-config", env={"IPT_MAX_BODY_BYTES": "lots"})
+    assert result.returncode != 0
+    assert "IPT_MAX_BODY_BYTES" in result.stderr
+
+
+def test_cli_openapi_check_detects_a_stale_document(tmp_path: Path) -> None:
+    stale = tmp_path / "openapi.json"
+    stale.write_text("{}\n")
+    assert _cli("openapi", "check", str(stale), env={}).returncode == 1
+    assert _cli("openapi", "write", str(stale), env={}).returncode == 0
+    assert _cli("openapi", "check", str(stale), env={}).returncode == 0

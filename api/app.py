@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, request
 
 from api import docs, goals, health, homework, phases, plans, problems, request_log, sessions
 from api.config import Settings, load
@@ -68,19 +68,22 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @app.before_request
     def require_json_body() -> Any:
-        if request.method in BODY_METHODS and request.path.startswith("/api/"):
-            if not request.is_json:
-                return problem(
-                    415,
-                    f"send the body as application/json, not {request.mimetype or 'nothing'}",
-                    kind="unsupported-media-type",
-                )
+        body_expected = request.method in BODY_METHODS and request.path.startswith("/api/")
+        if body_expected and not request.is_json:
+            return problem(
+                415,
+                f"send the body as application/json, not {request.mimetype or 'nothing'}",
+                kind="unsupported-media-type",
+            )
         return None
 
     @app.get("/")
-    def index() -> Response:
-        return app.json.response(  # type: ignore[attr-defined,no-any-return]
-            name="ipt-careplans", api="/api/v1", openapi="/openapi.json", docs="/docs"
-        )
+    def index() -> Any:
+        return {
+            "name": "ipt-careplans",
+            "api": "/api/v1",
+            "openapi": "/openapi.json",
+            "docs": "/docs",
+        }
 
     return app

@@ -37,13 +37,23 @@ def main() -> None:
 @main.command(with_appcontext=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", type=int, default=lambda: int(os.environ.get("IPT_WORKERS", "0")) or None,
-              help="Worker processes (IPT_WORKERS; default: one per core, at least 2).")
-@click.option("--threads", type=int, default=lambda: int(os.environ.get("IPT_THREADS", "4")),
-              show_default="IPT_THREADS or 4", help="Threads per worker.")
+@click.option(
+    "--workers",
+    type=int,
+    default=lambda: int(os.environ.get("IPT_WORKERS", "0")) or None,
+    help="Worker processes (IPT_WORKERS; default: one per core, at least 2).",
+)
+@click.option(
+    "--threads",
+    type=int,
+    default=lambda: int(os.environ.get("IPT_THREADS", "4")),
+    show_default="IPT_THREADS or 4",
+    help="Threads per worker.",
+)
 def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     """Run the service with the production server (gunicorn)."""
-    from api.server import default_workers, serve as run
+    from api.server import default_workers
+    from api.server import serve as run
 
     settings = _settings()
     app = create_app(settings)
@@ -111,8 +121,9 @@ def openapi_write(path: Path) -> None:
 
 
 @openapi.command("check", with_appcontext=False)
-@click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                default=OPENAPI_PATH)
+@click.argument(
+    "path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=OPENAPI_PATH
+)
 def openapi_check(path: Path) -> None:
     """Exit 1 when PATH differs from what the code generates."""
     if path.read_text(encoding="utf-8") != openapi_document():
@@ -126,8 +137,10 @@ def check_config() -> None:
     settings = _settings()
     database = Database(settings.database_url)
     database.ping()
-    click.echo(f"settings valid; database reachable; schema "
-               f"{'current' if database.schema_is_current() else 'NOT current'}")
+    click.echo(
+        f"settings valid; database reachable; schema "
+        f"{'current' if database.schema_is_current() else 'NOT current'}"
+    )
 
 
 if __name__ == "__main__":

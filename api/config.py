@@ -35,14 +35,20 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "SQLAlchemy URL of the database. Default `sqlite:///./ipt-careplans.db`; "
         "PostgreSQL as `postgresql://user:password@host:5432/name` (psycopg 3).",
     ),
-    "IPT_MAX_BODY_BYTES": ("max_body_bytes", "Largest request body accepted (413 above). Default 1048576."),
+    "IPT_MAX_BODY_BYTES": (
+        "max_body_bytes",
+        "Largest request body accepted (413 above). Default 1048576.",
+    ),
     "IPT_AUTO_MIGRATE": (
         "auto_migrate",
         "Apply database migrations on start: `true`/`false`. Default true for SQLite, false "
         "otherwise (run `ipt-careplans db upgrade`).",
     ),
     "IPT_LOG_LEVEL": ("log_level", "DEBUG, INFO, WARNING or ERROR. Default INFO."),
-    "IPT_DB_POOL_SIZE": ("db_pool_size", "Database connections per process (PostgreSQL). Default 10."),
+    "IPT_DB_POOL_SIZE": (
+        "db_pool_size",
+        "Database connections per process (PostgreSQL). Default 10.",
+    ),
 }
 
 
@@ -72,8 +78,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     if "IPT_DATABASE_URL" in env:
         url = env["IPT_DATABASE_URL"].strip()
         if "://" not in url:
-            raise ConfigError(f"IPT_DATABASE_URL must be a database URL such as "
-                              f"postgresql://host/name, not {url!r}")
+            raise ConfigError(
+                f"IPT_DATABASE_URL must be a database URL such as "
+                f"postgresql://host/name, not {url!r}"
+            )
         values["database_url"] = url
     if "IPT_MAX_BODY_BYTES" in env:
         values["max_body_bytes"] = _positive_int("IPT_MAX_BODY_BYTES", env["IPT_MAX_BODY_BYTES"])

@@ -27,6 +27,9 @@ def readyz() -> Any:
     except Exception:  # any failure to reach the database means "not ready"
         return jsonify(status="unavailable", database="unreachable"), 503
     if current != head:
-        return jsonify(status="unavailable", database="reachable",
-                       schema=f"at {current}, needs {head}: run `ipt-careplans db upgrade`"), 503
+        return jsonify(
+            status="unavailable",
+            database="reachable",
+            schema=f"at {current}, needs {head}: run `ipt-careplans db upgrade`",
+        ), 503
     return jsonify(status="ok", database="reachable", schema=current)

@@ -8,11 +8,11 @@ from flask.views import MethodView
 
 from api import examples
 from api.http import (
-    ApiBlueprint,
     ETAG_HEADER,
     IF_MATCH,
     IF_NONE_MATCH,
     X_ACTOR,
+    ApiBlueprint,
     actor,
     database,
     documented,
@@ -22,7 +22,13 @@ from api.http import (
     unchanged,
     versioned,
 )
-from api.schemas import HomeworkFields, HomeworkPatchSchema, HomeworkSchema, PageQuerySchema, page_of
+from api.schemas import (
+    HomeworkFields,
+    HomeworkPatchSchema,
+    HomeworkSchema,
+    PageQuerySchema,
+    page_of,
+)
 from service import homework
 
 blp = ApiBlueprint(

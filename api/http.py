@@ -51,8 +51,10 @@ def not_modified(version: int) -> bool:
         return False
     if header.strip() == "*":
         return True
-    return any(_ETAG.match(tag) and _ETAG.match(tag).group(1) == str(version)  # type: ignore[union-attr]
-               for tag in header.split(","))
+    return any(
+        _ETAG.match(tag) and _ETAG.match(tag).group(1) == str(version)  # type: ignore[union-attr]
+        for tag in header.split(",")
+    )
 
 
 def versioned(body: Any, version: int, status: int = 200) -> tuple[Any, int, dict[str, str]]:
@@ -151,7 +153,9 @@ X_ACTOR = {
     "schema": {"type": "string", "maxLength": 255},
     "description": "The user or system making the change, recorded with it (default anonymous).",
 }
-ETAG_HEADER = {"ETag": {"description": 'The version of the record, e.g. "3"', "schema": {"type": "string"}}}
+ETAG_HEADER = {
+    "ETag": {"description": 'The version of the record, e.g. "3"', "schema": {"type": "string"}}
+}
 
 
 def documented(blp: Any, *statuses: int, parameters: list[dict[str, Any]] | None = None) -> Any:

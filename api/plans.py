@@ -8,11 +8,11 @@ from flask.views import MethodView
 
 from api import examples
 from api.http import (
-    ApiBlueprint,
     ETAG_HEADER,
     IF_MATCH,
     IF_NONE_MATCH,
     X_ACTOR,
+    ApiBlueprint,
     actor,
     database,
     documented,
@@ -23,8 +23,15 @@ from api.http import (
     unchanged,
     versioned,
 )
-from api.schemas import ChangeSchema, PageQuerySchema, PlanCreateSchema, PlanPatchSchema
-from api.schemas import PlanQuerySchema, PlanSchema, page_of
+from api.schemas import (
+    ChangeSchema,
+    PageQuerySchema,
+    PlanCreateSchema,
+    PlanPatchSchema,
+    PlanQuerySchema,
+    PlanSchema,
+    page_of,
+)
 from service import plans
 
 blp = ApiBlueprint(

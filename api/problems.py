@@ -60,7 +60,9 @@ def problem(
 
 
 def field_error(field: str, message: str, location: str = "json") -> dict[str, str]:
-    pointer = "/" + "/".join(part.replace("~", "~0").replace("/", "~1") for part in field.split("."))
+    pointer = "/" + "/".join(
+        part.replace("~", "~0").replace("/", "~1") for part in field.split(".")
+    )
     return {"field": field, "pointer": pointer, "location": location, "message": message}
 
 
@@ -106,7 +108,7 @@ class ProblemApi(Api):
 
     ERROR_SCHEMA = ProblemSchema
 
-    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+    def handle_http_exception(self, error: HTTPException) -> Response:
         status = error.code or 500
         if status == 422 and getattr(error, "data", None):
             return _validation_problem(error)
@@ -133,14 +135,18 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(StaleDataError)
     def on_stale(_error: StaleDataError) -> Response:
-        return problem(409, "the record changed while this request ran: read it again and retry",
-                       kind="conflict")
+        return problem(
+            409,
+            "the record changed while this request ran: read it again and retry",
+            kind="conflict",
+        )
 
     @app.errorhandler(OperationalError)
     def on_database_busy(error: OperationalError) -> Response:
         log.error("database error", extra={"error": type(error.orig).__name__})
-        return problem(503, "the database is unavailable or busy: retry shortly",
-                       headers={"Retry-After": "1"})
+        return problem(
+            503, "the database is unavailable or busy: retry shortly", headers={"Retry-After": "1"}
+        )
 
     @app.errorhandler(Exception)
     def on_unexpected(error: Exception) -> Response:

@@ -73,7 +73,9 @@ def install(app: Flask) -> None:
                 "method": request.method,
                 "route": rule,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
+                "duration_ms": round(
+                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
+                ),
             },
         )
         return response

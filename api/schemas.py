@@ -57,12 +57,18 @@ class IdentifierSchema(StrictSchema):
     system = fields.String(
         required=True,
         validate=validate.Length(1, 512),
-        metadata={"description": "Namespace of the value (a URI)", "example": "urn:oid:1.2.36.146.595.217.0.1"},
+        metadata={
+            "description": "Namespace of the value (a URI)",
+            "example": "urn:oid:1.2.36.146.595.217.0.1",
+        },
     )
     value = fields.String(
         required=True,
         validate=validate.Length(1, 255),
-        metadata={"description": "The identifier, unique within its system", "example": "IPT-2026-0042"},
+        metadata={
+            "description": "The identifier, unique within its system",
+            "example": "IPT-2026-0042",
+        },
     )
 
 
@@ -73,16 +79,22 @@ class NoteSchema(StrictSchema):
     )
     time = fields.String(
         allow_none=True,
-        metadata={"format": "date-time", "description": "ISO 8601 date-time with offset",
-                  "example": "2026-01-12T10:30:00+00:00"},
+        metadata={
+            "format": "date-time",
+            "description": "ISO 8601 date-time with offset",
+            "example": "2026-01-12T10:30:00+00:00",
+        },
     )
 
 
 class ContactSchema(StrictSchema):
-    name = fields.String(required=True, validate=validate.Length(1, 255), metadata={"example": "Sister (Maria)"})
+    name = fields.String(
+        required=True, validate=validate.Length(1, 255), metadata={"example": "Sister (Maria)"}
+    )
     relationship = fields.String(allow_none=True, validate=validate.Length(1, 255))
     telecom = fields.String(
-        allow_none=True, validate=validate.Length(1, 255),
+        allow_none=True,
+        validate=validate.Length(1, 255),
         metadata={"description": "Phone number or other way to reach them"},
     )
 
@@ -112,7 +124,9 @@ class PlanMember(Identified):
 class Audited(Schema):
     """Who created and last changed a record, and when; its version (also its ETag)."""
 
-    version = fields.Integer(dump_only=True, metadata={"description": "Increments on every change; the ETag"})
+    version = fields.Integer(
+        dump_only=True, metadata={"description": "Increments on every change; the ETag"}
+    )
     created_at = fields.DateTime(dump_only=True)
     created_by = fields.String(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
@@ -123,7 +137,9 @@ class Audited(Schema):
 
 
 class PhaseSchema(Audited, StrictSchema, PlanMember):
-    code = fields.String(dump_only=True, validate=_enum(codes.PhaseCode), metadata={"example": "initial"})
+    code = fields.String(
+        dump_only=True, validate=_enum(codes.PhaseCode), metadata={"example": "initial"}
+    )
     start_session = fields.Integer(validate=validate.Range(min=1), metadata={"example": 1})
     end_session = fields.Integer(validate=validate.Range(min=1), metadata={"example": 3})
     status = fields.String(validate=_enum(codes.PhaseStatus), metadata={"example": "active"})
@@ -155,8 +171,10 @@ class PlanFields(StrictSchema):
     )
     status = fields.String(
         validate=_enum(codes.PlanStatus),
-        metadata={"description": "FHIR request-status; a new plan is draft or active (the default)",
-                  "example": "active"},
+        metadata={
+            "description": "FHIR request-status; a new plan is draft or active (the default)",
+            "example": "active",
+        },
     )
     variant = fields.String(
         validate=_enum(codes.Variant),
@@ -164,12 +182,17 @@ class PlanFields(StrictSchema):
     )
     planned_sessions = fields.Integer(
         validate=validate.Range(min=1),
-        metadata={"description": "Sessions agreed in the treatment contract (default per variant)",
-                  "example": 12},
+        metadata={
+            "description": "Sessions agreed in the treatment contract (default per variant)",
+            "example": 12,
+        },
     )
     session_frequency = fields.String(
         validate=_enum(codes.Frequency),
-        metadata={"description": "How often sessions take place (default per variant)", "example": "weekly"},
+        metadata={
+            "description": "How often sessions take place (default per variant)",
+            "example": "weekly",
+        },
     )
     start_date = fields.Date(required=True, metadata={"example": "2026-01-05"})
     end_date = fields.Date(allow_none=True, metadata={"description": "Planned end, if agreed"})
@@ -177,11 +200,15 @@ class PlanFields(StrictSchema):
         fields.String(validate=_enum(codes.ProblemArea)),
         required=True,
         validate=validate.Length(
-            1, codes.MAX_PROBLEM_AREAS,
-            error="an IPT plan works on one or two problem areas (a primary and an optional secondary)",
+            1,
+            codes.MAX_PROBLEM_AREAS,
+            error="an IPT plan works on one or two problem areas "
+            "(a primary and an optional secondary)",
         ),
-        metadata={"description": "The primary problem area, then an optional secondary one",
-                  "example": ["grief"]},
+        metadata={
+            "description": "The primary problem area, then an optional secondary one",
+            "example": ["grief"],
+        },
     )
     dispute_stage = fields.String(
         allow_none=True,
@@ -189,15 +216,20 @@ class PlanFields(StrictSchema):
         metadata={"description": "Stage of the role dispute (role-dispute plans only)"},
     )
     condition = fields.String(
-        allow_none=True, validate=validate.Length(1, 512),
+        allow_none=True,
+        validate=validate.Length(1, 512),
         metadata=_reference("Condition/mdd-1", "The depression Condition the plan addresses"),
     )
     therapist = fields.String(
-        allow_none=True, validate=validate.Length(1, 512),
-        metadata=_reference("Practitioner/42", "The treating therapist (Practitioner or PractitionerRole)"),
+        allow_none=True,
+        validate=validate.Length(1, 512),
+        metadata=_reference(
+            "Practitioner/42", "The treating therapist (Practitioner or PractitionerRole)"
+        ),
     )
     formulation = fields.String(
-        allow_none=True, validate=validate.Length(1, 20_000),
+        allow_none=True,
+        validate=validate.Length(1, 20_000),
         metadata={"description": "The interpersonal formulation agreed with the patient"},
     )
     relapse_prevention = fields.Nested(RelapsePreventionSchema, allow_none=True)
@@ -212,19 +244,27 @@ class PlanCreateSchema(PlanFields):
     default_goals = fields.Boolean(
         load_default=True,
         load_only=True,
-        metadata={"description": "Create the canonical goals of each problem area and the PHQ-9 "
-                                 "symptom goal (default true)"},
+        metadata={
+            "description": "Create the canonical goals of each problem area and the PHQ-9 "
+            "symptom goal (default true)"
+        },
     )
     contract_change_reason = fields.String(
-        load_only=True, allow_none=True, validate=validate.Length(1, 2000),
+        load_only=True,
+        allow_none=True,
+        validate=validate.Length(1, 2000),
         metadata={"description": "Notes on the initial treatment contract"},
     )
 
 
 class PlanPatchSchema(PlanFields):
     contract_change_reason = fields.String(
-        load_only=True, allow_none=True, validate=validate.Length(1, 2000),
-        metadata={"description": "Why the contract (planned_sessions, session_frequency) was renegotiated"},
+        load_only=True,
+        allow_none=True,
+        validate=validate.Length(1, 2000),
+        metadata={
+            "description": "Why the contract (planned_sessions, session_frequency) was renegotiated"
+        },
     )
 
 
@@ -232,18 +272,27 @@ class PlanSchema(Audited, PlanFields, Identified):
     expected_end_date = fields.Method(
         "_expected_end_date",
         dump_only=True,
-        metadata={"type": "string", "format": "date",
-                  "description": "end_date, or the date of the last session if all happen on schedule"},
+        metadata={
+            "type": "string",
+            "format": "date",
+            "description": "end_date, or the date of the last session if all happen on schedule",
+        },
     )
     phases = fields.List(fields.Nested(PhaseSchema), dump_only=True)
     contract_history = fields.List(
-        fields.Nested(ContractSchema), dump_only=True, attribute="contracts",
+        fields.Nested(ContractSchema),
+        dump_only=True,
+        attribute="contracts",
         metadata={"description": "Every treatment contract, the current one last"},
     )
     links = fields.Method(
-        "_links", dump_only=True,
-        metadata={"type": "object", "additionalProperties": {"type": "string"},
-                  "description": "The plan and its phases, goals, homework, sessions and changes"},
+        "_links",
+        dump_only=True,
+        metadata={
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "The plan and its phases, goals, homework, sessions and changes",
+        },
     )
 
     def _expected_end_date(self, plan: Any) -> str:
@@ -272,24 +321,34 @@ class TargetSchema(StrictSchema):
     measure = fields.String(
         allow_none=True,
         validate=validate.OneOf(list(codes.MEASURES)),
-        metadata={"description": "LOINC code of the scale: "
-                  + ", ".join(f"{m.code} {m.display}" for m in codes.MEASURES.values()),
-                  "example": "44261-6"},
+        metadata={
+            "description": "LOINC code of the scale: "
+            + ", ".join(f"{m.code} {m.display}" for m in codes.MEASURES.values()),
+            "example": "44261-6",
+        },
     )
-    comparator = fields.String(allow_none=True, validate=_enum(codes.Comparator), metadata={"example": "<"})
+    comparator = fields.String(
+        allow_none=True, validate=_enum(codes.Comparator), metadata={"example": "<"}
+    )
     value = Score(allow_none=True, metadata={"type": "number", "example": 5})
     due_date = fields.Date(allow_none=True, metadata={"example": "2026-03-23"})
 
 
 class GoalFields(StrictSchema):
-    kind = fields.String(required=True, validate=_enum(codes.GoalKind), metadata={"example": "problem-area"})
+    kind = fields.String(
+        required=True, validate=_enum(codes.GoalKind), metadata={"example": "problem-area"}
+    )
     problem_area = fields.String(
-        allow_none=True, validate=_enum(codes.ProblemArea),
-        metadata={"description": "Required for a problem-area goal; one of the plan's areas",
-                  "example": "grief"},
+        allow_none=True,
+        validate=_enum(codes.ProblemArea),
+        metadata={
+            "description": "Required for a problem-area goal; one of the plan's areas",
+            "example": "grief",
+        },
     )
     description = fields.String(
-        required=True, validate=validate.Length(1, 20_000),
+        required=True,
+        validate=validate.Length(1, 20_000),
         metadata={"example": "Facilitate the mourning process."},
     )
     lifecycle_status = fields.String(
@@ -321,16 +380,20 @@ class HomeworkFields(StrictSchema):
         metadata={"description": "Default: the phase in progress", "example": "middle"},
     )
     goal_id = fields.String(allow_none=True, metadata={"description": "The goal it serves, if any"})
-    kind = fields.String(required=True, validate=_enum(codes.HomeworkKind), metadata={"example": "reconnect"})
+    kind = fields.String(
+        required=True, validate=_enum(codes.HomeworkKind), metadata={"example": "reconnect"}
+    )
     description = fields.String(
-        required=True, validate=validate.Length(1, 20_000),
+        required=True,
+        validate=validate.Length(1, 20_000),
         metadata={"example": "Call your old running partner and suggest a walk."},
     )
     assigned_on = fields.Date(metadata={"description": "Default: today"})
     due_on = fields.Date(allow_none=True, metadata={"description": "Not before assigned_on"})
     status = fields.String(validate=_enum(codes.HomeworkStatus), metadata={"example": "assigned"})
     patient_report = fields.String(
-        allow_none=True, validate=validate.Length(1, 20_000),
+        allow_none=True,
+        validate=validate.Length(1, 20_000),
         metadata={"description": "What the patient reports of it"},
     )
 
@@ -348,15 +411,21 @@ class HomeworkSchema(Audited, HomeworkFields, PlanMember):
 
 class SessionFields(StrictSchema):
     number = fields.Integer(
-        required=True, validate=validate.Range(min=1),
+        required=True,
+        validate=validate.Range(min=1),
         metadata={"description": "1..planned_sessions; the session's address", "example": 1},
     )
-    date = fields.Date(allow_none=True, metadata={"description": "Required once attended or missed"})
+    date = fields.Date(
+        allow_none=True, metadata={"description": "Required once attended or missed"}
+    )
     status = fields.String(validate=_enum(codes.SessionStatus), metadata={"example": "attended"})
     phq9_total = fields.Integer(
-        allow_none=True, validate=validate.Range(0, codes.PHQ9_MAX),
-        metadata={"description": "PHQ-9 total score (LOINC 44261-6), attended sessions only",
-                  "example": 14},
+        allow_none=True,
+        validate=validate.Range(0, codes.PHQ9_MAX),
+        metadata={
+            "description": "PHQ-9 total score (LOINC 44261-6), attended sessions only",
+            "example": 14,
+        },
     )
     techniques = fields.List(fields.String(validate=_enum(codes.Technique)))
     note = fields.String(allow_none=True, validate=validate.Length(1, 2000))
@@ -389,10 +458,15 @@ class PlanQuerySchema(PageQuerySchema):
     variant = fields.String(validate=_enum(codes.Variant))
     updated_since = fields.AwareDateTime(
         default_timezone=None,
-        metadata={"description": "Only plans changed at or after this ISO 8601 date-time (with offset)"},
+        metadata={
+            "description": "Only plans changed at or after this ISO 8601 date-time (with offset)"
+        },
     )
     identifier = fields.String(
-        metadata={"description": "system|value, or a value in any system", "example": "urn:oid:1.2.3|IPT-1"}
+        metadata={
+            "description": "system|value, or a value in any system",
+            "example": "urn:oid:1.2.3|IPT-1",
+        }
     )
 
 
@@ -420,8 +494,12 @@ def page_of(item: type[Schema]) -> type[Schema]:
 
 
 class FieldErrorSchema(Schema):
-    field = fields.String(metadata={"description": "Dotted path of the field", "example": "problem_areas.2"})
-    pointer = fields.String(metadata={"description": "JSON Pointer into the request", "example": "/problem_areas/2"})
+    field = fields.String(
+        metadata={"description": "Dotted path of the field", "example": "problem_areas.2"}
+    )
+    pointer = fields.String(
+        metadata={"description": "JSON Pointer into the request", "example": "/problem_areas/2"}
+    )
     location = fields.String(metadata={"description": "json, query or headers"})
     message = fields.String()
 

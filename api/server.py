@@ -14,7 +14,7 @@ def default_workers() -> int:
     return max(2, os.cpu_count() or 1)
 
 
-class Server(BaseApplication):  # type: ignore[misc]
+class Server(BaseApplication):
     def __init__(self, app: Flask, options: dict[str, Any]) -> None:
         self.application = app
         self.options = options

@@ -81,8 +81,7 @@ def _check_goal(problems: Problems, plan: CarePlan, goal: Mapping[str, Any]) -> 
         elif area not in plan.problem_areas:
             problems.add(
                 "problem_area",
-                f"{area!r} is not a problem area of this plan "
-                f"({', '.join(plan.problem_areas)})",
+                f"{area!r} is not a problem area of this plan ({', '.join(plan.problem_areas)})",
             )
     elif goal["kind"] == GoalKind.SYMPTOM and area is not None:
         problems.add("problem_area", "a symptom goal has no problem area")
@@ -92,8 +91,9 @@ def _check_goal(problems: Problems, plan: CarePlan, goal: Mapping[str, Any]) -> 
         if phase in set(PhaseCode) and phase not in {p.code for p in plan.phases}:
             problems.add("phase", f"this plan has no {phase} phase")
     _check_target(problems, goal)
-    check_date_order(problems, "target.due_date", goal["target_due_date"], "start_date",
-                     goal["start_date"])
+    check_date_order(
+        problems, "target.due_date", goal["target_due_date"], "start_date", goal["start_date"]
+    )
 
 
 def _check_target(problems: Problems, goal: Mapping[str, Any]) -> None:
@@ -124,9 +124,7 @@ def _check_target(problems: Problems, goal: Mapping[str, Any]) -> None:
         )
 
 
-def add_goal(
-    database: Database, plan_id: str, data: Mapping[str, Any], actor: str
-) -> Goal:
+def add_goal(database: Database, plan_id: str, data: Mapping[str, Any], actor: str) -> Goal:
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its goals")
         plan = edit.plan

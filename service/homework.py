@@ -127,7 +127,11 @@ def _check_status_change(homework: Homework, changes: Mapping[str, Any]) -> None
                     name, f"homework is {current}: only the patient's report can still change"
                 )
         return
-    if new != current and new in set(HomeworkStatus) and new not in HOMEWORK_STATUS_TRANSITIONS[current]:
+    if (
+        new != current
+        and new in set(HomeworkStatus)
+        and new not in HOMEWORK_STATUS_TRANSITIONS[current]
+    ):
         raise RuleViolation.on("status", f"homework that is {current} cannot become {new}")
 
 

@@ -76,12 +76,15 @@ def _apply(edit: PlanEdit, phase: Phase, data: Mapping[str, Any]) -> None:
         phase.status = status
         if status == PhaseStatus.COMPLETED and phase.end_date is None:
             phase.end_date = edit.now.date()
-    fields = assign(phase, {k: data[k] for k in ("start_date", "end_date", "description") if k in data})
+    fields = assign(
+        phase, {k: data[k] for k in ("start_date", "end_date", "description") if k in data}
+    )
     for other in phases:
         moved = [
             name
-            for name, old in zip(("start_session", "end_session", "status"), before[other.code], strict=True)
+            for name, old in zip(
+                ("start_session", "end_session", "status"), before[other.code], strict=True
+            )
             if getattr(other, name) != old
         ]
         edit.updated("phase", other, moved + (fields if other is phase else []))
-

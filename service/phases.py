@@ -58,7 +58,8 @@ def phase_for_session(phases: Sequence[Phase], number: int) -> Phase:
 
 
 def _describe(phase: Phase) -> str:
-    return f"{PHASE_DISPLAY[PhaseCode(phase.code)].lower()} (sessions {phase.start_session}-{phase.end_session})"
+    name = PHASE_DISPLAY[PhaseCode(phase.code)].lower()
+    return f"{name} (sessions {phase.start_session}-{phase.end_session})"
 
 
 def resize(phases: Sequence[Phase], code: str, start: int | None, end: int | None) -> list[str]:
@@ -94,7 +95,8 @@ def resize(phases: Sequence[Phase], code: str, start: int | None, end: int | Non
         )
     if index < len(ordered) - 1 and new_end >= ordered[index + 1].end_session:
         raise RuleViolation.on(
-            "end_session", f"end_session {new_end} overlaps the whole {_describe(ordered[index + 1])}"
+            "end_session",
+            f"end_session {new_end} overlaps the whole {_describe(ordered[index + 1])}",
         )
     changed: list[str] = []
     if index > 0 and ordered[index - 1].end_session != new_start - 1:

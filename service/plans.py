@@ -129,7 +129,9 @@ def list_changes(database: Database, plan_id: str) -> list[PlanChange]:
 
 def expected_end_date(plan: CarePlan) -> date:
     """The planned end of the course: the end date if set, else the date of the last session."""
-    return plan.end_date or course_end(plan.start_date, plan.planned_sessions, plan.session_frequency)
+    return plan.end_date or course_end(
+        plan.start_date, plan.planned_sessions, plan.session_frequency
+    )
 
 
 # --- checks ---------------------------------------------------------------------------
@@ -178,19 +180,32 @@ def _check_relapse_prevention(problems: Problems, plan: Mapping[str, Any] | None
         for index, item in enumerate(plan.get(key) or []):
             check_text(problems, f"relapse_prevention.{key}.{index}", item, limit=2000)
     for index, contact in enumerate(plan.get("contacts") or []):
-        check_text(problems, f"relapse_prevention.contacts.{index}.name", contact.get("name"),
-                   limit=255, required=True)
+        check_text(
+            problems,
+            f"relapse_prevention.contacts.{index}.name",
+            contact.get("name"),
+            limit=255,
+            required=True,
+        )
 
 
 def _check_identifiers(problems: Problems, identifiers: list[Mapping[str, str]]) -> None:
-    check_distinct(
-        problems, "identifiers", [(i["system"], i["value"]) for i in identifiers]
-    )
+    check_distinct(problems, "identifiers", [(i["system"], i["value"]) for i in identifiers])
     for index, identifier in enumerate(identifiers):
-        check_text(problems, f"identifiers.{index}.system", identifier.get("system"),
-                   limit=512, required=True)
-        check_text(problems, f"identifiers.{index}.value", identifier.get("value"),
-                   limit=255, required=True)
+        check_text(
+            problems,
+            f"identifiers.{index}.system",
+            identifier.get("system"),
+            limit=512,
+            required=True,
+        )
+        check_text(
+            problems,
+            f"identifiers.{index}.value",
+            identifier.get("value"),
+            limit=255,
+            required=True,
+        )
 
 
 def _check_plan(problems: Problems, data: Mapping[str, Any], variant: str) -> None:
@@ -255,7 +270,9 @@ def create_plan(database: Database, data: Mapping[str, Any], actor: str) -> Care
     _check_problem_areas(problems, areas, data.get("dispute_stage"))
     _check_contract(problems, variant, sessions, frequency)
     _check_plan(problems, data, variant)
-    check_date_order(problems, "end_date", data.get("end_date"), "start_date", data.get("start_date"))
+    check_date_order(
+        problems, "end_date", data.get("end_date"), "start_date", data.get("start_date")
+    )
     problems.raise_if_any()
 
     now = utcnow()
@@ -276,19 +293,31 @@ def create_plan(database: Database, data: Mapping[str, Any], actor: str) -> Care
         relapse_prevention=data.get("relapse_prevention"),
         notes=list(data.get("notes") or []),
     )
-    plan.identifiers = [PlanIdentifier(system=i["system"], value=i["value"])
-                        for i in data.get("identifiers") or []]
-    plan.contracts = [Contract(sequence=1, planned_sessions=sessions, session_frequency=frequency,
-                               reason=data.get("contract_change_reason"), agreed_at=now,
-                               agreed_by=actor)]
+    plan.identifiers = [
+        PlanIdentifier(system=i["system"], value=i["value"]) for i in data.get("identifiers") or []
+    ]
+    plan.contracts = [
+        Contract(
+            sequence=1,
+            planned_sessions=sessions,
+            session_frequency=frequency,
+            reason=data.get("contract_change_reason"),
+            agreed_at=now,
+            agreed_by=actor,
+        )
+    ]
     try:
         with database.writing() as session:
             _check_identifiers_free(session, data.get("identifiers") or [], None)
             edit = PlanEdit(session, plan, actor, now)
             edit.created("care_plan", plan)
             for r in phase_rules.default_ranges(variant, sessions):
-                phase = Phase(code=r.code, start_session=r.start, end_session=r.end,
-                              status=PhaseStatus.NOT_STARTED)
+                phase = Phase(
+                    code=r.code,
+                    start_session=r.start,
+                    end_session=r.end,
+                    status=PhaseStatus.NOT_STARTED,
+                )
                 plan.phases.append(phase)
                 edit.created("phase", phase)
             session.flush()
@@ -312,7 +341,9 @@ def _add_template_goals(edit: PlanEdit) -> None:
                 kind=draft.kind,
                 problem_area=draft.problem_area,
                 description=draft.description,
-                lifecycle_status=GoalLifecycleStatus.ACTIVE if active else GoalLifecycleStatus.PROPOSED,
+                lifecycle_status=GoalLifecycleStatus.ACTIVE
+                if active
+                else GoalLifecycleStatus.PROPOSED,
                 achievement_status=GoalAchievement.IN_PROGRESS if active else None,
                 priority=draft.priority,
                 start_date=plan.start_date,
@@ -370,7 +401,11 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     areas = data.get("problem_areas", plan.problem_areas)
     stage = data.get("dispute_stage", plan.dispute_stage)
     if "problem_areas" in data or "dispute_stage" in data:
-        if "problem_areas" in data and ProblemArea.ROLE_DISPUTE not in areas and "dispute_stage" not in data:
+        if (
+            "problem_areas" in data
+            and ProblemArea.ROLE_DISPUTE not in areas
+            and "dispute_stage" not in data
+        ):
             stage = None  # the stage goes with the dispute
         _check_problem_areas(problems, areas, stage)
     sessions = data.get("planned_sessions", plan.planned_sessions)
@@ -379,8 +414,9 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     _check_contract(problems, variant, sessions, frequency)
     start = data.get("start_date", plan.start_date)
     end = data.get("end_date", plan.end_date)
-    check_date_order(problems, "end_date" if "end_date" in data else "start_date", end,
-                     "start_date", start)
+    check_date_order(
+        problems, "end_date" if "end_date" in data else "start_date", end, "start_date", start
+    )
     problems.raise_if_any()
 
     if "problem_areas" in data:
@@ -391,12 +427,21 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     elif data.get("contract_change_reason") is not None:
         raise RuleViolation.on(
             "contract_change_reason",
-            "a contract change reason is given only with a new planned_sessions or session_frequency",
+            "a contract change reason is given only with a new planned_sessions "
+            "or session_frequency",
         )
     changes = {
         name: data[name]
-        for name in ("variant", "start_date", "end_date", "condition", "therapist",
-                     "formulation", "relapse_prevention", "notes")
+        for name in (
+            "variant",
+            "start_date",
+            "end_date",
+            "condition",
+            "therapist",
+            "formulation",
+            "relapse_prevention",
+            "notes",
+        )
         if name in data
     }
     changes["primary_problem_area"] = areas[0]
@@ -454,8 +499,8 @@ def _check_dropped_areas(edit: PlanEdit, areas: list[str]) -> None:
     if binding:
         raise RuleViolation.on(
             "problem_areas",
-            f"problem area {sorted(set(binding))[0]} still has open goals: complete, cancel "
-            "or delete them before dropping the area",
+            f"problem area {sorted({b for b in binding if b})[0]} still has open goals: "
+            "complete, cancel or delete them before dropping the area",
         )
 
 
@@ -496,7 +541,6 @@ def _renegotiate(edit: PlanEdit, sessions: int, frequency: str, reason: str | No
     )
 
 
-
 def _replace_identifiers(edit: PlanEdit, identifiers: list[Mapping[str, str]]) -> list[str]:
     plan = edit.plan
     wanted = [(i["system"], i["value"]) for i in identifiers]
@@ -528,10 +572,18 @@ def _change_status(edit: PlanEdit, status: PlanStatus) -> None:
             )
         ).all()
         for goal in goals:
-            edit.updated("goal", goal, assign(goal, {
-                "lifecycle_status": GoalLifecycleStatus.ACTIVE,
-                "achievement_status": goal.achievement_status or GoalAchievement.IN_PROGRESS,
-            }))
+            edit.updated(
+                "goal",
+                goal,
+                assign(
+                    goal,
+                    {
+                        "lifecycle_status": GoalLifecycleStatus.ACTIVE,
+                        "achievement_status": goal.achievement_status
+                        or GoalAchievement.IN_PROGRESS,
+                    },
+                ),
+            )
     plan.status = status
 
 

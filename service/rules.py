@@ -13,7 +13,9 @@ from service.errors import FieldProblem, RuleViolation
 # A FHIR id, and a reference either relative (``Patient/123``) or absolute
 # (``https://ehr.example.org/fhir/Patient/123``).
 _FHIR_ID = r"[A-Za-z0-9\-\.]{1,64}"
-_REFERENCE = re.compile(rf"^(?:https?://[^\s/]+(?:/[^\s/]+)*/)?(?P<type>[A-Z][A-Za-z]+)/{_FHIR_ID}$")
+_REFERENCE = re.compile(
+    rf"^(?:https?://[^\s/]+(?:/[^\s/]+)*/)?(?P<type>[A-Z][A-Za-z]+)/{_FHIR_ID}$"
+)
 
 PATIENT_TYPES = ("Patient",)
 CONDITION_TYPES = ("Condition",)
@@ -35,7 +37,9 @@ class Problems:
     def __bool__(self) -> bool:
         return bool(self._problems)
 
-    def raise_if_any(self, summary: str = "The request breaks the rules of an IPT care plan") -> None:
+    def raise_if_any(
+        self, summary: str = "The request breaks the rules of an IPT care plan"
+    ) -> None:
         if not self._problems:
             return
         if len(self._problems) == 1:
@@ -67,12 +71,18 @@ def check_reference(
         )
     elif match.group("type") not in allowed:
         problems.add(
-            field, f"reference to {match.group('type')}; expected a reference to {' or '.join(allowed)}"
+            field,
+            f"reference to {match.group('type')}; expected a reference to {' or '.join(allowed)}",
         )
 
 
 def check_text(
-    problems: Problems, field: str, value: str | None, *, limit: int = MAX_TEXT, required: bool = False
+    problems: Problems,
+    field: str,
+    value: str | None,
+    *,
+    limit: int = MAX_TEXT,
+    required: bool = False,
 ) -> None:
     if value is None:
         if required:
@@ -85,7 +95,11 @@ def check_text(
 
 
 def check_date_order(
-    problems: Problems, later_field: str, later: date | None, earlier_field: str, earlier: date | None
+    problems: Problems,
+    later_field: str,
+    later: date | None,
+    earlier_field: str,
+    earlier: date | None,
 ) -> None:
     if later is not None and earlier is not None and later < earlier:
         problems.add(

@@ -77,10 +77,13 @@ def _check_session(problems: Problems, edit: PlanEdit, values: Mapping[str, Any]
     if when is not None:
         if when < plan.start_date:
             problems.add(
-                "date", f"{when.isoformat()} is before the plan's start {plan.start_date.isoformat()}"
+                "date",
+                f"{when.isoformat()} is before the plan's start {plan.start_date.isoformat()}",
             )
         if held and when > edit.now.date() + _FUTURE_TOLERANCE:
-            problems.add("date", f"an {status} session cannot lie in the future ({when.isoformat()})")
+            problems.add(
+                "date", f"an {status} session cannot lie in the future ({when.isoformat()})"
+            )
     score = values["phq9_total"]
     if score is not None:
         if not 0 <= score <= PHQ9_MAX:

@@ -103,8 +103,12 @@ class Client:
 
 @pytest.fixture(scope="session")
 def server(database: Database) -> Iterator[str]:
-    settings = Settings(database_url=database.url.render_as_string(hide_password=False),
-                        auto_migrate=False, log_level="WARNING", max_body_bytes=64 * 1024)
+    settings = Settings(
+        database_url=database.url.render_as_string(hide_password=False),
+        auto_migrate=False,
+        log_level="WARNING",
+        max_body_bytes=64 * 1024,
+    )
     app = create_app(settings, database)
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import requests
@@ -29,14 +30,15 @@ def run_together(*calls: Callable[[], requests.Response]) -> list[requests.Respo
     return results
 
 
-def test_two_writers_with_the_same_version_one_wins_one_gets_412(client: Client, plan: dict) -> None:
-    version = f'"{plan["version"]}"'
+def test_two_writers_with_the_same_version_one_wins_one_gets_412(
+    client: Client, plan: dict
+) -> None:
+    url = plan_url(plan)
     for attempt in range(5):
+        version = {"If-Match": f'"{plan["version"]}"'}
         first, second = run_together(
-            lambda: client.patch(plan_url(plan), json={"formulation": "first writer"},
-                                 headers={"If-Match": version}),
-            lambda: client.patch(plan_url(plan), json={"therapist": "Practitioner/2"},
-                                 headers={"If-Match": version}),
+            partial(client.patch, url, json={"formulation": "first writer"}, headers=version),
+            partial(client.patch, url, json={"therapist": "Practitioner/2"}, headers=version),
         )
         statuses = sorted([first.status_code, second.status_code])
         assert statuses == [200, 412], (attempt, first.text, second.text)
@@ -45,19 +47,24 @@ def test_two_writers_with_the_same_version_one_wins_one_gets_412(client: Client,
         assert stored["version"] == winner.json()["version"] == plan["version"] + 1
         # The loser's change is not half-applied.
         assert (stored["formulation"] is None) != (stored["therapist"] is None)
-        reset = client.patch(plan_url(plan), json={"formulation": None, "therapist": None}).json()
-        plan = reset
-        version = f'"{plan["version"]}"'
+        plan = client.patch(url, json={"formulation": None, "therapist": None}).json()
 
 
 def test_parallel_goal_updates_with_if_match_lose_nothing(client: Client, plan: dict) -> None:
     goal = client.get(plan_url(plan, "goals")).json()["items"][0]
     url = plan_url(plan, "goals", goal["id"])
-    responses = run_together(*[
-        (lambda n=n: client.patch(url, json={"notes": [{"text": f"writer {n}"}]},
-                                  headers={"If-Match": f'"{goal["version"]}"'}))
-        for n in range(6)
-    ])
+    responses = run_together(
+        *[
+            (
+                lambda n=n: client.patch(
+                    url,
+                    json={"notes": [{"text": f"writer {n}"}]},
+                    headers={"If-Match": f'"{goal["version"]}"'},
+                )
+            )
+            for n in range(6)
+        ]
+    )
     assert sorted(r.status_code for r in responses) == [200] + [412] * 5
     winner = next(r for r in responses if r.status_code == 200).json()
     assert client.get(url).json()["notes"] == winner["notes"]
@@ -65,26 +72,39 @@ def test_parallel_goal_updates_with_if_match_lose_nothing(client: Client, plan: 
 
 def test_writes_without_if_match_to_different_records_all_land(client: Client, plan: dict) -> None:
     goals = client.get(plan_url(plan, "goals")).json()["items"]
-    responses = run_together(*[
-        (lambda g=g: client.patch(plan_url(plan, "goals", g["id"]), json={"achievement_status": "improving"}))
-        for g in goals
-    ] + [
-        (lambda n=n: client.post(plan_url(plan, "sessions"), json={"number": n, "date": "2026-01-05"}))
-        for n in range(1, 5)
-    ])
+    responses = run_together(
+        *[
+            (
+                lambda g=g: client.patch(
+                    plan_url(plan, "goals", g["id"]), json={"achievement_status": "improving"}
+                )
+            )
+            for g in goals
+        ]
+        + [
+            (
+                lambda n=n: client.post(
+                    plan_url(plan, "sessions"), json={"number": n, "date": "2026-01-05"}
+                )
+            )
+            for n in range(1, 5)
+        ]
+    )
     assert [r.status_code for r in responses] == [200] * len(goals) + [201] * 4
     stored = client.get(plan_url(plan)).json()
     # One version per change: nothing was overwritten or merged away.
     assert stored["version"] == plan["version"] + len(goals) + 4
-    assert {g["achievement_status"] for g in client.get(plan_url(plan, "goals")).json()["items"]} == {"improving"}
+    assert {
+        g["achievement_status"] for g in client.get(plan_url(plan, "goals")).json()["items"]
+    } == {"improving"}
 
 
 def test_the_same_session_recorded_twice_at_once_is_stored_once(
     client: Client, database: Database, plan: dict
 ) -> None:
     body = {"number": 1, "date": "2026-01-05", "status": "attended"}
-    responses = run_together(*[
-        (lambda: client.post(plan_url(plan, "sessions"), json=body)) for _ in range(6)
-    ])
+    responses = run_together(
+        *[(lambda: client.post(plan_url(plan, "sessions"), json=body)) for _ in range(6)]
+    )
     assert sorted(r.status_code for r in responses) == [201] + [409] * 5
     assert count_rows(database, "sessions") == 1

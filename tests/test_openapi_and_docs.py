@@ -44,8 +44,12 @@ def test_every_operation_has_a_summary_a_description_and_documented_errors() -> 
 
 def test_request_bodies_of_creates_have_examples() -> None:
     spec = json.loads(COMMITTED.read_text(encoding="utf-8"))
-    for path in ("/api/v1/care-plans", "/api/v1/care-plans/{plan_id}/goals",
-                 "/api/v1/care-plans/{plan_id}/homework", "/api/v1/care-plans/{plan_id}/sessions"):
+    for path in (
+        "/api/v1/care-plans",
+        "/api/v1/care-plans/{plan_id}/goals",
+        "/api/v1/care-plans/{plan_id}/homework",
+        "/api/v1/care-plans/{plan_id}/sessions",
+    ):
         post = spec["paths"][path]["post"]
         body = post["requestBody"]["content"]["application/json"]
         assert "example" in body, path
@@ -58,7 +62,10 @@ def test_enumerations_come_from_the_domain_code_lists() -> None:
     spec = json.loads(COMMITTED.read_text(encoding="utf-8"))
     plan = spec["components"]["schemas"]["PlanCreate"]["properties"]
     assert plan["problem_areas"]["items"]["enum"] == [
-        "grief", "role-dispute", "role-transition", "interpersonal-deficits"
+        "grief",
+        "role-dispute",
+        "role-transition",
+        "interpersonal-deficits",
     ]
     assert plan["problem_areas"]["maxItems"] == 2
     session = spec["components"]["schemas"]["SessionFields"]["properties"]

@@ -68,7 +68,11 @@ def test_invalid_settings_are_refused_by_name(environ: dict[str, str], name: str
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "api.cli", *args],
-        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=120,
     )
 
 

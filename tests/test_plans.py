@@ -13,8 +13,15 @@ PLANS = "/api/v1/care-plans"
 
 
 def test_minimal_plan_is_created_from_the_template(client: Client) -> None:
-    response = client.post(PLANS, json={"patient": "Patient/123", "problem_areas": ["grief"],
-                                        "planned_sessions": 12, "start_date": "2026-01-05"})
+    response = client.post(
+        PLANS,
+        json={
+            "patient": "Patient/123",
+            "problem_areas": ["grief"],
+            "planned_sessions": 12,
+            "start_date": "2026-01-05",
+        },
+    )
     assert response.status_code == 201
     plan = response.json()
     assert response.headers["ETag"] == f'"{plan["version"]}"'
@@ -23,7 +30,9 @@ def test_minimal_plan_is_created_from_the_template(client: Client) -> None:
     assert plan["variant"] == "standard"
     assert plan["session_frequency"] == "weekly"
     assert plan["expected_end_date"] == "2026-03-23"  # 11 weeks after the first session
-    assert [(p["code"], p["start_session"], p["end_session"], p["status"]) for p in plan["phases"]] == [
+    assert [
+        (p["code"], p["start_session"], p["end_session"], p["status"]) for p in plan["phases"]
+    ] == [
         ("initial", 1, 3, "not-started"),
         ("middle", 4, 9, "not-started"),
         ("termination", 10, 12, "not-started"),
@@ -36,8 +45,12 @@ def test_minimal_plan_is_created_from_the_template(client: Client) -> None:
         ("symptom", None, "high-priority"),
     ]
     symptom = goals[2]
-    assert symptom["target"] == {"measure": "44261-6", "comparator": "<", "value": 5,
-                                 "due_date": "2026-03-23"}
+    assert symptom["target"] == {
+        "measure": "44261-6",
+        "comparator": "<",
+        "value": 5,
+        "due_date": "2026-03-23",
+    }
     assert goals[0]["description"] == "Facilitate the mourning process."
 
 
@@ -52,11 +65,15 @@ def test_variant_sets_the_default_contract(client: Client) -> None:
 def test_two_problem_areas_give_both_areas_goals_with_the_secondary_at_medium_priority(
     client: Client,
 ) -> None:
-    plan = client.create_plan(problem_areas=["role-dispute", "role-transition"],
-                              dispute_stage="impasse")
+    plan = client.create_plan(
+        problem_areas=["role-dispute", "role-transition"], dispute_stage="impasse"
+    )
     goals = client.get(plan_url(plan, "goals")).json()["items"]
     areas = [(g["problem_area"], g["priority"]) for g in goals if g["kind"] == "problem-area"]
-    assert areas == [("role-dispute", "high-priority")] * 3 + [("role-transition", "medium-priority")] * 3
+    assert (
+        areas
+        == [("role-dispute", "high-priority")] * 3 + [("role-transition", "medium-priority")] * 3
+    )
     assert plan["dispute_stage"] == "impasse"
 
 
@@ -79,10 +96,17 @@ def test_a_full_plan_keeps_every_field(client: Client) -> None:
         "relapse_prevention": {
             "warning_signs": ["Staying in bed past 10"],
             "actions": ["Call the walking group"],
-            "contacts": [{"name": "Daughter", "relationship": "daughter", "telecom": "+44 20 7946 0000"}],
+            "contacts": [
+                {"name": "Daughter", "relationship": "daughter", "telecom": "+44 20 7946 0000"}
+            ],
         },
-        "notes": [{"text": "Prefers morning sessions", "author": "dr.rivera",
-                   "time": "2026-02-02T09:00:00+00:00"}],
+        "notes": [
+            {
+                "text": "Prefers morning sessions",
+                "author": "dr.rivera",
+                "time": "2026-02-02T09:00:00+00:00",
+            }
+        ],
         "identifiers": [{"system": "urn:oid:1.2.3", "value": "IPT-1"}],
     }
     created = client.post(PLANS, json=body).json()
@@ -113,11 +137,15 @@ def test_a_full_plan_keeps_every_field(client: Client) -> None:
         ({"condition": "not a reference"}, "condition"),
         ({"end_date": "2026-01-01"}, "end_date"),
         ({"start_date": "05/01/2026"}, "start_date"),
-        ({"identifiers": [{"system": "urn:x", "value": "1"}, {"system": "urn:x", "value": "1"}]},
-         "identifiers.1"),
+        (
+            {"identifiers": [{"system": "urn:x", "value": "1"}, {"system": "urn:x", "value": "1"}]},
+            "identifiers.1",
+        ),
         ({"notes": [{"text": "x", "time": "yesterday"}]}, "notes.0.time"),
-        ({"relapse_prevention": {"contacts": [{"relationship": "friend"}]}},
-         "relapse_prevention.contacts.0.name"),
+        (
+            {"relapse_prevention": {"contacts": [{"relationship": "friend"}]}},
+            "relapse_prevention.contacts.0.name",
+        ),
         ({"colour": "blue"}, "colour"),
         ({"patient": None}, "patient"),
     ],
@@ -125,7 +153,12 @@ def test_a_full_plan_keeps_every_field(client: Client) -> None:
 def test_invalid_plan_is_refused_naming_the_field_and_nothing_is_stored(
     client: Client, database: Database, change: dict[str, Any], field: str
 ) -> None:
-    body = {"patient": "Patient/123", "problem_areas": ["grief"], "start_date": "2026-01-05", **change}
+    body = {
+        "patient": "Patient/123",
+        "problem_areas": ["grief"],
+        "start_date": "2026-01-05",
+        **change,
+    }
     response = client.post(PLANS, json=body)
     assert response.status_code == 422, response.text
     assert field in problem_fields(response)
@@ -140,7 +173,9 @@ def test_missing_required_fields_are_all_named(client: Client) -> None:
 
 
 def test_body_that_is_not_json_is_refused(client: Client, database: Database) -> None:
-    wrong_type = client.post(PLANS, data="patient=Patient/1", headers={"Content-Type": "text/plain"})
+    wrong_type = client.post(
+        PLANS, data="patient=Patient/1", headers={"Content-Type": "text/plain"}
+    )
     assert wrong_type.status_code == 415
     assert wrong_type.headers["Content-Type"].startswith("application/problem+json")
     broken = client.post(PLANS, data="{not json", headers={"Content-Type": "application/json"})
@@ -150,8 +185,12 @@ def test_body_that_is_not_json_is_refused(client: Client, database: Database) ->
 
 
 def test_body_over_the_size_limit_is_refused_with_413(client: Client, database: Database) -> None:
-    huge = {"patient": "Patient/1", "problem_areas": ["grief"], "start_date": "2026-01-05",
-            "formulation": "x" * 70_000}
+    huge = {
+        "patient": "Patient/1",
+        "problem_areas": ["grief"],
+        "start_date": "2026-01-05",
+        "formulation": "x" * 70_000,
+    }
     response = client.post(PLANS, json=huge)
     assert response.status_code == 413
     assert response.json()["status"] == 413
@@ -161,8 +200,15 @@ def test_body_over_the_size_limit_is_refused_with_413(client: Client, database: 
 def test_identifier_of_another_plan_is_a_conflict(client: Client, database: Database) -> None:
     identifier = {"system": "urn:oid:1.2.3", "value": "IPT-7"}
     first = client.create_plan(identifiers=[identifier])
-    again = client.post(PLANS, json={"patient": "Patient/9", "problem_areas": ["grief"],
-                                     "start_date": "2026-01-05", "identifiers": [identifier]})
+    again = client.post(
+        PLANS,
+        json={
+            "patient": "Patient/9",
+            "problem_areas": ["grief"],
+            "start_date": "2026-01-05",
+            "identifiers": [identifier],
+        },
+    )
     assert again.status_code == 409
     assert first["id"] in again.json()["detail"]
     assert count_rows(database, "care_plans") == 1
@@ -188,9 +234,11 @@ def test_if_none_match_with_the_current_version_answers_304(client: Client, plan
 
 
 def test_patch_changes_only_the_fields_sent_and_records_who(client: Client, plan: dict) -> None:
-    response = client.patch(plan_url(plan), json={"formulation": "Grief after her father died.",
-                                                  "therapist": "Practitioner/42"},
-                            headers={"X-Actor": "dr.rivera"})
+    response = client.patch(
+        plan_url(plan),
+        json={"formulation": "Grief after her father died.", "therapist": "Practitioner/42"},
+        headers={"X-Actor": "dr.rivera"},
+    )
     assert response.status_code == 200
     changed = response.json()
     assert changed["formulation"] == "Grief after her father died."
@@ -212,13 +260,17 @@ def test_patch_with_nothing_new_keeps_the_version(client: Client, plan: dict) ->
 
 def test_stale_if_match_is_refused_with_412_and_changes_nothing(client: Client, plan: dict) -> None:
     client.patch(plan_url(plan), json={"formulation": "first"})
-    stale = client.patch(plan_url(plan), json={"formulation": "second"},
-                         headers={"If-Match": f'"{plan["version"]}"'})
+    stale = client.patch(
+        plan_url(plan), json={"formulation": "second"}, headers={"If-Match": f'"{plan["version"]}"'}
+    )
     assert stale.status_code == 412
     assert stale.headers["ETag"] == f'"{plan["version"] + 1}"'
     assert client.get(plan_url(plan)).json()["formulation"] == "first"
-    fresh = client.patch(plan_url(plan), json={"formulation": "second"},
-                         headers={"If-Match": f'W/"{plan["version"] + 1}"'})
+    fresh = client.patch(
+        plan_url(plan),
+        json={"formulation": "second"},
+        headers={"If-Match": f'W/"{plan["version"] + 1}"'},
+    )
     assert fresh.status_code == 200
 
 
@@ -229,20 +281,32 @@ def test_malformed_if_match_is_a_bad_request(client: Client, plan: dict) -> None
 
 
 def test_renegotiating_the_contract_keeps_the_old_one(client: Client, plan: dict) -> None:
-    response = client.patch(plan_url(plan), json={"planned_sessions": 16, "session_frequency": "weekly",
-                                                  "contract_change_reason": "slow progress"})
+    response = client.patch(
+        plan_url(plan),
+        json={
+            "planned_sessions": 16,
+            "session_frequency": "weekly",
+            "contract_change_reason": "slow progress",
+        },
+    )
     assert response.status_code == 200
     changed = response.json()
-    assert [(c["sequence"], c["planned_sessions"], c["reason"]) for c in changed["contract_history"]] == [
+    assert [
+        (c["sequence"], c["planned_sessions"], c["reason"]) for c in changed["contract_history"]
+    ] == [
         (1, 12, None),
         (2, 16, "slow progress"),
     ]
     assert [(p["code"], p["start_session"], p["end_session"]) for p in changed["phases"]] == [
-        ("initial", 1, 3), ("middle", 4, 13), ("termination", 14, 16)
+        ("initial", 1, 3),
+        ("middle", 4, 13),
+        ("termination", 14, 16),
     ]
 
 
-def test_contract_change_reason_without_a_contract_change_is_refused(client: Client, plan: dict) -> None:
+def test_contract_change_reason_without_a_contract_change_is_refused(
+    client: Client, plan: dict
+) -> None:
     response = client.patch(plan_url(plan), json={"contract_change_reason": "why not"})
     assert response.status_code == 422
     assert problem_fields(response) == ["contract_change_reason"]
@@ -282,8 +346,10 @@ def test_illegal_status_change_is_refused(client: Client, plan: dict) -> None:
 
 def test_completed_plan_accepts_only_note_changes(client: Client, plan: dict) -> None:
     client.patch(plan_url(plan), json={"status": "completed"})
-    refused = client.patch(plan_url(plan), json={"formulation": "rewritten",
-                                                 "notes": [{"text": "follow-up in 3 months"}]})
+    refused = client.patch(
+        plan_url(plan),
+        json={"formulation": "rewritten", "notes": [{"text": "follow-up in 3 months"}]},
+    )
     assert refused.status_code == 422
     assert problem_fields(refused) == ["formulation"]
     notes = client.patch(plan_url(plan), json={"notes": [{"text": "follow-up in 3 months"}]})
@@ -295,7 +361,9 @@ def test_completed_plan_accepts_only_note_changes(client: Client, plan: dict) ->
 
 
 def test_completing_a_plan_completes_its_phase_in_progress(client: Client, plan: dict) -> None:
-    client.post(plan_url(plan, "sessions"), json={"number": 1, "date": "2026-01-05", "status": "attended"})
+    client.post(
+        plan_url(plan, "sessions"), json={"number": 1, "date": "2026-01-05", "status": "attended"}
+    )
     completed = client.patch(plan_url(plan), json={"status": "completed"}).json()
     assert [p["status"] for p in completed["phases"]] == ["completed", "not-started", "not-started"]
 
@@ -306,7 +374,9 @@ def test_activating_a_draft_plan_activates_its_proposed_goals(client: Client) ->
     assert {g["lifecycle_status"] for g in goals} == {"proposed"}
     client.patch(plan_url(draft), json={"status": "active"})
     goals = client.get(plan_url(draft, "goals")).json()["items"]
-    assert {(g["lifecycle_status"], g["achievement_status"]) for g in goals} == {("active", "in-progress")}
+    assert {(g["lifecycle_status"], g["achievement_status"]) for g in goals} == {
+        ("active", "in-progress")
+    }
 
 
 def test_dropping_a_problem_area_with_open_goals_is_refused(client: Client) -> None:
@@ -316,18 +386,23 @@ def test_dropping_a_problem_area_with_open_goals_is_refused(client: Client) -> N
     assert problem_fields(refused) == ["problem_areas"]
     for goal in client.get(plan_url(plan, "goals")).json()["items"]:
         if goal["problem_area"] == "role-transition":
-            client.patch(plan_url(plan, "goals", goal["id"]), json={"lifecycle_status": "cancelled"})
+            client.patch(
+                plan_url(plan, "goals", goal["id"]), json={"lifecycle_status": "cancelled"}
+            )
     assert client.patch(plan_url(plan), json={"problem_areas": ["grief"]}).status_code == 200
 
 
 def test_dispute_stage_goes_with_the_dispute(client: Client) -> None:
-    plan = client.create_plan(problem_areas=["role-dispute"], dispute_stage="renegotiation",
-                              default_goals=False)
+    plan = client.create_plan(
+        problem_areas=["role-dispute"], dispute_stage="renegotiation", default_goals=False
+    )
     changed = client.patch(plan_url(plan), json={"problem_areas": ["grief"]}).json()
     assert changed["dispute_stage"] is None
 
 
-def test_delete_keeps_the_plan_stored_but_answers_410(client: Client, database: Database, plan: dict) -> None:
+def test_delete_keeps_the_plan_stored_but_answers_410(
+    client: Client, database: Database, plan: dict
+) -> None:
     stale = client.delete(plan_url(plan), headers={"If-Match": '"99"'})
     assert stale.status_code == 412
     response = client.delete(plan_url(plan), headers={"If-Match": f'"{plan["version"]}"'})
@@ -341,8 +416,9 @@ def test_delete_keeps_the_plan_stored_but_answers_410(client: Client, database: 
 
 def test_list_filters_by_every_criterion(client: Client) -> None:
     grief = client.create_plan(patient="Patient/1", identifiers=[{"system": "urn:c", "value": "A"}])
-    dispute = client.create_plan(patient="Patient/1", problem_areas=["role-dispute", "role-transition"],
-                                 status="draft")
+    dispute = client.create_plan(
+        patient="Patient/1", problem_areas=["role-dispute", "role-transition"], status="draft"
+    )
     brief = client.create_plan(patient="Patient/2", variant="brief", planned_sessions=8)
 
     def ids(**params: Any) -> list[str]:
@@ -398,22 +474,31 @@ def test_list_pages_have_a_total_and_links(client: Client) -> None:
 
 def test_change_log_records_every_change_with_its_author(client: Client, plan: dict) -> None:
     client.patch(plan_url(plan), json={"formulation": "x"}, headers={"X-Actor": "dr.rivera"})
-    client.post(plan_url(plan, "sessions"), json={"number": 1, "date": "2026-01-05", "status": "attended"},
-                headers={"X-Actor": "nurse.kim"})
+    client.post(
+        plan_url(plan, "sessions"),
+        json={"number": 1, "date": "2026-01-05", "status": "attended"},
+        headers={"X-Actor": "nurse.kim"},
+    )
     changes = client.get(plan_url(plan, "changes"), params={"page_size": 100}).json()["items"]
     created = [c for c in changes if c["plan_version"] == 1]
     assert {c["entity"] for c in created} == {"care_plan", "phase", "goal"}
     formulation = [c for c in changes if c["fields"] == ["formulation"]]
-    assert [(c["entity"], c["actor"], c["plan_version"]) for c in formulation] == [("care_plan", "dr.rivera", 2)]
+    assert [(c["entity"], c["actor"], c["plan_version"]) for c in formulation] == [
+        ("care_plan", "dr.rivera", 2)
+    ]
     session = [c for c in changes if c["entity"] == "session"]
-    assert [(c["action"], c["actor"], c["plan_version"]) for c in session] == [("create", "nurse.kim", 3)]
+    assert [(c["action"], c["actor"], c["plan_version"]) for c in session] == [
+        ("create", "nurse.kim", 3)
+    ]
     assert any(c["entity"] == "phase" and c["plan_version"] == 3 for c in changes)
 
 
 def test_invalid_actor_header_is_a_bad_request(client: Client, database: Database) -> None:
-    response = client.post(PLANS, json={"patient": "Patient/1", "problem_areas": ["grief"],
-                                        "start_date": "2026-01-05"},
-                           headers={"X-Actor": "<script>"})
+    response = client.post(
+        PLANS,
+        json={"patient": "Patient/1", "problem_areas": ["grief"], "start_date": "2026-01-05"},
+        headers={"X-Actor": "<script>"},
+    )
     assert response.status_code == 400
     assert count_rows(database, "care_plans") == 0
 

@@ -100,3 +100,11 @@ def test_cli_openapi_check_detects_a_stale_document(tmp_path: Path) -> None:
     assert _cli("openapi", "check", str(stale), env={}).returncode == 1
     assert _cli("openapi", "write", str(stale), env={}).returncode == 0
     assert _cli("openapi", "check", str(stale), env={}).returncode == 0
+
+
+def test_readme_documents_every_setting() -> None:
+    from api.config import VARIABLES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in VARIABLES:
+        assert f"| `{name}` |" in readme, name

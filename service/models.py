@@ -185,6 +185,7 @@ class PlanIdentifier(Base):
     __table_args__ = (
         UniqueConstraint("system", "value"),
         Index("ix_plan_identifiers_plan_id", "plan_id"),
+        Index("ix_plan_identifiers_value", "value"),
     )
 
 

@@ -108,3 +108,13 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for name in VARIABLES:
         assert f"| `{name}` |" in readme, name
+
+
+def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path) -> None:
+    env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'roundtrip.db'}"}
+    assert _cli("db", "upgrade", env=env).returncode == 0
+    down = _cli("db", "downgrade", "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "revision None" in down.stdout
+    assert _cli("db", "upgrade", env=env).returncode == 0
+    assert _cli("db", "current", env=env).returncode == 0

@@ -185,6 +185,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("plan_identifiers", schema=None) as batch_op:
         batch_op.create_index("ix_plan_identifiers_plan_id", ["plan_id"], unique=False)
+        batch_op.create_index("ix_plan_identifiers_value", ["value"], unique=False)
 
     op.create_table(
         "sessions",
@@ -273,6 +274,7 @@ def downgrade() -> None:
 
     op.drop_table("sessions")
     with op.batch_alter_table("plan_identifiers", schema=None) as batch_op:
+        batch_op.drop_index("ix_plan_identifiers_value")
         batch_op.drop_index("ix_plan_identifiers_plan_id")
 
     op.drop_table("plan_identifiers")

@@ -139,11 +139,8 @@ class PlanCreator:
 
     def find(self, identifier: str) -> str | None:
         """The id of the plan with this identifier in the clinic's system, if there is one."""
-        response = self.http.get(
-            self.plans_url,
-            params={"identifier": f"{self.system}|{identifier}", "page_size": 1},
-            timeout=self.timeout,
-        )
+        query = {"identifier": f"{self.system}|{identifier}", "page_size": "1"}
+        response = self.http.get(self.plans_url, params=query, timeout=self.timeout)
         if response.status_code != 200:
             raise RowError(f"looking up identifier {identifier!r}: {describe_failure(response)}")
         items = response.json()["items"]

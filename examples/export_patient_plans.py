@@ -3,7 +3,7 @@
 Usage::
 
     python examples/export_patient_plans.py Patient/123 --base-url http://127.0.0.1:8000 \\
-        [--output FILE] [--timeout SECONDS]
+        [--output FILE] [--page-size N] [--timeout SECONDS]
 
 The patient's plans are listed with ``GET /api/v1/care-plans?patient=Patient/123`` (following
 ``links.next`` through every page); for each plan its goals, homework and sessions are read the
@@ -38,7 +38,7 @@ import requests
 
 PLANS_PATH = "/api/v1/care-plans"
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
-PAGE_SIZE = 100  # the largest page the service serves
+PAGE_SIZE = 100  # the largest page the service serves: the fewest requests
 PARTS = ("goals", "homework", "sessions")
 
 
@@ -59,6 +59,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", "-o", help="file to write (default: standard output)")
     parser.add_argument(
+        "--page-size",
+        type=int,
+        default=PAGE_SIZE,
+        help=f"items asked for per request, 1-{PAGE_SIZE} (default {PAGE_SIZE})",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for each request (30)"
     )
     return parser.parse_args(argv)
@@ -70,17 +76,19 @@ def describe_failure(response: requests.Response) -> str:
         problem = response.json()
     except ValueError:
         problem = None
-    if isinstance(problem, dict) and problem.get("detail"):
-        return f"HTTP {response.status_code}: {problem['detail']}"
-    return f"HTTP {response.status_code} {response.reason}"
+    if not isinstance(problem, dict) or not problem.get("detail"):
+        return f"HTTP {response.status_code} {response.reason}"
+    errors = [f"{e.get('field', '?')}: {e.get('message', '')}" for e in problem.get("errors") or []]
+    return "; ".join([f"HTTP {response.status_code}: {problem['detail']}", *errors])
 
 
 class Exporter:
     """Reads pages of the API through one HTTP session."""
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(self, base_url: str, timeout: float, page_size: int = PAGE_SIZE) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.page_size = page_size
         self.http = requests.Session()
         self.http.headers["Accept"] = "application/json"
 
@@ -103,7 +111,7 @@ class Exporter:
     def items(self, path: str, params: dict[str, Any] | None = None) -> Iterator[Any]:
         """Every item of a paginated list, following ``links.next`` to the last page."""
         url: str | None = self.url(path)
-        params = {**(params or {}), "page_size": PAGE_SIZE}
+        params = {**(params or {}), "page_size": self.page_size}
         while url:
             page = self.get(url, params)
             yield from page["items"]
@@ -121,23 +129,25 @@ class Exporter:
             seen.add(plan["id"])
             links = plan.get("links") or {}
             for part in PARTS:
-                plan[part] = list(self.items(links.get(part) or f"{PLANS_PATH}/{plan['id']}/{part}"))
+                path = links.get(part) or f"{PLANS_PATH}/{plan['id']}/{part}"
+                plan[part] = list(self.items(path))
             exported.append(plan)
         return exported
 
 
-def export(patient: str, base_url: str, timeout: float) -> dict[str, Any]:
-    return {
-        "patient": patient,
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "care_plans": Exporter(base_url, timeout).plans(patient),
-    }
+def export(
+    patient: str, base_url: str, timeout: float = 30.0, page_size: int = PAGE_SIZE
+) -> dict[str, Any]:
+    """The export document of one patient."""
+    exported_at = datetime.now(UTC).isoformat(timespec="seconds")
+    plans = Exporter(base_url, timeout, page_size).plans(patient)
+    return {"patient": patient, "exported_at": exported_at, "care_plans": plans}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        document = export(args.patient, args.base_url, args.timeout)
+        document = export(args.patient, args.base_url, args.timeout, args.page_size)
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

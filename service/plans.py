@@ -309,7 +309,7 @@ def create_plan(database: Database, data: Mapping[str, Any], actor: str) -> Care
     try:
         with database.writing() as session:
             _check_identifiers_free(session, data.get("identifiers") or [], None)
-            edit = PlanEdit(session, plan, actor, now)
+            edit = PlanEdit(session, plan, actor, now, observers=database.observers)
             edit.created("care_plan", plan)
             for r in phase_rules.default_ranges(variant, sessions):
                 phase = Phase(
@@ -593,8 +593,13 @@ def _change_status(edit: PlanEdit, status: PlanStatus) -> None:
 def delete_plan(
     database: Database, plan_id: str, actor: str, expected_version: int | None = None
 ) -> None:
-    """Mark the plan deleted; it and everything in it stay stored for the record."""
+    """Mark the plan deleted; it and everything in it stay stored for the record.
+
+    Its identifiers are released: a deleted plan is found by no search, so a new plan may
+    take them.
+    """
     with edit_plan(database, plan_id, actor, expected_version) as edit:
+        edit.plan.identifiers = []
         edit.deleted("care_plan", edit.plan)
 
 

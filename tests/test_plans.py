@@ -510,3 +510,12 @@ def test_unknown_route_and_method_answer_problem_details(client: Client, plan: d
     wrong = client.request("PUT", plan_url(plan), json={})
     assert wrong.status_code == 405
     assert "PATCH" in wrong.headers["Allow"]
+
+
+def test_deleting_a_plan_releases_its_identifiers(client: Client) -> None:
+    identifier = {"system": "urn:oid:1.2.3", "value": "IPT-9"}
+    first = client.create_plan(identifiers=[identifier])
+    assert client.delete(plan_url(first)).status_code == 204
+    second = client.create_plan(identifiers=[identifier])
+    found = client.get(PLANS, params={"identifier": "urn:oid:1.2.3|IPT-9"}).json()["items"]
+    assert [p["id"] for p in found] == [second["id"]]

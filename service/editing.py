@@ -8,7 +8,7 @@ never overwritten. Each change is logged in ``plan_changes`` with its author and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +23,8 @@ from service.errors import Gone, NotFound, RuleViolation, VersionMismatch
 from service.models import CarePlan, PlanChange, TherapySession, Tracked, utcnow
 
 T = TypeVar("T", bound=Tracked)
+# Called inside the write transaction once a change is complete, e.g. to publish views of it.
+ChangeObserver = Callable[["PlanEdit"], None]
 
 
 def plan_query() -> Any:
@@ -93,6 +95,7 @@ class PlanEdit:
     plan: CarePlan
     actor: str
     now: datetime = field(default_factory=utcnow)
+    observers: Sequence[ChangeObserver] = ()
     _log: list[_Logged] = field(default_factory=list)
 
     def require_open(self, what: str) -> None:
@@ -157,6 +160,8 @@ class PlanEdit:
                 )
             )
         self.session.flush()
+        for observer in self.observers:
+            observer(self)
 
 
 @contextmanager
@@ -170,6 +175,6 @@ def edit_plan(
     with database.writing() as session:
         plan = load_plan(session, plan_id, lock=True)
         check_version(plan, expected_version, "care plan")
-        edit = PlanEdit(session, plan, actor)
+        edit = PlanEdit(session, plan, actor, observers=database.observers)
         yield edit
         edit.finish()

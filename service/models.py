@@ -331,3 +331,51 @@ class PlanChange(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_plan_changes_plan_id_id", "plan_id", "id"),)
+
+
+class StoredResource(Base):
+    """The current version of a resource published from a plan (an opaque JSON document).
+
+    The domain does not read the documents; it keeps them so that every version can be
+    served exactly as it was and the newest one without rebuilding it.
+    """
+
+    __tablename__ = "stored_resources"
+
+    resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    content: Mapped[str] = mapped_column(Text)
+    # A digest of the content without its version metadata: unchanged content, no new version.
+    digest: Mapped[str] = mapped_column(String(64))
+    # Elements a client wrote that the domain does not model, kept verbatim.
+    extras: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index("ix_stored_resources_plan_id", "plan_id"),
+        Index("ix_stored_resources_type_last_updated", "resource_type", "last_updated", "id"),
+    )
+
+
+class ResourceVersion(Base):
+    """Every version of every published resource, in the order they were written."""
+
+    __tablename__ = "resource_versions"
+
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    method: Mapped[str] = mapped_column(String(10))
+    content: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("resource_type", "id", "version_id"),
+        Index("ix_resource_versions_last_updated", "last_updated", "sequence"),
+        Index("ix_resource_versions_type_last_updated", "resource_type", "last_updated", "sequence"),
+    )

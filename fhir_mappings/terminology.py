@@ -1,0 +1,173 @@
+"""The canonical URLs and code systems of the project's FHIR views, defined once.
+
+Every URL the FHIR mappings, the conformance resources and the CapabilityStatement use is
+built here from one canonical base. Local code systems take their codes from
+``service.codes``, so a code added to the domain appears in FHIR at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from service import codes
+
+CANONICAL_BASE = "https://ipt-careplans.org/fhir"
+FHIR_VERSION = "4.0.1"
+
+SNOMED = "http://snomed.info/sct"
+LOINC = codes.LOINC
+UCUM = "http://unitsofmeasure.org"
+US_CORE_CAREPLAN_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category"
+GOAL_CATEGORY = "http://terminology.hl7.org/CodeSystem/goal-category"
+GOAL_ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
+GOAL_PRIORITY = "http://terminology.hl7.org/CodeSystem/goal-priority"
+
+IPT_SNOMED_CODE = "443730003"
+IPT_SNOMED_DISPLAY = "Interpersonal psychotherapy"
+
+
+def structure_definition(name: str) -> str:
+    return f"{CANONICAL_BASE}/StructureDefinition/{name}"
+
+
+def code_system(name: str) -> str:
+    return f"{CANONICAL_BASE}/CodeSystem/{name}"
+
+
+def value_set(name: str) -> str:
+    return f"{CANONICAL_BASE}/ValueSet/{name}"
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+EPISODE_PROFILE = structure_definition("ipt-episode-careplan")
+PHASE_PROFILE = structure_definition("ipt-phase-careplan")
+GOAL_PROFILE = structure_definition("ipt-goal")
+
+# --- extensions -----------------------------------------------------------------------------
+# Episode CarePlan
+EXT_VARIANT = structure_definition("ipt-variant")  # valueCode
+EXT_PLANNED_SESSIONS = structure_definition("ipt-planned-sessions")  # valuePositiveInt
+EXT_SESSION_FREQUENCY = structure_definition("ipt-session-frequency")  # valueCode
+EXT_CONTRACT = structure_definition("ipt-treatment-contract")  # complex, one per contract
+EXT_PROBLEM_AREA = structure_definition("ipt-problem-area")  # complex, one per area
+EXT_RELAPSE_PREVENTION = structure_definition("ipt-relapse-prevention")  # complex
+# Phase CarePlan
+EXT_SESSION_RANGE = structure_definition("ipt-session-range")  # complex: first, last
+# Phase CarePlan activity.detail
+EXT_SESSION_NUMBER = structure_definition("ipt-session-number")  # valuePositiveInt
+EXT_PHQ9_TOTAL = structure_definition("ipt-phq9-total")  # valueInteger 0-27
+EXT_SESSION_TECHNIQUE = structure_definition("ipt-session-technique")  # valueCoding, repeats
+# Goal
+EXT_GOAL_EPISODE = structure_definition("ipt-goal-episode")  # valueReference(CarePlan)
+EXT_GOAL_PHASE = structure_definition("ipt-goal-phase")  # valueCode
+
+
+@dataclass(frozen=True)
+class LocalCodeSystem:
+    """A code list of the domain published as a CodeSystem with its ValueSet."""
+
+    name: str
+    title: str
+    description: str
+    enum: type[StrEnum]
+
+    @property
+    def url(self) -> str:
+        return code_system(self.name)
+
+    @property
+    def value_set_url(self) -> str:
+        return value_set(self.name)
+
+    @property
+    def codes(self) -> list[str]:
+        return codes.values(self.enum)
+
+
+class CarePlanKind(StrEnum):
+    """Which of the project's CarePlans a resource is."""
+
+    EPISODE = "episode"
+    PHASE = "phase"
+
+
+class SessionStatusCode(StrEnum):
+    """The session statuses, kept exactly beside the FHIR activity status they map to."""
+
+    SCHEDULED = codes.SessionStatus.SCHEDULED.value
+    ATTENDED = codes.SessionStatus.ATTENDED.value
+    NO_SHOW = codes.SessionStatus.NO_SHOW.value
+    CANCELLED = codes.SessionStatus.CANCELLED.value
+
+
+LOCAL_CODE_SYSTEMS: dict[str, LocalCodeSystem] = {
+    system.name: system
+    for system in (
+        LocalCodeSystem(
+            "ipt-careplan-kind",
+            "IPT CarePlan kind",
+            "Whether a CarePlan is the episode of IPT or one of its phases.",
+            CarePlanKind,
+        ),
+        LocalCodeSystem(
+            "ipt-problem-area",
+            "IPT problem area",
+            "The four interpersonal problem areas IPT works on.",
+            codes.ProblemArea,
+        ),
+        LocalCodeSystem(
+            "ipt-dispute-stage",
+            "IPT role-dispute stage",
+            "The stage of an interpersonal role dispute.",
+            codes.DisputeStage,
+        ),
+        LocalCodeSystem(
+            "ipt-phase", "IPT phase", "The phases of a course of IPT.", codes.PhaseCode
+        ),
+        LocalCodeSystem(
+            "ipt-variant", "IPT variant", "The formats of IPT a plan can follow.", codes.Variant
+        ),
+        LocalCodeSystem(
+            "ipt-session-frequency",
+            "IPT session frequency",
+            "How often sessions take place under the treatment contract.",
+            codes.Frequency,
+        ),
+        LocalCodeSystem(
+            "ipt-homework-kind",
+            "IPT homework kind",
+            "Kinds of between-session tasks a patient takes on.",
+            codes.HomeworkKind,
+        ),
+        LocalCodeSystem(
+            "ipt-homework-status",
+            "IPT homework status",
+            "The status of homework, kept exactly beside the FHIR activity status.",
+            codes.HomeworkStatus,
+        ),
+        LocalCodeSystem(
+            "ipt-session-status",
+            "IPT session status",
+            "The status of a session, kept exactly beside the FHIR activity status.",
+            SessionStatusCode,
+        ),
+        LocalCodeSystem(
+            "ipt-session-technique",
+            "IPT session technique",
+            "Techniques an IPT therapist uses in a session.",
+            codes.Technique,
+        ),
+        LocalCodeSystem(
+            "ipt-goal-kind",
+            "IPT goal kind",
+            "A symptom goal measured by a scale, or a goal of a problem area.",
+            codes.GoalKind,
+        ),
+    )
+}
+
+
+def local(name: str) -> LocalCodeSystem:
+    return LOCAL_CODE_SYSTEMS[name]

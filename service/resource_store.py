@@ -1,0 +1,149 @@
+"""Published documents of a plan: their current version and every earlier one.
+
+The documents are opaque here; a publisher outside the domain renders them. The store
+keeps each version exactly as written so that it can be served again unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
+
+from service.models import ResourceVersion, StoredResource
+
+
+@dataclass(frozen=True)
+class Document:
+    """A rendered document ready to store: its content, and a digest without version data."""
+
+    resource_type: str
+    id: str
+    content: str
+    digest: str
+
+
+def current(session: Session, resource_type: str, resource_id: str) -> StoredResource | None:
+    return session.get(StoredResource, (resource_type, resource_id))
+
+
+def of_plan(session: Session, plan_id: str) -> list[StoredResource]:
+    return list(session.scalars(select(StoredResource).where(StoredResource.plan_id == plan_id)))
+
+
+def save(
+    session: Session,
+    plan_id: str,
+    document: Document,
+    version_id: int,
+    when: datetime,
+    method: str,
+    extras: dict | None = None,
+) -> StoredResource:
+    """Store a new current version and append it to the history."""
+    stored = current(session, document.resource_type, document.id)
+    if stored is None:
+        stored = StoredResource(resource_type=document.resource_type, id=document.id, extras={})
+        session.add(stored)
+    stored.plan_id = plan_id
+    stored.version_id = version_id
+    stored.last_updated = when
+    stored.deleted = False
+    stored.content = document.content
+    stored.digest = document.digest
+    if extras is not None:
+        stored.extras = extras
+    session.add(
+        ResourceVersion(
+            resource_type=document.resource_type,
+            id=document.id,
+            version_id=version_id,
+            last_updated=when,
+            deleted=False,
+            method=method,
+            content=document.content,
+        )
+    )
+    return stored
+
+
+def mark_deleted(session: Session, stored: StoredResource, when: datetime) -> None:
+    """A deletion is a version too: the history keeps what was there before."""
+    stored.version_id += 1
+    stored.last_updated = when
+    stored.deleted = True
+    session.add(
+        ResourceVersion(
+            resource_type=stored.resource_type,
+            id=stored.id,
+            version_id=stored.version_id,
+            last_updated=when,
+            deleted=True,
+            method="DELETE",
+            content=None,
+        )
+    )
+
+
+def version(
+    session: Session, resource_type: str, resource_id: str, version_id: int
+) -> ResourceVersion | None:
+    return session.scalar(
+        select(ResourceVersion).where(
+            ResourceVersion.resource_type == resource_type,
+            ResourceVersion.id == resource_id,
+            ResourceVersion.version_id == version_id,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """Which versions to list: one resource, one type or all; a time window; a page."""
+
+    resource_type: str | None = None
+    resource_id: str | None = None
+    since: datetime | None = None
+    at: datetime | None = None
+    # Keyset position: versions strictly before (newest first) this sequence number.
+    before_sequence: int | None = None
+    limit: int = 50
+
+
+def history(session: Session, query: HistoryQuery) -> Sequence[ResourceVersion]:
+    """Versions newest first, as FHIR history lists them."""
+    conditions = []
+    if query.resource_type is not None:
+        conditions.append(ResourceVersion.resource_type == query.resource_type)
+    if query.resource_id is not None:
+        conditions.append(ResourceVersion.id == query.resource_id)
+    if query.since is not None:
+        conditions.append(ResourceVersion.last_updated >= query.since)
+    if query.before_sequence is not None:
+        conditions.append(ResourceVersion.sequence < query.before_sequence)
+    statement = select(ResourceVersion).where(*conditions)
+    if query.at is not None:
+        statement = statement.where(_current_at(query.at))
+    statement = statement.order_by(ResourceVersion.sequence.desc()).limit(query.limit)
+    return session.scalars(statement).all()
+
+
+def _current_at(moment: datetime) -> object:
+    """Versions that were the current one at ``moment``: written by then, not yet replaced."""
+    later = ResourceVersion.__table__.alias("later")
+    replaced = (
+        select(later.c.sequence)
+        .where(
+            and_(
+                later.c.resource_type == ResourceVersion.resource_type,
+                later.c.id == ResourceVersion.id,
+                later.c.version_id > ResourceVersion.version_id,
+                later.c.last_updated <= moment,
+            )
+        )
+        .exists()
+    )
+    return and_(ResourceVersion.last_updated <= moment, ~replaced)

@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
+from api.fhir.http import FhirError, operation_outcome
 from api.schemas import ProblemSchema
 from service.errors import Conflict, DomainError, Gone, NotFound, RuleViolation, VersionMismatch
 
@@ -32,6 +33,28 @@ _DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
 ]
 
 
+# OperationOutcome issue codes for the FHIR interface, by problem kind, then by status.
+_FHIR_CODES_BY_KIND = {
+    "validation": "invalid",
+    "rule-violation": "business-rule",
+    "not-found": "not-found",
+    "gone": "deleted",
+    "version-mismatch": "conflict",
+    "conflict": "conflict",
+    "malformed": "structure",
+    "unsupported-media-type": "not-supported",
+}
+_FHIR_CODES_BY_STATUS = {
+    400: "invalid",
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    413: "too-costly",
+    415: "not-supported",
+    503: "transient",
+}
+
+
 def problem(
     status: int,
     detail: str,
@@ -40,7 +63,11 @@ def problem(
     errors: list[dict[str, str]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """A problem+json response."""
+    """A problem+json response; on the FHIR interface an OperationOutcome instead."""
+    if request.path == "/fhir" or request.path.startswith("/fhir/"):
+        code = _FHIR_CODES_BY_KIND.get(kind or "") or _FHIR_CODES_BY_STATUS.get(status, "exception")
+        expressions = [(e["field"], e["message"]) for e in errors or []]
+        return operation_outcome(status, code, detail, expressions, headers)
     body: dict[str, Any] = {
         "type": f"urn:ipt-careplans:problem:{kind}" if kind else "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -132,6 +159,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def on_domain_error(error: DomainError) -> Response:
         return domain_problem(error)
+
+    @app.errorhandler(FhirError)
+    def on_fhir_error(error: FhirError) -> Response:
+        return operation_outcome(error.status, error.code, error.diagnostics)
 
     @app.errorhandler(StaleDataError)
     def on_stale(_error: StaleDataError) -> Response:

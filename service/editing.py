@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from service.codes import CLOSED_PLAN_STATUSES, SessionStatus
@@ -124,15 +124,23 @@ class PlanEdit:
         record.deleted_by = record.updated_by = self.actor
         self._log.append(_Logged(entity, record, "delete", []))
 
-    def last_attended(self) -> int | None:
-        """The highest session number the patient attended in this plan."""
-        return self.session.scalar(
-            select(func.max(TherapySession.number)).where(
+    def last_attended(self) -> tuple[int, date | None] | None:
+        """The number and date of the last session the patient attended in this plan.
+
+        Query it before changing phases: the query flushes pending changes, and a phase
+        flushed early would have its version bumped twice for one change.
+        """
+        row = self.session.execute(
+            select(TherapySession.number, TherapySession.date)
+            .where(
                 TherapySession.plan_id == self.plan.id,
                 TherapySession.deleted_at.is_(None),
                 TherapySession.status == SessionStatus.ATTENDED,
             )
-        )
+            .order_by(TherapySession.number.desc())
+            .limit(1)
+        ).first()
+        return (row.number, row.date) if row else None
 
     @property
     def changed(self) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 
 from service.codes import (
+    FINISHED_GOAL_STATUSES,
     MEASURES,
     Comparator,
     GoalAchievement,
@@ -30,6 +31,10 @@ _TARGET_COLUMNS = {
     "value": "target_value",
     "due_date": "target_due_date",
 }
+# Target values are stored with 3 decimal places (Numeric(9, 3)).
+_VALUE_STEP = Decimal("0.001")
+# Target columns as the API names them.
+_API_FIELDS = {column: f"target.{key}" for key, column in _TARGET_COLUMNS.items()}
 _PLAIN_FIELDS = (
     "kind",
     "problem_area",
@@ -66,8 +71,13 @@ def _target_columns(target: Mapping[str, Any] | None) -> dict[str, Any]:
     return {column: target.get(key) for key, column in _TARGET_COLUMNS.items()}
 
 
-def _check_goal(problems: Problems, plan: CarePlan, goal: Mapping[str, Any]) -> None:
-    """Check a goal as it would be stored (column names)."""
+def _check_goal(
+    problems: Problems, plan: CarePlan, goal: Mapping[str, Any], kept_area: str | None = None
+) -> None:
+    """Check a goal as it would be stored (column names).
+
+    ``kept_area`` is a problem area the goal may keep although the plan no longer has it.
+    """
     check_code(problems, "kind", goal["kind"], GoalKind)
     check_code(problems, "lifecycle_status", goal["lifecycle_status"], GoalLifecycleStatus)
     check_code(problems, "achievement_status", goal["achievement_status"], GoalAchievement)
@@ -78,7 +88,7 @@ def _check_goal(problems: Problems, plan: CarePlan, goal: Mapping[str, Any]) -> 
     if goal["kind"] == GoalKind.PROBLEM_AREA:
         if area is None:
             problems.add("problem_area", "a problem-area goal names its problem area")
-        elif area not in plan.problem_areas:
+        elif area not in plan.problem_areas and area != kept_area:
             problems.add(
                 "problem_area",
                 f"{area!r} is not a problem area of this plan ({', '.join(plan.problem_areas)})",
@@ -116,23 +126,26 @@ def _check_target(problems: Problems, goal: Mapping[str, Any]) -> None:
         problems.add("target.measure", "a target value needs the measure it is scored on")
         return
     measure = MEASURES[measure_code]
-    if not measure.min_score <= Decimal(value) <= measure.max_score:
+    number = Decimal(value)
+    if not number.is_finite() or not measure.min_score <= number <= measure.max_score:
         problems.add(
             "target.value",
             f"{value} is outside the {measure.display} range "
             f"{measure.min_score}-{measure.max_score}",
         )
+    elif number != number.quantize(_VALUE_STEP):
+        problems.add("target.value", f"{value} has more than 3 decimal places")
 
 
 def add_goal(database: Database, plan_id: str, data: Mapping[str, Any], actor: str) -> Goal:
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its goals")
         plan = edit.plan
-        active = plan.status == PlanStatus.ACTIVE
+        draft = plan.status == PlanStatus.DRAFT
         values = {name: data.get(name) for name in _PLAIN_FIELDS}
         values["notes"] = list(data.get("notes") or [])
         values["lifecycle_status"] = data.get("lifecycle_status") or (
-            GoalLifecycleStatus.ACTIVE if active else GoalLifecycleStatus.PROPOSED
+            GoalLifecycleStatus.PROPOSED if draft else GoalLifecycleStatus.ACTIVE
         )
         values["start_date"] = data.get("start_date") or plan.start_date
         values.update(_target_columns(data.get("target")))
@@ -163,18 +176,20 @@ def _apply_goal_changes(edit: PlanEdit, goal: Goal, data: Mapping[str, Any]) -> 
     changes = {name: data[name] for name in _PLAIN_FIELDS if name in data}
     if "target" in data:
         changes.update(_target_columns(data["target"]))
-    if goal.lifecycle_status == GoalLifecycleStatus.ENTERED_IN_ERROR:
-        changing = [name for name, value in changes.items() if getattr(goal, name) != value]
-        if changing:
-            raise RuleViolation.on(
-                changing[0], "the goal was entered in error: it can no longer change"
-            )
-    if any(name != "notes" for name in changes):
+    changing = [name for name, value in changes.items() if getattr(goal, name) != value]
+    if goal.lifecycle_status == GoalLifecycleStatus.ENTERED_IN_ERROR and changing:
+        raise RuleViolation.on(
+            _API_FIELDS.get(changing[0], changing[0]),
+            "the goal was entered in error: it can no longer change",
+        )
+    if any(name != "notes" for name in changing):
         edit.require_open("its goals (other than their notes)")
     merged = {name: changes.get(name, getattr(goal, name)) for name in _PLAIN_FIELDS}
     merged.update({c: changes.get(c, getattr(goal, c)) for c in _TARGET_COLUMNS.values()})
+    # A finished goal keeps its problem area even after the plan dropped that area.
+    finished = merged["lifecycle_status"] in FINISHED_GOAL_STATUSES
     problems = Problems()
-    _check_goal(problems, edit.plan, merged)
+    _check_goal(problems, edit.plan, merged, kept_area=goal.problem_area if finished else None)
     problems.raise_if_any()
     edit.updated("goal", goal, assign(goal, changes))
 

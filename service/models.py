@@ -68,7 +68,9 @@ def new_id() -> str:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now, in UTC, to the millisecond (the precision FHIR instants and HTTP dates carry)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -377,5 +379,7 @@ class ResourceVersion(Base):
     __table_args__ = (
         UniqueConstraint("resource_type", "id", "version_id"),
         Index("ix_resource_versions_last_updated", "last_updated", "sequence"),
-        Index("ix_resource_versions_type_last_updated", "resource_type", "last_updated", "sequence"),
+        Index(
+            "ix_resource_versions_type_last_updated", "resource_type", "last_updated", "sequence"
+        ),
     )

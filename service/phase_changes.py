@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service import phases as phase_rules
@@ -62,13 +62,13 @@ def _apply(edit: PlanEdit, phase: Phase, data: Mapping[str, Any]) -> None:
     problems.raise_if_any()
 
     phases = edit.plan.phases
-    before = {p.code: (p.start_session, p.end_session, p.status) for p in phases}
+    before = snapshot(phases)
     if "start_session" in data or "end_session" in data:
-        phase_rules.resize(phases, phase.code, data.get("start_session"), data.get("end_session"))
-        phase_rules.realign(phases, edit.last_attended())
         last = edit.last_attended()
+        phase_rules.resize(phases, phase.code, data.get("start_session"), data.get("end_session"))
         if last is not None:
-            phase_rules.advance(phases, last, None)
+            phase_rules.realign(phases, last[0])
+            phase_rules.advance(phases, *last)
     status = data.get("status")
     if status == PhaseStatus.ACTIVE and phase.status != PhaseStatus.ACTIVE:
         phase_rules.activate(phases, phase.code, data.get("start_date") or edit.now.date())
@@ -79,12 +79,25 @@ def _apply(edit: PlanEdit, phase: Phase, data: Mapping[str, Any]) -> None:
     fields = assign(
         phase, {k: data[k] for k in ("start_date", "end_date", "description") if k in data}
     )
-    for other in phases:
-        moved = [
-            name
-            for name, old in zip(
-                ("start_session", "end_session", "status"), before[other.code], strict=True
-            )
-            if getattr(other, name) != old
-        ]
-        edit.updated("phase", other, moved + (fields if other is phase else []))
+    log_phase_changes(edit, before, {phase.code: fields})
+
+
+_TRACKED = ("start_session", "end_session", "status", "start_date", "end_date")
+
+
+def snapshot(phases: Sequence[Phase]) -> dict[str, tuple[object, ...]]:
+    """What a phase change may touch, per phase, to log afterwards what did change."""
+    return {p.code: tuple(getattr(p, name) for name in _TRACKED) for p in phases}
+
+
+def log_phase_changes(
+    edit: PlanEdit,
+    before: dict[str, tuple[object, ...]],
+    also: Mapping[str, list[str]] | None = None,
+) -> None:
+    """Log every phase that differs from ``before`` with the fields that changed."""
+    for phase in edit.plan.phases:
+        old = before[phase.code]
+        moved = [n for n, o in zip(_TRACKED, old, strict=True) if getattr(phase, n) != o]
+        extra = [f for f in (also or {}).get(phase.code, []) if f not in moved]
+        edit.updated("phase", phase, moved + extra)

@@ -185,7 +185,11 @@ def complete_active(phases: Sequence[Phase], on: date) -> list[Phase]:
 
 
 def realign(phases: Sequence[Phase], last_attended: int | None) -> list[Phase]:
-    """After ranges moved: a phase ahead of the last attended session has not started."""
+    """After ranges moved: a phase ahead of the last attended session has not started.
+
+    When the phase in progress moved past that session, the phase now holding it is the
+    one in progress again.
+    """
     if last_attended is None:
         return []
     changed = []
@@ -194,4 +198,9 @@ def realign(phases: Sequence[Phase], last_attended: int | None) -> list[Phase]:
             phase.status = PhaseStatus.NOT_STARTED
             phase.start_date = None
             changed.append(phase)
+    current = phase_for_session(phases, last_attended)
+    if changed and current.status == PhaseStatus.COMPLETED:
+        current.status = PhaseStatus.ACTIVE
+        current.end_date = None
+        changed.append(current)
     return changed

@@ -14,6 +14,7 @@ from service import phases as phase_rules
 from service.codes import (
     CLOSED_PLAN_STATUSES,
     FINISHED_GOAL_STATUSES,
+    HELD_SESSION_STATUSES,
     MAX_PROBLEM_AREAS,
     PLAN_STATUS_TRANSITIONS,
     VARIANT_CONTRACTS,
@@ -39,6 +40,7 @@ from service.models import (
     TherapySession,
     utcnow,
 )
+from service.phase_changes import log_phase_changes, snapshot
 from service.rules import (
     CONDITION_TYPES,
     PATIENT_TYPES,
@@ -421,6 +423,8 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
 
     if "problem_areas" in data:
         _check_dropped_areas(edit, areas)
+    if start != plan.start_date:
+        _check_start_before_sessions(edit, start)
     contract_changed = (sessions, frequency) != (plan.planned_sessions, plan.session_frequency)
     if contract_changed:
         _renegotiate(edit, sessions, frequency, data.get("contract_change_reason"))
@@ -504,6 +508,21 @@ def _check_dropped_areas(edit: PlanEdit, areas: list[str]) -> None:
         )
 
 
+def _check_start_before_sessions(edit: PlanEdit, start: date) -> None:
+    first = edit.session.scalar(
+        select(func.min(TherapySession.date)).where(
+            TherapySession.plan_id == edit.plan.id,
+            TherapySession.deleted_at.is_(None),
+            TherapySession.status.in_([s.value for s in HELD_SESSION_STATUSES]),
+        )
+    )
+    if first is not None and start > first:
+        raise RuleViolation.on(
+            "start_date",
+            f"a session was held on {first.isoformat()}: the plan cannot start after it",
+        )
+
+
 def _renegotiate(edit: PlanEdit, sessions: int, frequency: str, reason: str | None) -> None:
     plan = edit.plan
     highest = edit.session.scalar(
@@ -516,17 +535,12 @@ def _renegotiate(edit: PlanEdit, sessions: int, frequency: str, reason: str | No
             "planned_sessions",
             f"session {highest} is already recorded: the contract cannot shrink below it",
         )
-    before = {p.code: (p.start_session, p.end_session) for p in plan.phases}
+    last = edit.last_attended()
+    before = snapshot(plan.phases)
     phase_rules.stretch_to(plan.phases, sessions)
-    last_attended = edit.last_attended()
-    moved = phase_rules.realign(plan.phases, last_attended)
-    for phase in plan.phases:
-        fields = []
-        if before[phase.code] != (phase.start_session, phase.end_session):
-            fields += ["start_session", "end_session"]
-        if phase in moved:
-            fields += ["status", "start_date"]
-        edit.updated("phase", phase, fields)
+    if last is not None:
+        phase_rules.realign(plan.phases, last[0])
+    log_phase_changes(edit, before)
     plan.planned_sessions = sessions
     plan.session_frequency = frequency
     plan.contracts.append(

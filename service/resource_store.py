@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, select
+from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session
 
 from service.models import ResourceVersion, StoredResource
@@ -131,7 +131,7 @@ def history(session: Session, query: HistoryQuery) -> Sequence[ResourceVersion]:
     return session.scalars(statement).all()
 
 
-def _current_at(moment: datetime) -> object:
+def _current_at(moment: datetime) -> ColumnElement[bool]:
     """Versions that were the current one at ``moment``: written by then, not yet replaced."""
     later = ResourceVersion.__table__.alias("later")
     replaced = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +23,7 @@ from service.db import Database
 from service.editing import PlanEdit, assign, check_version, edit_plan, load_plan
 from service.errors import Conflict, Gone, NotFound, RuleViolation
 from service.models import CarePlan, TherapySession
+from service.phase_changes import log_phase_changes, snapshot
 from service.rules import MAX_SHORT_TEXT, Problems, check_code, check_distinct, check_text
 
 _FIELDS = ("date", "status", "phq9_total", "techniques", "note")
@@ -62,19 +63,30 @@ def get_session(database: Database, plan_id: str, number: int) -> TherapySession
         return _load_session(session, plan, number)
 
 
-def _check_session(problems: Problems, edit: PlanEdit, values: Mapping[str, Any]) -> None:
+def _check_session(
+    problems: Problems,
+    edit: PlanEdit,
+    values: Mapping[str, Any],
+    changed: Collection[str] | None = None,
+) -> None:
+    """Check a session as it would be stored; ``changed`` names the fields an update sets.
+
+    The plan-status and date rules apply to what is being recorded now, so that a note on
+    a session held before the plan went on hold can still be corrected.
+    """
     plan = edit.plan
     status = values["status"]
     check_code(problems, "status", status, SessionStatus)
     held = status in HELD_SESSION_STATUSES
-    if held and plan.status != PlanStatus.ACTIVE:
+    recording = changed is None or "status" in changed
+    if held and recording and plan.status != PlanStatus.ACTIVE:
         problems.add(
             "status", f"the plan is {plan.status}: sessions are held only while it is active"
         )
     when = values["date"]
     if when is None and held:
         problems.add("date", f"an {status} session needs its date")
-    if when is not None:
+    if when is not None and (recording or "date" in (changed or ())):
         if when < plan.start_date:
             problems.add(
                 "date",
@@ -101,8 +113,9 @@ def _check_session(problems: Problems, edit: PlanEdit, values: Mapping[str, Any]
 
 def _after_change(edit: PlanEdit, record: TherapySession) -> None:
     if record.status == SessionStatus.ATTENDED:
-        for phase in phase_rules.advance(edit.plan.phases, record.number, record.date):
-            edit.updated("phase", phase, ["status", "start_date", "end_date"])
+        before = snapshot(edit.plan.phases)
+        phase_rules.advance(edit.plan.phases, record.number, record.date)
+        log_phase_changes(edit, before)
 
 
 def record_session(
@@ -179,7 +192,7 @@ def update_session(
                 if name not in changes:
                     merged[name] = changes[name] = empty
         problems = Problems()
-        _check_session(problems, edit, merged)
+        _check_session(problems, edit, merged, set(changes))
         problems.raise_if_any()
         edit.updated("session", record, assign(record, changes))
         _after_change(edit, record)

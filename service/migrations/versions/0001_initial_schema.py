@@ -255,7 +255,6 @@ def upgrade() -> None:
         )
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("homework", schema=None) as batch_op:
         batch_op.drop_index("ix_homework_plan_id_created_at")

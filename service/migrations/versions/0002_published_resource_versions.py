@@ -14,7 +14,6 @@ from alembic import op
 
 import service.models
 
-
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -76,7 +75,6 @@ def upgrade() -> None:
             ["resource_type", "last_updated", "id"],
             unique=False,
         )
-
 
 
 def downgrade() -> None:

@@ -70,6 +70,9 @@ def _check_homework(problems: Problems, edit: PlanEdit, values: Mapping[str, Any
         if phase in set(PhaseCode) and phase not in {p.code for p in edit.plan.phases}:
             problems.add("phase", f"this plan has no {phase} phase")
     check_date_order(problems, "due_on", values["due_on"], "assigned_on", values["assigned_on"])
+    check_date_order(
+        problems, "assigned_on", values["assigned_on"], "the plan's start", edit.plan.start_date
+    )
     goal_id = values["goal_id"]
     if goal_id is not None:
         goal = edit.session.get(Goal, goal_id)

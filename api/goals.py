@@ -14,12 +14,12 @@ from api.http import (
     X_ACTOR,
     ApiBlueprint,
     actor,
+    conditional,
+    created,
     database,
     documented,
     expected_version,
-    not_modified,
     slice_page,
-    unchanged,
     versioned,
 )
 from api.schemas import GoalFields, GoalPatchSchema, GoalSchema, PageQuerySchema, page_of
@@ -53,9 +53,7 @@ class Goals(MethodView):
         scale's range, and a due date not before the goal's start.
         """
         goal = goals.add_goal(database(), plan_id, data, actor())
-        body, status, headers = versioned(goal, goal.version, 201)
-        headers["Location"] = f"/api/v1/care-plans/{plan_id}/goals/{goal.id}"
-        return body, status, headers
+        return created(goal, f"/api/v1/care-plans/{plan_id}/goals/{goal.id}")
 
 
 @blp.route("/<goal_id>")
@@ -64,10 +62,7 @@ class Goal(MethodView):
     @documented(blp, 304, 404, 410, parameters=[IF_NONE_MATCH])
     def get(self, plan_id: str, goal_id: str) -> Any:
         """Read a goal"""
-        goal = goals.get_goal(database(), plan_id, goal_id)
-        if not_modified(goal.version):
-            return unchanged(goal.version)
-        return versioned(goal, goal.version)
+        return conditional(goals.get_goal(database(), plan_id, goal_id))
 
     @blp.arguments(GoalPatchSchema(partial=True))
     @blp.response(200, GoalSchema, headers=ETAG_HEADER)

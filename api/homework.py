@@ -14,12 +14,12 @@ from api.http import (
     X_ACTOR,
     ApiBlueprint,
     actor,
+    conditional,
+    created,
     database,
     documented,
     expected_version,
-    not_modified,
     slice_page,
-    unchanged,
     versioned,
 )
 from api.schemas import (
@@ -58,9 +58,7 @@ class HomeworkList(MethodView):
         today unless `assigned_on` says otherwise, and is due no earlier than assigned.
         """
         task = homework.assign_homework(database(), plan_id, data, actor())
-        body, status, headers = versioned(task, task.version, 201)
-        headers["Location"] = f"/api/v1/care-plans/{plan_id}/homework/{task.id}"
-        return body, status, headers
+        return created(task, f"/api/v1/care-plans/{plan_id}/homework/{task.id}")
 
 
 @blp.route("/<homework_id>")
@@ -69,10 +67,7 @@ class Homework(MethodView):
     @documented(blp, 304, 404, 410, parameters=[IF_NONE_MATCH])
     def get(self, plan_id: str, homework_id: str) -> Any:
         """Read homework"""
-        task = homework.get_homework(database(), plan_id, homework_id)
-        if not_modified(task.version):
-            return unchanged(task.version)
-        return versioned(task, task.version)
+        return conditional(homework.get_homework(database(), plan_id, homework_id))
 
     @blp.arguments(HomeworkPatchSchema(partial=True))
     @blp.response(200, HomeworkSchema, headers=ETAG_HEADER)

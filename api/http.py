@@ -62,6 +62,20 @@ def versioned(body: Any, version: int, status: int = 200) -> tuple[Any, int, dic
     return body, status, {"ETag": etag(version)}
 
 
+def conditional(record: Any) -> Any:
+    """A record read: 304 when the client's ``If-None-Match`` names its version."""
+    if not_modified(record.version):
+        return unchanged(record.version)
+    return versioned(record, record.version)
+
+
+def created(record: Any, location: str) -> tuple[Any, int, dict[str, str]]:
+    """201 with the new record, its ETag and where it lives."""
+    body, status, headers = versioned(record, record.version, 201)
+    headers["Location"] = location
+    return body, status, headers
+
+
 def unchanged(version: int) -> Response:
     response = Response(status=304)
     response.headers["ETag"] = etag(version)

@@ -14,12 +14,11 @@ from api.http import (
     X_ACTOR,
     ApiBlueprint,
     actor,
+    conditional,
     database,
     documented,
     expected_version,
-    not_modified,
     slice_page,
-    unchanged,
     versioned,
 )
 from api.schemas import PageQuerySchema, PhasePatchSchema, PhaseSchema, page_of
@@ -56,10 +55,7 @@ class Phase(MethodView):
 
         `phase` is initial, middle, termination or maintenance.
         """
-        found = phase_changes.get_phase(database(), plan_id, phase)
-        if not_modified(found.version):
-            return unchanged(found.version)
-        return versioned(found, found.version)
+        return conditional(phase_changes.get_phase(database(), plan_id, phase))
 
     @blp.arguments(PhasePatchSchema(partial=True), example=examples.PHASE_PATCH)
     @blp.response(200, PhaseSchema, headers=ETAG_HEADER)

@@ -14,13 +14,13 @@ from api.http import (
     X_ACTOR,
     ApiBlueprint,
     actor,
+    conditional,
+    created,
     database,
     documented,
     expected_version,
-    not_modified,
     page_body,
     slice_page,
-    unchanged,
     versioned,
 )
 from api.schemas import (
@@ -87,9 +87,7 @@ class CarePlans(MethodView):
         Only `patient`, `problem_areas` and `start_date` are required.
         """
         plan = plans.create_plan(database(), data, actor())
-        body, status, headers = versioned(plan, plan.version, 201)
-        headers["Location"] = f"{blp.url_prefix}/{plan.id}"
-        return body, status, headers
+        return created(plan, f"{blp.url_prefix}/{plan.id}")
 
 
 @blp.route("/<plan_id>")
@@ -101,10 +99,7 @@ class CarePlan(MethodView):
 
         With its phases, identifiers and every treatment contract agreed so far.
         """
-        plan = plans.get_plan(database(), plan_id)
-        if not_modified(plan.version):
-            return unchanged(plan.version)
-        return versioned(plan, plan.version)
+        return conditional(plans.get_plan(database(), plan_id))
 
     @blp.arguments(PlanPatchSchema(partial=True), example=examples.PLAN_PATCH)
     @blp.response(200, PlanSchema, headers=ETAG_HEADER)

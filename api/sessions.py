@@ -14,12 +14,12 @@ from api.http import (
     X_ACTOR,
     ApiBlueprint,
     actor,
+    conditional,
+    created,
     database,
     documented,
     expected_version,
-    not_modified,
     slice_page,
-    unchanged,
     versioned,
 )
 from api.schemas import PageQuerySchema, SessionFields, SessionPatchSchema, SessionSchema, page_of
@@ -57,9 +57,7 @@ class Sessions(MethodView):
         PHQ-9 totals (0-27) and techniques belong to attended sessions.
         """
         record = sessions.record_session(database(), plan_id, data, actor())
-        body, status, headers = versioned(record, record.version, 201)
-        headers["Location"] = f"/api/v1/care-plans/{plan_id}/sessions/{record.number}"
-        return body, status, headers
+        return created(record, f"/api/v1/care-plans/{plan_id}/sessions/{record.number}")
 
 
 @blp.route("/<int:number>")
@@ -68,10 +66,7 @@ class Session(MethodView):
     @documented(blp, 304, 404, 410, parameters=[IF_NONE_MATCH])
     def get(self, plan_id: str, number: int) -> Any:
         """Read a session"""
-        record = sessions.get_session(database(), plan_id, number)
-        if not_modified(record.version):
-            return unchanged(record.version)
-        return versioned(record, record.version)
+        return conditional(sessions.get_session(database(), plan_id, number))
 
     @blp.arguments(SessionPatchSchema(partial=True))
     @blp.response(200, SessionSchema, headers=ETAG_HEADER)

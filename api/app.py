@@ -8,7 +8,11 @@ from flask import Flask, request
 
 from api import docs, goals, health, homework, phases, plans, problems, request_log, sessions
 from api.config import Settings, load
+from api.fhir import capability as fhir_capability
+from api.fhir import resources as fhir_resources
+from api.fhir.http import negotiate
 from api.problems import ProblemApi, problem
+from fhir_mappings.projection import publish
 from service.db import Database
 
 API_DESCRIPTION = """\
@@ -59,8 +63,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     api = ProblemApi(app)
     app.extensions["ipt_api"] = api
-    for module in (plans, phases, goals, homework, sessions):
+    for module in (plans, phases, goals, homework, sessions, fhir_capability, fhir_resources):
         api.register_blueprint(module.blp)
+    if publish not in db.observers:
+        db.observers.append(publish)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
     problems.register(app)
@@ -76,6 +82,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 kind="unsupported-media-type",
             )
         return None
+
+    @app.before_request
+    def fhir_formats() -> None:
+        if request.path == "/fhir" or request.path.startswith("/fhir/"):
+            negotiate()
 
     @app.get("/")
     def index() -> Any:

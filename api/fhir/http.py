@@ -11,7 +11,8 @@ from typing import Any
 from flask import Response, request
 
 FHIR_JSON = "application/fhir+json"
-_ACCEPTED_TYPES = ("application/fhir+json", "application/json", "application/*", "*/*")
+# Wildcards in the Accept header (*/*, application/*) match these.
+_ACCEPTED_TYPES = ("application/fhir+json", "application/json")
 _FORMATS = {"json", "application/json", "application/fhir+json"}
 
 

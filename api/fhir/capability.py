@@ -1,0 +1,75 @@
+"""GET /fhir/metadata: the CapabilityStatement, built from what the routes actually serve."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response
+
+from api.fhir.http import json_response
+from api.http import ApiBlueprint
+from fhir_mappings import terminology
+from fhir_mappings.conformance import all_resources
+
+# The interactions each resource type supports: kept beside the routes that serve them.
+PLAN_INTERACTIONS = ["read", "vread", "history-instance", "history-type"]
+CONFORMANCE_INTERACTIONS = ["read"]
+PROFILES = {
+    "CarePlan": [terminology.EPISODE_PROFILE, terminology.PHASE_PROFILE],
+    "Goal": [terminology.GOAL_PROFILE],
+}
+SOFTWARE_VERSION = "1.0.0"
+
+blp = ApiBlueprint(
+    "fhir-metadata",
+    __name__,
+    url_prefix="/fhir",
+    description="The server's CapabilityStatement and conformance resources.",
+)
+
+
+def capability_statement() -> dict[str, Any]:
+    conformance_types = sorted({r["resourceType"] for r in all_resources()})
+    resources: list[dict[str, Any]] = [
+        {
+            "type": resource_type,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+            "supportedProfile": profiles,
+            "interaction": [{"code": code} for code in PLAN_INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": True,
+        }
+        for resource_type, profiles in PROFILES.items()
+    ]
+    resources += [
+        {"type": resource_type, "interaction": [{"code": c} for c in CONFORMANCE_INTERACTIONS]}
+        for resource_type in conformance_types
+    ]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-25",
+        "publisher": "ipt-careplans",
+        "kind": "instance",
+        "software": {"name": "ipt-careplans", "version": SOFTWARE_VERSION},
+        "implementation": {"description": "IPT care plans for depression"},
+        "fhirVersion": terminology.FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": "history-system"}],
+            }
+        ],
+    }
+
+
+@blp.route("/metadata", methods=["GET"])
+def metadata() -> Response:
+    """The CapabilityStatement
+
+    FHIR version 4.0.1, JSON only; every resource type with the interactions and profiles
+    this server really supports.
+    """
+    return json_response(capability_statement())

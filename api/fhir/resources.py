@@ -1,0 +1,220 @@
+"""Reading published resources: read, vread and history at instance, type and system level.
+
+Bodies are the stored JSON documents, sent as they were stored: no resource model is
+built or serialised on this path.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Response, request
+from werkzeug.exceptions import BadRequest
+
+from api.fhir.http import (
+    FhirError,
+    body_response,
+    json_response,
+    not_modified,
+    version_headers,
+    weak_etag,
+)
+from api.http import ApiBlueprint, database
+from fhir_mappings import conformance
+from fhir_mappings.projection import instant
+from service import resource_store
+from service.errors import Gone, NotFound
+from service.models import ResourceVersion
+from service.resource_store import HistoryQuery
+
+PLAN_TYPES = ("CarePlan", "Goal")
+CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition")
+DEFAULT_COUNT = 50
+MAX_COUNT = 500
+
+blp = ApiBlueprint(
+    "fhir",
+    __name__,
+    url_prefix="/fhir",
+    description="FHIR R4 CarePlan and Goal resources (application/fhir+json).",
+)
+
+
+def base_url() -> str:
+    return request.host_url.rstrip("/") + "/fhir"
+
+
+def check_type(resource_type: str) -> None:
+    if resource_type not in PLAN_TYPES:
+        raise FhirError(
+            404, "not-supported", f"this server does not serve {resource_type} resources"
+        )
+
+
+@blp.route("/<resource_type>/<resource_id>", methods=["GET"])
+def read(resource_type: str, resource_id: str) -> Response:
+    """Read a CarePlan or Goal
+
+    The current version, with `ETag: W/"versionId"` and `Last-Modified`; 304 for a
+    matching `If-None-Match` or a later `If-Modified-Since`; 410 once deleted.
+    """
+    if resource_type in CONFORMANCE_TYPES:
+        return _read_conformance(resource_type, resource_id)
+    check_type(resource_type)
+    with database().reading() as session:
+        stored = resource_store.current(session, resource_type, resource_id)
+    if stored is None:
+        raise NotFound(f"{resource_type}/{resource_id} does not exist")
+    if stored.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
+    headers = version_headers(stored.version_id, stored.last_updated)
+    if not_modified(stored.version_id, stored.last_updated):
+        response = Response(status=304)
+        response.headers.update(headers)
+        return response
+    return body_response(stored.content, headers=headers)
+
+
+@blp.route("/<resource_type>/<resource_id>/_history/<version_id>", methods=["GET"])
+def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
+    """Read one version of a CarePlan or Goal
+
+    Every version stays readable; the version that recorded a deletion answers 410.
+    """
+    check_type(resource_type)
+    if not version_id.isdigit():
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
+    with database().reading() as session:
+        found = resource_store.version(session, resource_type, resource_id, int(version_id))
+    if found is None:
+        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+    if found.deleted or found.content is None:
+        raise Gone(f"version {version_id} of {resource_type}/{resource_id} records its deletion")
+    return body_response(
+        found.content, headers=version_headers(found.version_id, found.last_updated)
+    )
+
+
+def _read_conformance(resource_type: str, resource_id: str) -> Response:
+    resource = conformance.find(resource_type, resource_id)
+    if resource is None:
+        raise NotFound(f"{resource_type}/{resource_id} does not exist")
+    return json_response(resource)
+
+
+def _instant_param(name: str) -> datetime | None:
+    value = request.args.get(name)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be a FHIR instant such as 2026-01-05T10:00:00Z") from None
+    if moment.tzinfo is None:
+        raise BadRequest(f"{name} must carry a time zone (e.g. Z or +01:00)")
+    return moment
+
+
+def _int_param(name: str, default: int | None, maximum: int | None = None) -> int | None:
+    value = request.args.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise BadRequest(f"{name} must be a positive whole number, not {value!r}")
+    return min(int(value), maximum) if maximum else int(value)
+
+
+def _history(resource_type: str | None, resource_id: str | None) -> Response:
+    count = _int_param("_count", DEFAULT_COUNT, MAX_COUNT) or DEFAULT_COUNT
+    query = HistoryQuery(
+        resource_type=resource_type,
+        resource_id=resource_id,
+        since=_instant_param("_since"),
+        at=_instant_param("_at"),
+        before_sequence=_int_param("_cursor", None),
+        limit=count + 1,
+    )
+    with database().reading() as session:
+        if resource_id is not None:
+            _require_existing(session, resource_type or "", resource_id)
+        versions = list(resource_store.history(session, query))
+    page, more = versions[:count], len(versions) > count
+    return body_response(_history_bundle(page, more, count))
+
+
+def _require_existing(session: Any, resource_type: str, resource_id: str) -> None:
+    if resource_store.current(session, resource_type, resource_id) is None:
+        raise NotFound(f"{resource_type}/{resource_id} does not exist")
+
+
+def _link(relation: str, params: dict[str, Any]) -> dict[str, str]:
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    return {"relation": relation, "url": f"{request.base_url}{'?' + query if query else ''}"}
+
+
+def _history_bundle(page: list[ResourceVersion], more: bool, count: int) -> str:
+    kept = {k: request.args[k] for k in ("_since", "_at", "_format") if k in request.args}
+    links = [_link("self", {**kept, "_count": count, "_cursor": request.args.get("_cursor")})]
+    if more:
+        links.append(_link("next", {**kept, "_count": count, "_cursor": page[-1].sequence}))
+    head = json.dumps({"resourceType": "Bundle", "type": "history", "link": links})
+    entries = ",".join(_history_entry(version) for version in page)
+    return f'{head[:-1]},"entry":[{entries}]}}'
+
+
+def _history_entry(version: ResourceVersion) -> str:
+    """One entry; the stored resource is embedded as stored, everything else is encoded."""
+    created = version.method == "POST"
+    reference = f"{version.resource_type}/{version.id}"
+    entry: dict[str, Any] = {"fullUrl": f"{base_url()}/{reference}"}
+    if version.deleted:
+        entry["request"] = {"method": "DELETE", "url": reference}
+        status = "204"
+    else:
+        entry["request"] = {
+            "method": version.method,
+            "url": version.resource_type if created else reference,
+        }
+        status = "201" if created else "200"
+    entry["response"] = {
+        "status": status,
+        "etag": weak_etag(version.version_id),
+        "lastModified": instant(version.last_updated),
+    }
+    encoded = json.dumps(entry)
+    if version.deleted or version.content is None:
+        return encoded
+    return f'{encoded[:-1]},"resource":{version.content}}}'
+
+
+@blp.route("/<resource_type>/<resource_id>/_history", methods=["GET"])
+def instance_history(resource_type: str, resource_id: str) -> Response:
+    """History of one CarePlan or Goal
+
+    Every version, newest first, deletions included. `_since`, `_at` and `_count`; the
+    `next` link pages on without skipping or repeating versions.
+    """
+    check_type(resource_type)
+    return _history(resource_type, resource_id)
+
+
+@blp.route("/<resource_type>/_history", methods=["GET"])
+def type_history(resource_type: str) -> Response:
+    """History of every CarePlan or every Goal
+
+    Newest first, with `_since`, `_at` and `_count`.
+    """
+    check_type(resource_type)
+    return _history(resource_type, None)
+
+
+@blp.route("/_history", methods=["GET"])
+def system_history() -> Response:
+    """History of every resource
+
+    Newest first, with `_since`, `_at` and `_count`: what a synchronising EHR pages through.
+    """
+    return _history(None, None)

@@ -1,0 +1,192 @@
+"""Reading a Goal back into the data ``add_goal``/``update_goal`` accept."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fhir_mappings import terminology as t
+from fhir_mappings.parse_common import (
+    Problems,
+    check_keys,
+    check_local_code,
+    codings,
+    concept_code,
+    indexed,
+    keep_reference_details,
+    read_date,
+    read_local_code,
+    read_notes,
+    read_reference,
+    reference_id,
+    start_extras,
+    to_decimal,
+    value,
+)
+from fhir_mappings.render import GOAL_CATEGORY_CODE, SCORE_UNIT
+from service.codes import Comparator
+
+OWNED = {
+    "resourceType",
+    "id",
+    "meta",
+    "text",
+    "extension",
+    "lifecycleStatus",
+    "achievementStatus",
+    "category",
+    "priority",
+    "description",
+    "subject",
+    "startDate",
+    "target",
+    "note",
+}
+_G = "Goal"
+_QUANTITY_PARTS = {"value", "comparator", "system", "code", "unit"}
+
+
+def _extensions(
+    problems: Problems, resource: Mapping[str, Any], data: dict[str, Any], extras: dict[str, Any]
+) -> str | None:
+    """Read the goal's extensions into ``data``; return the episode's id."""
+    plan_id = None
+    unknown = []
+    seen: set[str] = set()
+    data["phase"] = None
+    for path, ext in indexed(resource.get("extension"), f"{_G}.extension"):
+        url = ext.get("url")
+        if url in (t.EXT_GOAL_EPISODE, t.EXT_GOAL_PHASE):
+            if url in seen:
+                problems.add(path, f"{url} is given more than once")
+                continue
+            seen.add(url)
+        if url == t.EXT_GOAL_EPISODE:
+            target = read_reference(
+                problems,
+                f"{path}.valueReference",
+                value(problems, path, ext, "Reference"),
+                ("CarePlan",),
+                relative=True,
+            )
+            plan_id = reference_id(target)
+        elif url == t.EXT_GOAL_PHASE:
+            code = value(problems, path, ext, "Code")
+            data["phase"] = check_local_code(problems, f"{path}.valueCode", code, "ipt-phase")
+        else:
+            unknown.append(ext)
+    if t.EXT_GOAL_EPISODE not in seen:
+        problems.add(
+            f"{_G}.extension",
+            f"the goal's care plan is required: an {t.EXT_GOAL_EPISODE} extension "
+            "with valueReference CarePlan/<id>",
+        )
+    if unknown:
+        extras["extension"] = unknown
+    return plan_id
+
+
+def _categories(
+    problems: Problems, resource: Mapping[str, Any], data: dict[str, Any], extras: dict[str, Any]
+) -> None:
+    kind_system = t.local("ipt-goal-kind").url
+    area_system = t.local("ipt-problem-area").url
+    found: dict[str, list[str | None]] = {"kind": [], "problem_area": []}
+    other = []
+    for path, concept in indexed(resource.get("category"), f"{_G}.category"):
+        owned = False
+        for coding_path, coding in codings(concept, path):
+            system = coding.get("system")
+            if system == kind_system:
+                found["kind"].append(read_local_code(problems, coding_path, coding, "ipt-goal-kind"))
+            elif system == area_system:
+                found["problem_area"].append(
+                    read_local_code(problems, coding_path, coding, "ipt-problem-area")
+                )
+            elif (system, coding.get("code")) != (t.GOAL_CATEGORY, GOAL_CATEGORY_CODE):
+                continue
+            owned = True
+        if not owned:
+            other.append(concept)
+    for key, what in (("kind", "goal kind"), ("problem_area", "problem area")):
+        if len(found[key]) > 1:
+            problems.add(f"{_G}.category", f"a goal has one {what}")
+        data[key] = found[key][0] if found[key] else None
+    if data["kind"] is None and not found["kind"]:
+        problems.add(
+            f"{_G}.category",
+            f"the goal's kind is required: a category coding from {kind_system}",
+        )
+    if other:
+        extras["category"] = other
+
+
+def _target(problems: Problems, resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    targets = resource.get("target") or []
+    if not targets:
+        return None
+    if len(targets) > 1:
+        problems.add(f"{_G}.target[1]", "the service keeps one target per goal")
+    path = f"{_G}.target[0]"
+    target = targets[0]
+    check_keys(problems, path, target, {"measure", "detailQuantity", "dueDate"})
+    result: dict[str, Any] = {
+        "measure": concept_code(
+            problems, f"{path}.measure", target.get("measure"), t.LOINC, "the scale's LOINC code"
+        ),
+        "comparator": None,
+        "value": None,
+        "due_date": read_date(problems, f"{path}.dueDate", target.get("dueDate")),
+    }
+    quantity = target.get("detailQuantity")
+    if quantity is not None:
+        quantity_path = f"{path}.detailQuantity"
+        check_keys(problems, quantity_path, quantity, _QUANTITY_PARTS)
+        for key, expected in (("system", t.UCUM), ("code", SCORE_UNIT)):
+            if quantity.get(key) not in (None, expected):
+                problems.add(f"{quantity_path}.{key}", f"a score's {key} is {expected}")
+        comparator = quantity.get("comparator")
+        if comparator is not None and comparator not in {c.value for c in Comparator}:
+            problems.add(f"{quantity_path}.comparator", f"{comparator!r} is not a comparator")
+        result["comparator"] = comparator
+        if quantity.get("value") is not None:
+            result["value"] = to_decimal(quantity["value"])
+    return result
+
+
+def read_goal(resource: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(episode id, goal data, extras) of a structurally valid Goal; see parse.py."""
+    problems = Problems()
+    extras = start_extras(problems, resource, OWNED, t.GOAL_PROFILE)
+    data: dict[str, Any] = {}
+    if "startCodeableConcept" in resource:
+        problems.add(f"{_G}.startCodeableConcept", "the service keeps a goal's start as a date")
+        extras.pop("startCodeableConcept")
+    plan_id = _extensions(problems, resource, data, extras)
+    _categories(problems, resource, data, extras)
+    description = resource.get("description") or {}
+    check_keys(problems, f"{_G}.description", description, {"text"})
+    if description.get("text") is None:
+        problems.add(f"{_G}.description.text", "the goal is kept as a text: it is required")
+    data["description"] = description.get("text")
+    data["lifecycle_status"] = resource.get("lifecycleStatus")
+    data["achievement_status"] = concept_code(
+        problems,
+        f"{_G}.achievementStatus",
+        resource.get("achievementStatus"),
+        t.GOAL_ACHIEVEMENT,
+        "goal achievement",
+    )
+    data["priority"] = concept_code(
+        problems, f"{_G}.priority", resource.get("priority"), t.GOAL_PRIORITY, "goal priority"
+    )
+    data["patient"] = read_reference(
+        problems, f"{_G}.subject", resource.get("subject"), ("Patient",)
+    )
+    if "subject" in resource:
+        keep_reference_details(extras, "subject", resource["subject"])
+    data["start_date"] = read_date(problems, f"{_G}.startDate", resource.get("startDate"))
+    data["target"] = _target(problems, resource)
+    data["notes"] = read_notes(problems, f"{_G}.note", resource.get("note"))
+    problems.raise_if_any()
+    return str(plan_id), data, extras

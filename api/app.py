@@ -10,6 +10,7 @@ from api import docs, goals, health, homework, phases, plans, problems, request_
 from api.config import Settings, load
 from api.fhir import capability as fhir_capability
 from api.fhir import resources as fhir_resources
+from api.fhir import search as fhir_search  # noqa: F401  (registers the search routes)
 from api.fhir.http import negotiate
 from api.problems import ProblemApi, problem
 from fhir_mappings.projection import publish

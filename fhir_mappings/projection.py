@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from fhir_mappings.render import render_episode, render_goal, render_phase
+from fhir_mappings.search_parameters import DateRange, Token, index_values
 from service import resource_store
 from service.editing import PlanEdit
 from service.models import CarePlan, Goal, Homework, StoredResource, TherapySession
@@ -142,3 +143,17 @@ def _publish_one(
     method = "POST" if existing is None else "PUT"
     document = Document(resource["resourceType"], resource["id"], serialise(resource), fingerprint)
     resource_store.save(session, plan_id, document, version, now, method, merged_extras)
+    resource_store.reindex(session, document.resource_type, document.id, index_entries(resource))
+
+
+def index_entries(resource: dict[str, Any]) -> resource_store.IndexEntries:
+    """The search index rows of a resource, from the one table of search parameters."""
+    entries = resource_store.IndexEntries([], [], [])
+    for parameter, value in index_values(resource):
+        if isinstance(value, Token):
+            entries.tokens.append((parameter.name, value.system, value.code))
+        elif isinstance(value, DateRange):
+            entries.dates.append((parameter.name, value.low, value.high))
+        else:
+            entries.references.append((parameter.name, value))
+    return entries

@@ -93,15 +93,6 @@ class CarePlanKind(StrEnum):
     PHASE = "phase"
 
 
-class SessionStatusCode(StrEnum):
-    """The session statuses, kept exactly beside the FHIR activity status they map to."""
-
-    SCHEDULED = codes.SessionStatus.SCHEDULED.value
-    ATTENDED = codes.SessionStatus.ATTENDED.value
-    NO_SHOW = codes.SessionStatus.NO_SHOW.value
-    CANCELLED = codes.SessionStatus.CANCELLED.value
-
-
 LOCAL_CODE_SYSTEMS: dict[str, LocalCodeSystem] = {
     system.name: system
     for system in (
@@ -151,7 +142,7 @@ LOCAL_CODE_SYSTEMS: dict[str, LocalCodeSystem] = {
             "ipt-session-status",
             "IPT session status",
             "The status of a session, kept exactly beside the FHIR activity status.",
-            SessionStatusCode,
+            codes.SessionStatus,
         ),
         LocalCodeSystem(
             "ipt-session-technique",

@@ -383,3 +383,56 @@ class ResourceVersion(Base):
             "ix_resource_versions_type_last_updated", "resource_type", "last_updated", "sequence"
         ),
     )
+
+
+class SearchToken(Base):
+    """A coded value a published resource is found by (status, category, identifier…)."""
+
+    __tablename__ = "search_tokens"
+
+    row: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    resource_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    param: Mapped[str] = mapped_column(String(40))
+    system: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    code: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_search_tokens_lookup", "resource_type", "param", "code", "system"),
+        Index("ix_search_tokens_resource", "resource_type", "resource_id"),
+    )
+
+
+class SearchReference(Base):
+    """A reference a published resource is found by (patient, part-of, goal…)."""
+
+    __tablename__ = "search_references"
+
+    row: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    resource_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    param: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(REFERENCE_LENGTH))
+
+    __table_args__ = (
+        Index("ix_search_references_lookup", "resource_type", "param", "target"),
+        Index("ix_search_references_resource", "resource_type", "resource_id"),
+    )
+
+
+class SearchDate(Base):
+    """A date range a published resource is found by (period, target date…)."""
+
+    __tablename__ = "search_dates"
+
+    row: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    resource_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    param: Mapped[str] = mapped_column(String(40))
+    low: Mapped[datetime] = mapped_column(UTCDateTime)
+    high: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_search_dates_lookup", "resource_type", "param", "low", "high"),
+        Index("ix_search_dates_resource", "resource_type", "resource_id"),
+    )

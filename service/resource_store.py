@@ -10,10 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.orm import Session
 
-from service.models import ResourceVersion, StoredResource
+from service.models import (
+    ResourceVersion,
+    SearchDate,
+    SearchReference,
+    SearchToken,
+    StoredResource,
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,11 @@ def save(
 
 
 def mark_deleted(session: Session, stored: StoredResource, when: datetime) -> None:
-    """A deletion is a version too: the history keeps what was there before."""
+    """A deletion is a version too: the history keeps what was there before.
+
+    A deleted resource is found by no search.
+    """
+    reindex(session, stored.resource_type, stored.id, EMPTY_INDEX)
     stored.version_id += 1
     stored.last_updated = when
     stored.deleted = True
@@ -147,3 +157,32 @@ def _current_at(moment: datetime) -> ColumnElement[bool]:
         .exists()
     )
     return and_(ResourceVersion.last_updated <= moment, ~replaced)
+
+
+@dataclass(frozen=True)
+class IndexEntries:
+    """What a resource is found by: tokens (param, system, code), references
+    (param, target) and date ranges (param, low, high)."""
+
+    tokens: list[tuple[str, str | None, str]]
+    references: list[tuple[str, str]]
+    dates: list[tuple[str, datetime, datetime]]
+
+
+EMPTY_INDEX = IndexEntries([], [], [])
+
+
+def reindex(session: Session, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
+    """Replace what a resource is found by with ``entries``."""
+    for model in (SearchToken, SearchReference, SearchDate):
+        session.execute(
+            delete(model).where(
+                model.resource_type == resource_type, model.resource_id == resource_id
+            )
+        )
+    key = {"resource_type": resource_type, "resource_id": resource_id}
+    session.add_all(
+        [SearchToken(**key, param=p, system=s, code=c) for p, s, c in entries.tokens]
+        + [SearchReference(**key, param=p, target=t) for p, t in entries.references]
+        + [SearchDate(**key, param=p, low=lo, high=hi) for p, lo, hi in entries.dates]
+    )

@@ -232,7 +232,12 @@ def test_capability_statement_is_true_to_what_is_served(client: Client) -> None:
         "vread",
         "history-instance",
         "history-type",
+        "search-type",
     }
+    params = {p["name"]: p["type"] for p in resources["CarePlan"]["searchParam"]}
+    assert params["patient"] == "reference"
+    assert params["activity-date"] == "date"
+    assert resources["CarePlan"]["searchInclude"] == ["CarePlan:goal", "CarePlan:part-of"]
     assert terminology.GOAL_PROFILE in resources["Goal"]["supportedProfile"]
     for resource_type in ("CodeSystem", "ValueSet", "StructureDefinition"):
         assert resources[resource_type]["interaction"] == [{"code": "read"}]

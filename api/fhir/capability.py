@@ -10,9 +10,10 @@ from api.fhir.http import json_response
 from api.http import ApiBlueprint
 from fhir_mappings import terminology
 from fhir_mappings.conformance import all_resources
+from fhir_mappings.search_parameters import INCLUDES, REVINCLUDES, SEARCH_PARAMETERS
 
 # The interactions each resource type supports: kept beside the routes that serve them.
-PLAN_INTERACTIONS = ["read", "vread", "history-instance", "history-type"]
+PLAN_INTERACTIONS = ["read", "vread", "history-instance", "history-type", "search-type"]
 CONFORMANCE_INTERACTIONS = ["read"]
 PROFILES = {
     "CarePlan": [terminology.EPISODE_PROFILE, terminology.PHASE_PROFILE],
@@ -28,6 +29,32 @@ blp = ApiBlueprint(
 )
 
 
+def _search_params(resource_type: str) -> list[dict[str, str]]:
+    common = [
+        {
+            "name": "_id",
+            "type": "token",
+            "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+        },
+        {
+            "name": "_lastUpdated",
+            "type": "date",
+            "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+        },
+    ]
+    return common + [
+        {
+            "name": parameter.name,
+            "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{parameter.name}"
+            if parameter.name not in ("patient", "identifier")
+            else f"http://hl7.org/fhir/SearchParameter/clinical-{parameter.name}",
+            "type": parameter.type,
+            "documentation": f"Indexed from {parameter.expression}",
+        }
+        for parameter in SEARCH_PARAMETERS[resource_type].values()
+    ]
+
+
 def capability_statement() -> dict[str, Any]:
     conformance_types = sorted({r["resourceType"] for r in all_resources()})
     resources: list[dict[str, Any]] = [
@@ -38,6 +65,9 @@ def capability_statement() -> dict[str, Any]:
             "interaction": [{"code": code} for code in PLAN_INTERACTIONS],
             "versioning": "versioned",
             "readHistory": True,
+            "searchInclude": list(INCLUDES[resource_type]),
+            "searchRevInclude": list(REVINCLUDES[resource_type]),
+            "searchParam": _search_params(resource_type),
         }
         for resource_type, profiles in PROFILES.items()
     ]

@@ -1,4 +1,4 @@
-"""Published resource versions: the current document and every version of each.
+"""Published resource versions (the current document and every version) and search indexes.
 
 Revision ID: 0002
 Revises: 0001
@@ -76,8 +76,66 @@ def upgrade() -> None:
             unique=False,
         )
 
+    op.create_table(
+        "search_tokens",
+        sa.Column("row", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("resource_type", sa.String(length=40), nullable=False),
+        sa.Column("resource_id", sa.String(length=64), nullable=False),
+        sa.Column("param", sa.String(length=40), nullable=False),
+        sa.Column("system", sa.String(length=512), nullable=True),
+        sa.Column("code", sa.String(length=255), nullable=False),
+        sa.PrimaryKeyConstraint("row", name=op.f("pk_search_tokens")),
+    )
+    with op.batch_alter_table("search_tokens", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_search_tokens_lookup", ["resource_type", "param", "code", "system"], unique=False
+        )
+        batch_op.create_index(
+            "ix_search_tokens_resource", ["resource_type", "resource_id"], unique=False
+        )
+
+    op.create_table(
+        "search_references",
+        sa.Column("row", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("resource_type", sa.String(length=40), nullable=False),
+        sa.Column("resource_id", sa.String(length=64), nullable=False),
+        sa.Column("param", sa.String(length=40), nullable=False),
+        sa.Column("target", sa.String(length=512), nullable=False),
+        sa.PrimaryKeyConstraint("row", name=op.f("pk_search_references")),
+    )
+    with op.batch_alter_table("search_references", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_search_references_lookup", ["resource_type", "param", "target"], unique=False
+        )
+        batch_op.create_index(
+            "ix_search_references_resource", ["resource_type", "resource_id"], unique=False
+        )
+
+    op.create_table(
+        "search_dates",
+        sa.Column("row", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("resource_type", sa.String(length=40), nullable=False),
+        sa.Column("resource_id", sa.String(length=64), nullable=False),
+        sa.Column("param", sa.String(length=40), nullable=False),
+        sa.Column("low", service.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("high", service.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("row", name=op.f("pk_search_dates")),
+    )
+    with op.batch_alter_table("search_dates", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_search_dates_lookup", ["resource_type", "param", "low", "high"], unique=False
+        )
+        batch_op.create_index(
+            "ix_search_dates_resource", ["resource_type", "resource_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    for table in ("search_dates", "search_references", "search_tokens"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_index(f"ix_{table}_resource")
+            batch_op.drop_index(f"ix_{table}_lookup")
+        op.drop_table(table)
     with op.batch_alter_table("stored_resources", schema=None) as batch_op:
         batch_op.drop_index("ix_stored_resources_type_last_updated")
         batch_op.drop_index("ix_stored_resources_plan_id")

@@ -1,0 +1,356 @@
+"""FHIR search: GET /fhir/{type}?… and POST /fhir/{type}/_search, answered as searchset Bundles.
+
+Parameters come from the one table in ``fhir_mappings.search_parameters``. Matches are
+served from their stored JSON; only ``_summary`` and ``_elements`` reshape them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Response, request
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import BadRequest
+
+from api.fhir.http import body_response
+from api.fhir.resources import PLAN_TYPES, base_url, blp, check_type
+from api.http import database
+from fhir_mappings.search_parameters import (
+    INCLUDES,
+    REVINCLUDES,
+    SEARCH_PARAMETERS,
+    SORTS,
+    normalise_reference,
+    parse_date_range,
+)
+from fhir_mappings.summary import SUMMARY_MODES, reshape
+from service import resource_search as rs
+from service.models import StoredResource
+
+DEFAULT_COUNT = 20
+MAX_COUNT = 200
+MAX_ITERATIONS = 5
+RESULT_PARAMETERS = {
+    "_count",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_include:iterate",
+    "_revinclude:iterate",
+    "_summary",
+    "_elements",
+    "_total",
+    "_cursor",
+    "_format",
+    "_pretty",
+}
+DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+
+
+def _strict() -> bool:
+    prefer = request.headers.get("Prefer", "")
+    return "handling=strict" in prefer.replace(" ", "")
+
+
+def _split(value: str) -> list[str]:
+    """Comma-separated values (OR); a backslash escapes a comma."""
+    parts, current, escaped = [], "", False
+    for char in value:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def _token_options(value: str) -> list[tuple[Any, str | None]]:
+    options: list[tuple[Any, str | None]] = []
+    for part in _split(value):
+        if "|" not in part:
+            options.append((rs.ANY_SYSTEM, part))
+        else:
+            system, code = part.split("|", 1)
+            options.append((system or None, code or None))
+    return options
+
+
+def _reference_targets(value: str, target: str | None, name: str) -> list[str]:
+    targets = []
+    for part in _split(value):
+        if "/" in part:
+            targets.append(normalise_reference(part))
+        elif target is not None:
+            targets.append(f"{target}/{part}")
+        elif part:
+            targets.append(part)
+        else:
+            raise BadRequest(f"{name}: an empty reference")
+    return targets
+
+
+def _date_options(value: str, name: str) -> list[tuple[Any, datetime, datetime]]:
+    options = []
+    for part in _split(value):
+        prefix = part[:2] if part[:2] in DATE_PREFIXES else "eq"
+        text = part[2:] if part[:2] in DATE_PREFIXES else part
+        try:
+            found = parse_date_range(text)
+        except ValueError:
+            raise BadRequest(f"{name}: {part!r} is not a FHIR date, dateTime or instant") from None
+        options.append((prefix, found.low, found.high))
+    return options
+
+
+def _clause(resource_type: str, name: str, value: str) -> rs.Clause | None:
+    """The clause of one query parameter; None when the parameter is unknown."""
+    base, _, modifier = name.partition(":")
+    if base == "_id":
+        return rs.IdClause(_split(value))
+    if base == "_lastUpdated":
+        return rs.DateClause(None, _date_options(value, name))
+    parameter = SEARCH_PARAMETERS[resource_type].get(base)
+    if parameter is None:
+        return None
+    if modifier == "missing":
+        if value not in ("true", "false"):
+            raise BadRequest(f"{name} takes true or false, not {value!r}")
+        return rs.MissingClause(base, parameter.type, value == "true")
+    if parameter.type == "token" and modifier in ("", "not"):
+        return rs.TokenClause(base, _token_options(value), negate=modifier == "not")
+    if parameter.type == "reference" and (modifier in ("", "not") or modifier[:1].isupper()):
+        target = modifier if modifier[:1].isupper() else parameter.target
+        return rs.ReferenceClause(
+            base, _reference_targets(value, target, name), negate=modifier == "not"
+        )
+    if parameter.type == "date" and modifier == "":
+        return rs.DateClause(base, _date_options(value, name))
+    raise BadRequest(
+        f"the modifier :{modifier} is not supported on {parameter.type} parameter {base}"
+    )
+
+
+def _cursor(value: str | None) -> rs.Cursor | None:
+    if value is None:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(value.encode()))
+        sort_value = data["v"]
+        if data.get("t") == "dt":
+            sort_value = datetime.fromisoformat(sort_value)
+        return rs.Cursor(sort_value, str(data["i"]), bool(data.get("b")))
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise BadRequest("_cursor is not a cursor this server issued") from None
+
+
+def _encode_cursor(row: rs.Row, backwards: bool) -> str:
+    value = row.sort_value
+    data: dict[str, Any] = {"i": row.resource.id, "b": backwards}
+    if isinstance(value, datetime):
+        data.update(v=value.isoformat(), t="dt")
+    else:
+        data["v"] = value
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+class Search:
+    """One search request, parsed."""
+
+    def __init__(self, resource_type: str, params: MultiDict[str, str]) -> None:
+        self.resource_type = resource_type
+        self.params = params
+        self.used: list[tuple[str, str]] = []
+        self.ignored: list[str] = []
+        self.query = rs.SearchQuery(resource_type)
+        for name, value in params.items(multi=True):
+            if name in RESULT_PARAMETERS:
+                continue
+            clause = _clause(resource_type, name, value)
+            if clause is None:
+                if _strict():
+                    raise BadRequest(f"unknown search parameter {name!r} for {resource_type}")
+                self.ignored.append(name)
+                continue
+            self.query.clauses.append(clause)
+            self.used.append((name, value))
+        self.count = self._count()
+        self.query.limit = self.count + 1
+        self._sort()
+        self.query.cursor = _cursor(params.get("_cursor"))
+        self.summary = params.get("_summary")
+        if self.summary is not None and self.summary not in SUMMARY_MODES:
+            raise BadRequest(f"_summary must be one of {', '.join(SUMMARY_MODES)}")
+        elements = params.get("_elements")
+        self.elements = [e.strip() for e in elements.split(",") if e.strip()] if elements else None
+        self.total = params.get("_total", "accurate")
+        if self.total not in ("none", "estimate", "accurate"):
+            raise BadRequest("_total must be none, estimate or accurate")
+        self.includes = self._includes("_include", INCLUDES)
+        self.revincludes = self._includes("_revinclude", REVINCLUDES)
+
+    def _count(self) -> int:
+        value = self.params.get("_count")
+        if value is None:
+            return DEFAULT_COUNT
+        if not value.isdigit():
+            raise BadRequest(f"_count must be a whole number, not {value!r}")
+        return min(int(value), MAX_COUNT)
+
+    def _sort(self) -> None:
+        value = self.params.get("_sort")
+        if not value:
+            return
+        keys = value.split(",")
+        if len(keys) > 1:
+            raise BadRequest("_sort takes one key (the id breaks ties)")
+        key = keys[0]
+        self.query.descending = key.startswith("-")
+        name = key.lstrip("-")
+        if name not in SORTS:
+            raise BadRequest(f"_sort by {name!r} is not supported; use one of {', '.join(SORTS)}")
+        self.query.sort = name  # type: ignore[assignment]
+
+    def _includes(self, name: str, allowed: dict[str, tuple[str, ...]]) -> list[tuple[str, bool]]:
+        """(source:param, iterate) pairs; ``_include:iterate`` follows includes of includes."""
+        found = []
+        for iterate in (False, True):
+            for value in self.params.getlist(f"{name}:iterate" if iterate else name):
+                known = any(value in values for values in allowed.values())
+                if value not in allowed.get(self.resource_type, ()) and not (iterate and known):
+                    raise BadRequest(f"{name}={value} is not supported for {self.resource_type}")
+                found.append((value, iterate))
+        return found
+
+    def link(self, cursor: str | None = None) -> str:
+        """A link to this search at a cursor, carrying every parameter that was applied."""
+        kept = [
+            (name, value)
+            for name, value in self.params.items(multi=True)
+            if name in RESULT_PARAMETERS and name != "_cursor"
+        ]
+        query = [*self.used, *kept]
+        if cursor:
+            query.append(("_cursor", cursor))
+        return f"{base_url()}/{self.resource_type}?{urlencode(query)}"
+
+
+def run(search: Search) -> str:
+    with database().reading() as session:
+        total = rs.count(session, search.query) if search.total != "none" else None
+        if search.summary == "count":
+            return _bundle(search, [], [], total, None, None)
+        rows = rs.search(session, search.query)
+        backwards = search.query.cursor is not None and search.query.cursor.backwards
+        more = len(rows) > search.count
+        if more:
+            rows = rows[1:] if backwards else rows[:-1]
+        next_cursor = prev_cursor = None
+        if rows and (more or backwards):
+            next_cursor = _encode_cursor(rows[-1], False)
+        if rows and search.query.cursor is not None and (more or not backwards):
+            prev_cursor = _encode_cursor(rows[0], True)
+        matches = [row.resource for row in rows]
+        included = _included(session, search, matches)
+    return _bundle(search, matches, included, total, next_cursor, prev_cursor)
+
+
+def _included(session: Any, search: Search, matches: list[StoredResource]) -> list[StoredResource]:
+    seen = {(r.resource_type, r.id) for r in matches}
+    found: list[StoredResource] = []
+    frontier = matches
+    for depth in range(MAX_ITERATIONS):
+        keys: list[tuple[str, str]] = []
+        for source in {r.resource_type for r in frontier}:
+            ids = [r.id for r in frontier if r.resource_type == source]
+            for value, iterate in search.includes:
+                source_type, param = value.split(":")
+                if source_type == source and (depth == 0 or iterate):
+                    for target in rs.referenced(session, source, ids, param):
+                        keys.append(tuple(target.split("/", 1)))  # type: ignore[arg-type]
+            for value, iterate in search.revincludes:
+                source_type, param = value.split(":")
+                if depth == 0 or iterate:
+                    targets = [f"{source}/{i}" for i in ids]
+                    keys += [
+                        (source_type, i) for i in rs.referring(session, source_type, param, targets)
+                    ]
+        new = [k for k in dict.fromkeys(keys) if k not in seen and k[0] in PLAN_TYPES]
+        if not new:
+            break
+        seen.update(new)
+        frontier = rs.load(session, new)
+        found += frontier
+    return found
+
+
+def _bundle(
+    search: Search,
+    matches: list[StoredResource],
+    included: list[StoredResource],
+    total: int | None,
+    next_cursor: str | None,
+    prev_cursor: str | None,
+) -> str:
+    links = [{"relation": "self", "url": search.link(search.params.get("_cursor"))}]
+    if next_cursor:
+        links.append({"relation": "next", "url": search.link(next_cursor)})
+    if prev_cursor:
+        links.append({"relation": "previous", "url": search.link(prev_cursor)})
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        head["total"] = total
+    head["link"] = links
+    entries = [_entry(r, "match", search) for r in matches]
+    entries += [_entry(r, "include", search) for r in included]
+    encoded = json.dumps(head)
+    if not entries:
+        return encoded
+    return f'{encoded[:-1]},"entry":[{",".join(entries)}]}}'
+
+
+def _entry(stored: StoredResource, mode: str, search: Search) -> str:
+    content = stored.content
+    if search.summary not in (None, "false") or search.elements:
+        content = json.dumps(reshape(json.loads(content), search.summary, search.elements))
+    full_url = json.dumps(f"{base_url()}/{stored.resource_type}/{stored.id}")
+    return f'{{"fullUrl":{full_url},"resource":{content},"search":{{"mode":"{mode}"}}}}'
+
+
+@blp.route("/<resource_type>", methods=["GET"])
+def search_type(resource_type: str) -> Response:
+    """Search CarePlans or Goals
+
+    Every parameter in the CapabilityStatement, with `system|code` tokens, reference forms,
+    date prefixes, comma for OR, repetition for AND, `:missing`, `:not`; `_include`,
+    `_revinclude` (`:iterate`), `_sort`, `_count` with keyset paging, `_total`, `_summary`
+    and `_elements`. Unknown parameters are ignored (and left out of the self link) unless
+    `Prefer: handling=strict` asks for a 400.
+    """
+    check_type(resource_type)
+    return body_response(run(Search(resource_type, request.args)))
+
+
+@blp.route("/<resource_type>/_search", methods=["POST"])
+def search_post(resource_type: str) -> Response:
+    """Search CarePlans or Goals with a form body
+
+    The same parameters as the GET search, sent as `application/x-www-form-urlencoded`.
+    """
+    check_type(resource_type)
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise BadRequest("POST _search takes an application/x-www-form-urlencoded body")
+    params: MultiDict[str, str] = MultiDict(request.args)
+    for name, value in request.form.items(multi=True):
+        params.add(name, value)
+    return body_response(run(Search(resource_type, params)))

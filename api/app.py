@@ -9,8 +9,10 @@ from flask import Flask, request
 from api import docs, goals, health, homework, phases, plans, problems, request_log, sessions
 from api.config import Settings, load
 from api.fhir import capability as fhir_capability
+from api.fhir import openapi as fhir_openapi
 from api.fhir import resources as fhir_resources
 from api.fhir import search as fhir_search  # noqa: F401  (registers the search routes)
+from api.fhir import writes as fhir_writes  # noqa: F401  (registers the write routes)
 from api.fhir.http import negotiate
 from api.problems import ProblemApi, problem
 from fhir_mappings.projection import publish
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     api = ProblemApi(app)
     app.extensions["ipt_api"] = api
+    fhir_openapi.register_components(api.spec)
     for module in (plans, phases, goals, homework, sessions, fhir_capability, fhir_resources):
         api.register_blueprint(module.blp)
     if publish not in db.observers:

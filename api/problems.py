@@ -13,12 +13,13 @@ from typing import Any
 
 from flask import Flask, Response, g, json, request
 from flask_smorest import Api
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 from api.fhir.http import FhirError, operation_outcome
 from api.schemas import ProblemSchema
+from fhir_mappings.parse_common import MappingError
 from service.errors import Conflict, DomainError, Gone, NotFound, RuleViolation, VersionMismatch
 
 PROBLEM_JSON = "application/problem+json"
@@ -43,6 +44,7 @@ _FHIR_CODES_BY_KIND = {
     "conflict": "conflict",
     "malformed": "structure",
     "unsupported-media-type": "not-supported",
+    "processing": "processing",
 }
 _FHIR_CODES_BY_STATUS = {
     400: "invalid",
@@ -50,6 +52,7 @@ _FHIR_CODES_BY_STATUS = {
     405: "not-supported",
     406: "not-supported",
     413: "too-costly",
+    412: "conflict",
     415: "not-supported",
     503: "transient",
 }
@@ -163,6 +166,24 @@ def register(app: Flask) -> None:
     @app.errorhandler(FhirError)
     def on_fhir_error(error: FhirError) -> Response:
         return operation_outcome(error.status, error.code, error.diagnostics)
+
+    @app.errorhandler(MappingError)
+    def on_unmappable(error: MappingError) -> Response:
+        expressions = [{"field": path, "message": message} for path, message in error.problems]
+        return problem(
+            422,
+            "the resource cannot be represented as an IPT care plan",
+            kind="processing",
+            errors=expressions,
+        )
+
+    @app.errorhandler(IntegrityError)
+    def on_duplicate(_error: IntegrityError) -> Response:
+        return problem(
+            409,
+            "the write conflicts with stored data: an identifier or number is already taken",
+            kind="conflict",
+        )
 
     @app.errorhandler(StaleDataError)
     def on_stale(_error: StaleDataError) -> Response:

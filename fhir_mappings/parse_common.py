@@ -8,27 +8,17 @@ FHIRPath expression such as ``CarePlan.extension[2].extension[0].valueCoding.cod
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from fhir_mappings import terminology as t
-from fhir_mappings.narrative import is_generated
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # A literal reference, relative (``Patient/123``) or absolute, split into type and id.
 _REFERENCE = re.compile(r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$")
 _RELATIVE = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$")
-
-SERVER_MANAGED_META = frozenset({"versionId", "lastUpdated"})
-PROFILES = frozenset({t.EPISODE_PROFILE, t.PHASE_PROFILE, t.GOAL_PROFILE})
-# Elements that change the meaning of a resource; the service cannot honour unknown ones.
-REFUSED = {
-    "implicitRules": "a resource with special rules (implicitRules) cannot be kept",
-    "modifierExtension": "modifier extensions change the meaning of the resource; "
-    "the service understands none and cannot keep them",
-}
 
 
 class MappingError(Exception):
@@ -105,7 +95,7 @@ def read_reference(
     if match.group("type") not in types:
         problems.add(
             f"{path}.reference",
-            f"refers to a {match.group('type')}; expected a reference to {' or '.join(types)}",
+            f"points to {match.group('type')}; expected a reference to {' or '.join(types)}",
         )
         return None
     return target
@@ -121,21 +111,22 @@ def read_references(
     path: str,
     values: list[Mapping[str, Any]] | None,
     types: tuple[str, ...],
-    what: str,
+    too_many: str,
     *,
     relative: bool = False,
 ) -> str | None:
-    """The one reference an element holds at most."""
+    """The one reference a list element holds at most; ``too_many`` says why."""
     if not values:
         return None
     if len(values) > 1:
-        problems.add(f"{path}[1]", f"{what} is one reference only")
+        problems.add(f"{path}[1]", too_many)
     return read_reference(problems, f"{path}[0]", values[0], types, relative=relative)
 
 
-def codings(concept: Mapping[str, Any] | None, path: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    for coding_path, coding in indexed((concept or {}).get("coding"), f"{path}.coding"):
-        yield coding_path, coding
+def codings(
+    concept: Mapping[str, Any] | None, path: str
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    yield from indexed((concept or {}).get("coding"), f"{path}.coding")
 
 
 def read_local_code(
@@ -172,12 +163,44 @@ def read_code(
     return str(code)
 
 
+def check_codings(
+    problems: Problems, path: str, concept: Mapping[str, Any], systems: tuple[str, ...]
+) -> None:
+    """Refuse what a concept the mapping owns says beyond codes of ``systems`` (it is lost)."""
+    check_keys(problems, path, concept, {"coding"})
+    for coding_path, coding in codings(concept, path):
+        if coding.get("system") not in systems:
+            problems.add(coding_path, f"only codes from {' or '.join(systems)} are kept here")
+
+
+def owned_category(
+    problems: Problems,
+    path: str,
+    concept: Mapping[str, Any],
+    owns: Callable[[Mapping[str, Any]], bool],
+) -> bool:
+    """Whether a category is the service's; one mixing its codes with others is refused."""
+    found = [(coding_path, owns(coding)) for coding_path, coding in codings(concept, path)]
+    if not any(mine for _, mine in found):
+        return False
+    check_keys(problems, path, concept, {"coding"})
+    for coding_path, mine in found:
+        if not mine:
+            problems.add(
+                coding_path,
+                "a category of this service holds its own code only; "
+                "give other codes a category of their own",
+            )
+    return True
+
+
 def concept_code(
     problems: Problems, path: str, concept: Mapping[str, Any] | None, system: str, what: str
 ) -> str | None:
     """The code of ``concept``'s coding from ``system``; a concept without one is refused."""
     if concept is None:
         return None
+    check_codings(problems, path, concept, (system,))
     for coding_path, coding in codings(concept, path):
         if coding.get("system") == system:
             if not isinstance(coding.get("code"), str):
@@ -247,58 +270,6 @@ def read_progress(
     check_keys(problems, f"{path}[0]", progress[0], {"text"})
     text = progress[0].get("text")
     return str(text) if text is not None else None
-
-
-def read_meta(
-    problems: Problems, resource_type: str, meta: Mapping[str, Any] | None, profile: str
-) -> dict[str, Any]:
-    """The parts of ``meta`` to keep verbatim; a profile of another kind is refused."""
-    kept: dict[str, Any] = {}
-    for key, item in (meta or {}).items():
-        if key in SERVER_MANAGED_META:
-            continue
-        if key == "profile":
-            others = []
-            for profile_path, claimed in indexed(item, f"{resource_type}.meta.profile"):
-                if claimed in PROFILES and claimed != profile:
-                    problems.add(profile_path, f"this resource is read as {profile}")
-                elif claimed != profile:
-                    others.append(claimed)
-            if others:
-                kept["profile"] = others
-        else:
-            kept[key] = item
-    return kept
-
-
-def start_extras(
-    problems: Problems,
-    resource: Mapping[str, Any],
-    owned: set[str],
-    profile: str,
-) -> dict[str, Any]:
-    """The extras of the elements the mapping does not own, and the shared ones it does."""
-    resource_type = str(resource.get("resourceType"))
-    extras: dict[str, Any] = {}
-    for key, item in resource.items():
-        if key in REFUSED:
-            problems.add(f"{resource_type}.{key}", REFUSED[key])
-        elif key not in owned:
-            extras[key] = item
-    meta = read_meta(problems, resource_type, resource.get("meta"), profile)
-    if meta:
-        extras["meta"] = meta
-    text = resource.get("text")
-    if text is not None and not is_generated(text):
-        extras["text"] = text
-    return extras
-
-
-def keep_reference_details(extras: dict[str, Any], name: str, item: Any) -> None:
-    """Keep a Reference (or list of them) verbatim when it says more than ``reference``."""
-    items = item if isinstance(item, list) else [item]
-    if any(isinstance(i, Mapping) and set(i) - {"reference"} for i in items):
-        extras[name] = item
 
 
 def to_decimal(number: Any) -> Decimal:

@@ -12,17 +12,17 @@ from fhir_mappings.parse_common import (
     check_local_code,
     codings,
     indexed,
-    keep_reference_details,
+    owned_category,
     read_date,
     read_local_code,
     read_notes,
     read_reference,
     read_references,
-    start_extras,
     sub_extensions,
     unknown_part,
     value,
 )
+from fhir_mappings.parse_extras import keep_reference_details, start_extras
 from fhir_mappings.render import CAREPLAN_CATEGORY_CODE, CONTACT_PARTS
 from service.codes import ProblemArea
 
@@ -122,7 +122,9 @@ def _relapse_prevention(
         elif url == "contact":
             contact: dict[str, Any] = {}
             for part_path, part_url, part in sub_extensions(problems, sub_path, sub):
-                if part_url in CONTACT_PARTS and part_url not in contact:
+                if part_url in contact:
+                    problems.add(part_path, f"a contact has one {part_url}")
+                elif part_url in CONTACT_PARTS:
                     contact[part_url] = value(problems, part_path, part, "String")
                 else:
                     unknown_part(problems, part_path, part_url)
@@ -167,29 +169,33 @@ def _extensions(
         extras["extension"] = unknown
 
 
+_OWN_CATEGORIES = {
+    (t.US_CORE_CAREPLAN_CATEGORY, CAREPLAN_CATEGORY_CODE),
+    (t.SNOMED, t.IPT_SNOMED_CODE),
+}
+
+
+def _owns(coding: Mapping[str, Any]) -> bool:
+    system = coding.get("system")
+    return system in (t.local("ipt-careplan-kind").url, t.local("ipt-phase").url) or (
+        (system, coding.get("code")) in _OWN_CATEGORIES
+    )
+
+
 def _categories(problems: Problems, resource: Mapping[str, Any], extras: dict[str, Any]) -> None:
-    kind_system = t.local("ipt-careplan-kind").url
     other = []
     for path, concept in indexed(resource.get("category"), f"{_P}.category"):
-        owned = False
+        if not owned_category(problems, path, concept, _owns):
+            other.append(concept)
+            continue
         for coding_path, coding in codings(concept, path):
             system, code = coding.get("system"), coding.get("code")
-            if system == kind_system:
-                owned = True
-                if code != t.CarePlanKind.EPISODE:
-                    problems.add(
-                        f"{coding_path}.code",
-                        f"this is read as an episode CarePlan, not a {code!r} one",
-                    )
+            if system == t.local("ipt-careplan-kind").url and code != t.CarePlanKind.EPISODE:
+                problems.add(
+                    f"{coding_path}.code", f"this is read as an episode CarePlan, not {code!r}"
+                )
             elif system == t.local("ipt-phase").url:
                 problems.add(coding_path, "an episode CarePlan belongs to no single phase")
-            elif (system, code) in (
-                (t.US_CORE_CAREPLAN_CATEGORY, CAREPLAN_CATEGORY_CODE),
-                (t.SNOMED, t.IPT_SNOMED_CODE),
-            ):
-                owned = True
-        if not owned:
-            other.append(concept)
     if other:
         extras["category"] = other
 
@@ -232,7 +238,11 @@ def read_episode(resource: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
     data["start_date"] = read_date(problems, f"{_P}.period.start", period.get("start"))
     data["end_date"] = read_date(problems, f"{_P}.period.end", period.get("end"))
     data["condition"] = read_references(
-        problems, f"{_P}.addresses", resource.get("addresses"), ("Condition",), "addresses"
+        problems,
+        f"{_P}.addresses",
+        resource.get("addresses"),
+        ("Condition",),
+        "the plan addresses one condition (its depression) only",
     )
     data["therapist"] = read_reference(
         problems, f"{_P}.author", resource.get("author"), ("Practitioner", "PractitionerRole")

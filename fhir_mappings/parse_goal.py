@@ -13,18 +13,17 @@ from fhir_mappings.parse_common import (
     codings,
     concept_code,
     indexed,
-    keep_reference_details,
+    owned_category,
     read_date,
     read_local_code,
     read_notes,
     read_reference,
     reference_id,
-    start_extras,
     to_decimal,
     value,
 )
+from fhir_mappings.parse_extras import keep_reference_details, start_extras
 from fhir_mappings.render import GOAL_CATEGORY_CODE, SCORE_UNIT
-from service.codes import Comparator
 
 OWNED = {
     "resourceType",
@@ -44,6 +43,8 @@ OWNED = {
 }
 _G = "Goal"
 _QUANTITY_PARTS = {"value", "comparator", "system", "code", "unit"}
+# Units that only restate the score's UCUM code; any other would be lost.
+_SCORE_UNITS = frozenset({SCORE_UNIT, "score"})
 
 
 def _extensions(
@@ -86,36 +87,35 @@ def _extensions(
     return plan_id
 
 
+def _owns(coding: Mapping[str, Any]) -> bool:
+    system = coding.get("system")
+    return system in (t.local("ipt-goal-kind").url, t.local("ipt-problem-area").url) or (
+        (system, coding.get("code")) == (t.GOAL_CATEGORY, GOAL_CATEGORY_CODE)
+    )
+
+
 def _categories(
     problems: Problems, resource: Mapping[str, Any], data: dict[str, Any], extras: dict[str, Any]
 ) -> None:
-    kind_system = t.local("ipt-goal-kind").url
-    area_system = t.local("ipt-problem-area").url
     found: dict[str, list[str | None]] = {"kind": [], "problem_area": []}
+    names = {"ipt-goal-kind": "kind", "ipt-problem-area": "problem_area"}
     other = []
     for path, concept in indexed(resource.get("category"), f"{_G}.category"):
-        owned = False
-        for coding_path, coding in codings(concept, path):
-            system = coding.get("system")
-            if system == kind_system:
-                found["kind"].append(read_local_code(problems, coding_path, coding, "ipt-goal-kind"))
-            elif system == area_system:
-                found["problem_area"].append(
-                    read_local_code(problems, coding_path, coding, "ipt-problem-area")
-                )
-            elif (system, coding.get("code")) != (t.GOAL_CATEGORY, GOAL_CATEGORY_CODE):
-                continue
-            owned = True
-        if not owned:
+        if not owned_category(problems, path, concept, _owns):
             other.append(concept)
+            continue
+        for coding_path, coding in codings(concept, path):
+            for system_name, key in names.items():
+                if coding.get("system") == t.local(system_name).url:
+                    found[key].append(read_local_code(problems, coding_path, coding, system_name))
     for key, what in (("kind", "goal kind"), ("problem_area", "problem area")):
         if len(found[key]) > 1:
             problems.add(f"{_G}.category", f"a goal has one {what}")
         data[key] = found[key][0] if found[key] else None
-    if data["kind"] is None and not found["kind"]:
+    if not found["kind"]:
         problems.add(
             f"{_G}.category",
-            f"the goal's kind is required: a category coding from {kind_system}",
+            f"the goal's kind is required: a category coding from {t.local('ipt-goal-kind').url}",
         )
     if other:
         extras["category"] = other
@@ -145,10 +145,9 @@ def _target(problems: Problems, resource: Mapping[str, Any]) -> dict[str, Any] |
         for key, expected in (("system", t.UCUM), ("code", SCORE_UNIT)):
             if quantity.get(key) not in (None, expected):
                 problems.add(f"{quantity_path}.{key}", f"a score's {key} is {expected}")
-        comparator = quantity.get("comparator")
-        if comparator is not None and comparator not in {c.value for c in Comparator}:
-            problems.add(f"{quantity_path}.comparator", f"{comparator!r} is not a comparator")
-        result["comparator"] = comparator
+        if quantity.get("unit") not in (None, *_SCORE_UNITS):
+            problems.add(f"{quantity_path}.unit", f"a score's unit is {SCORE_UNIT}")
+        result["comparator"] = quantity.get("comparator")
         if quantity.get("value") is not None:
             result["value"] = to_decimal(quantity["value"])
     return result

@@ -8,21 +8,22 @@ from typing import Any
 from fhir_mappings import terminology as t
 from fhir_mappings.parse_common import (
     Problems,
+    check_codings,
     check_keys,
     codings,
     indexed,
-    keep_reference_details,
+    owned_category,
     read_date,
     read_local_code,
     read_progress,
     read_reference,
     read_references,
     reference_id,
-    start_extras,
     sub_extensions,
     unknown_part,
     value,
 )
+from fhir_mappings.parse_extras import keep_reference_details, start_extras
 from fhir_mappings.render import (
     CAREPLAN_CATEGORY_CODE,
     HOMEWORK_ACTIVITY_PREFIX,
@@ -50,9 +51,9 @@ OWNED = {
     "activity",
 }
 _C = "CarePlan"
-PHASE_STATUS_FROM_FHIR = {fhir: domain for domain, fhir in PHASE_STATUS.items()}
-SESSION_STATUS_FROM_FHIR = {fhir: domain for domain, fhir in SESSION_STATUS.items()}
-HOMEWORK_STATUS_FROM_FHIR = {fhir: domain for domain, fhir in HOMEWORK_STATUS.items()}
+PHASE_STATUS_FROM_FHIR = {fhir: str(domain) for domain, fhir in PHASE_STATUS.items()}
+SESSION_STATUS_FROM_FHIR = {fhir: str(domain) for domain, fhir in SESSION_STATUS.items()}
+HOMEWORK_STATUS_FROM_FHIR = {fhir: str(domain) for domain, fhir in HOMEWORK_STATUS.items()}
 _SESSION_DETAIL = {"extension", "kind", "code", "status", "statusReason", "scheduledPeriod"}
 _HOMEWORK_DETAIL = {
     "kind",
@@ -89,29 +90,31 @@ def _session_range(
         extras["extension"] = unknown
 
 
+def _owns(coding: Mapping[str, Any]) -> bool:
+    system = coding.get("system")
+    return system in (t.local("ipt-careplan-kind").url, t.local("ipt-phase").url) or (
+        (system, coding.get("code")) == (t.US_CORE_CAREPLAN_CATEGORY, CAREPLAN_CATEGORY_CODE)
+    )
+
+
 def _categories(
     problems: Problems, resource: Mapping[str, Any], data: dict[str, Any], extras: dict[str, Any]
 ) -> None:
     other = []
     for path, concept in indexed(resource.get("category"), f"{_C}.category"):
-        owned = False
+        if not owned_category(problems, path, concept, _owns):
+            other.append(concept)
+            continue
         for coding_path, coding in codings(concept, path):
             system, code = coding.get("system"), coding.get("code")
-            if system == t.local("ipt-careplan-kind").url:
-                owned = True
-                if code != t.CarePlanKind.PHASE:
-                    problems.add(
-                        f"{coding_path}.code", f"this is read as a phase CarePlan, not {code!r}"
-                    )
+            if system == t.local("ipt-careplan-kind").url and code != t.CarePlanKind.PHASE:
+                problems.add(
+                    f"{coding_path}.code", f"this is read as a phase CarePlan, not {code!r}"
+                )
             elif system == t.local("ipt-phase").url:
-                owned = True
                 if "code" in data:
                     problems.add(coding_path, "a phase CarePlan is of one phase")
                 data["code"] = read_local_code(problems, coding_path, coding, "ipt-phase")
-            elif (system, code) == (t.US_CORE_CAREPLAN_CATEGORY, CAREPLAN_CATEGORY_CODE):
-                owned = True
-        if not owned:
-            other.append(concept)
     if other:
         extras["category"] = other
 
@@ -135,6 +138,7 @@ def _status(
     if reason is None:
         return mapped
     system = t.local(system_name).url
+    check_codings(problems, f"{path}.statusReason", reason, (system,))
     exact = None
     for coding_path, coding in codings(reason, f"{path}.statusReason"):
         if coding.get("system") == system:
@@ -166,19 +170,25 @@ def _session(problems: Problems, path: str, detail: Mapping[str, Any]) -> dict[s
         else:
             problems.add(f"{ext_path}.url", f"{url!r} is not an extension of a session")
     if entry["number"] is None:
-        problems.add(f"{path}.detail.extension", f"the session number ({t.EXT_SESSION_NUMBER})")
+        problems.add(
+            f"{path}.detail.extension",
+            f"a session needs its number: a {t.EXT_SESSION_NUMBER} extension",
+        )
     code = detail.get("code")
-    if code is not None and not any(
-        (c.get("system"), c.get("code")) == (t.SNOMED, t.IPT_SNOMED_CODE)
-        for _, c in codings(code, "")
-    ):
-        problems.add(f"{path}.detail.code", f"a session is {t.SNOMED}|{t.IPT_SNOMED_CODE}")
+    if code is not None:
+        check_codings(problems, f"{path}.detail.code", code, (t.SNOMED,))
+        for coding_path, coding in codings(code, f"{path}.detail.code"):
+            if coding.get("system") == t.SNOMED and coding.get("code") != t.IPT_SNOMED_CODE:
+                problems.add(f"{coding_path}.code", f"a session is {t.IPT_SNOMED_CODE}")
     entry["status"] = _status(
         problems, f"{path}.detail", detail, SESSION_STATUS_FROM_FHIR, "ipt-session-status"
     )
     period = detail.get("scheduledPeriod") or {}
-    check_keys(problems, f"{path}.detail.scheduledPeriod", period, {"start"})
-    entry["date"] = read_date(problems, f"{path}.detail.scheduledPeriod.start", period.get("start"))
+    period_path = f"{path}.detail.scheduledPeriod"
+    check_keys(problems, period_path, period, {"start", "end"})
+    entry["date"] = read_date(problems, f"{period_path}.start", period.get("start"))
+    if period.get("end") not in (None, period.get("start")):
+        problems.add(f"{period_path}.end", "a session takes place on one day: end is its start")
     return entry
 
 
@@ -188,6 +198,8 @@ def _homework(
     check_keys(problems, f"{path}.detail", detail, _HOMEWORK_DETAIL)
     entry: dict[str, Any] = {}
     kind_system = t.local("ipt-homework-kind").url
+    if "code" in detail:
+        check_codings(problems, f"{path}.detail.code", detail["code"], (kind_system,))
     kinds = [
         (coding_path, coding)
         for coding_path, coding in codings(detail.get("code"), f"{path}.detail.code")
@@ -198,7 +210,12 @@ def _homework(
     entry["kind"] = read_local_code(problems, *kinds[0], "ipt-homework-kind") if kinds else None
     entry["description"] = detail.get("description")
     goal = read_references(
-        problems, f"{path}.detail.goal", detail.get("goal"), ("Goal",), "goal", relative=True
+        problems,
+        f"{path}.detail.goal",
+        detail.get("goal"),
+        ("Goal",),
+        "homework serves one goal at most",
+        relative=True,
     )
     entry["goal_id"] = reference_id(goal)
     entry["status"] = _status(
@@ -241,9 +258,8 @@ def _activities(
                 problems.add(f"{path}.id", f"{activity_id!r} is listed twice")
             seen.add(activity_id)
             if not activity_id.startswith(prefix) or len(activity_id) == len(prefix):
-                problems.add(
-                    f"{path}.id", f"the id of a {detail['kind']} activity is {prefix}<id>"
-                )
+                kind = "session" if prefix == SESSION_ACTIVITY_PREFIX else "homework"
+                problems.add(f"{path}.id", f"a {kind} activity's id is {prefix}<id>")
             else:
                 row_id = activity_id[len(prefix) :]
         text = read_progress(problems, f"{path}.progress", activity.get("progress"))
@@ -278,13 +294,19 @@ def read_phase(
     data["patient"] = read_reference(
         problems, f"{_C}.subject", resource.get("subject"), ("Patient",)
     )
-    if "subject" in resource:
-        keep_reference_details(extras, "subject", resource["subject"])
     part_of = read_references(
-        problems, f"{_C}.partOf", resource.get("partOf"), ("CarePlan",), "partOf", relative=True
+        problems,
+        f"{_C}.partOf",
+        resource.get("partOf"),
+        ("CarePlan",),
+        "a phase is part of one episode",
+        relative=True,
     )
     if not resource.get("partOf"):
         problems.add(f"{_C}.partOf", "a phase is part of its episode: CarePlan/<id> is required")
+    for name in ("subject", "partOf"):
+        if name in resource:
+            keep_reference_details(extras, name, resource[name])
     data["plan_id"] = reference_id(part_of)
     period = resource.get("period") or {}
     check_keys(problems, f"{_C}.period", period, {"start", "end"})

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from fhir_mappings.parse_extras import apply_extras
 from fhir_mappings.render import render_episode, render_goal, render_phase
 from fhir_mappings.search_parameters import DateRange, Token, index_values
 from service import resource_store
@@ -40,32 +41,6 @@ def digest(resource: dict[str, Any]) -> str:
     meta = {k: v for k, v in resource.get("meta", {}).items() if k not in _VERSION_META}
     body = {**resource, "meta": meta}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def with_extras(resource: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
-    """Merge back what a client wrote that the mapping does not own."""
-    for name, value in extras.items():
-        if name == "extension":
-            resource["extension"] = [*resource.get("extension", []), *value]
-        elif name == "meta":
-            resource["meta"] = {**resource.get("meta", {}), **value}
-        elif name == "text":
-            resource["text"] = value
-        elif name == "identifier":
-            resource["identifier"] = _identifiers(resource.get("identifier", []), value)
-        elif name not in resource:
-            resource[name] = value
-    return resource
-
-
-def _identifiers(
-    mapped: list[dict[str, Any]], written: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Identifiers as written (with their use, type, period…), for those the plan still has."""
-    keys = {(i.get("system"), i.get("value")) for i in mapped}
-    kept = [i for i in written if (i.get("system"), i.get("value")) in keys]
-    kept_keys = {(i.get("system"), i.get("value")) for i in kept}
-    return kept + [i for i in mapped if (i.get("system"), i.get("value")) not in kept_keys]
 
 
 def _live(session: Any, model: Any, plan_id: str) -> list[Any]:
@@ -103,11 +78,13 @@ def render_plan(session: Any, plan: CarePlan) -> Iterator[tuple[str, str, dict[s
         yield "Goal", goal.id, render_goal(plan, goal)
 
 
-def publish(edit: PlanEdit, written: dict[tuple[str, str], dict[str, Any]] | None = None) -> None:
+def publish(edit: PlanEdit) -> None:
     """Store a new version of every resource of the plan whose content changed.
 
-    ``written`` holds, per (type, id), the extras of resources a FHIR client just wrote.
+    ``edit.attachments`` holds, per (type, id), the extras of resources a FHIR client just
+    wrote: the elements the domain does not model, kept verbatim.
     """
+    written = edit.attachments
     session, plan, now = edit.session, edit.plan, edit.now
     stored = {(s.resource_type, s.id): s for s in resource_store.of_plan(session, plan.id)}
     if not plan.is_deleted:
@@ -130,7 +107,7 @@ def _publish_one(
     now: datetime,
 ) -> None:
     merged_extras = extras if extras is not None else (existing.extras if existing else {})
-    resource = with_extras(resource, merged_extras or {})
+    resource = apply_extras(resource, merged_extras or {})
     fingerprint = digest(resource)
     if existing is not None and not existing.deleted and existing.digest == fingerprint:
         return

@@ -8,10 +8,11 @@ and ``meta.lastUpdated`` are the server's to add.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from fhir_mappings import terminology as t
 from fhir_mappings.narrative import episode_narrative, goal_narrative, phase_narrative
@@ -25,6 +26,12 @@ GOAL_CATEGORY_DISPLAY = "Behavioral"
 SCORE_UNIT = "{score}"
 SESSION_ACTIVITY_PREFIX = "session-"
 HOMEWORK_ACTIVITY_PREFIX = "homework-"
+CONTACT_PARTS = ("name", "relationship", "telecom")
+_FHIR_DATETIME = re.compile(
+    r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?)?)?$"
+)
+
+_Row = TypeVar("_Row", Goal, Homework, TherapySession)
 
 # Phase status -> CarePlan.status of the phase CarePlan.
 PHASE_STATUS: dict[str, str] = {
@@ -46,22 +53,6 @@ HOMEWORK_STATUS: dict[str, str] = {
     codes.HomeworkStatus.COMPLETED: "completed",
     codes.HomeworkStatus.NOT_DONE: "stopped",
     codes.HomeworkStatus.CANCELLED: "cancelled",
-}
-GOAL_ACHIEVEMENT_DISPLAY: dict[str, str] = {
-    "in-progress": "In Progress",
-    "improving": "Improving",
-    "worsening": "Worsening",
-    "no-change": "No Change",
-    "achieved": "Achieved",
-    "sustaining": "Sustaining",
-    "not-achieved": "Not Achieved",
-    "no-progress": "No Progress",
-    "not-attainable": "Not Attainable",
-}
-GOAL_PRIORITY_DISPLAY: dict[str, str] = {
-    "high-priority": "High Priority",
-    "medium-priority": "Medium Priority",
-    "low-priority": "Low Priority",
 }
 
 
@@ -119,36 +110,50 @@ def complex_extension(url: str, parts: Iterable[dict[str, Any] | None]) -> dict[
     return {"url": url, "extension": inner} if inner else None
 
 
-def annotations(notes: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+def note_time(value: str | None) -> str | None:
+    """A note's time as a FHIR dateTime; other ISO 8601 spellings are rewritten."""
+    if value is None or _FHIR_DATETIME.match(value):
+        return value
+    try:
+        return fhir_datetime(datetime.fromisoformat(value))
+    except ValueError:
+        return value
+
+
+def notes_as_annotations(notes: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     """Domain notes (text, author, time) as Annotations (text, authorString, time)."""
     return [
         compact(
-            {"authorString": note.get("author"), "time": note.get("time"), "text": note["text"]}
+            {
+                "authorString": note.get("author"),
+                "time": note_time(note.get("time")),
+                "text": note["text"],
+            }
         )
         for note in notes or []
     ]
+
+
+def hl7_display(code: str) -> str:
+    """The display of a goal-achievement or goal-priority code (``no-change``: No Change)."""
+    return code.replace("-", " ").title()
 
 
 def _meta(profile: str) -> dict[str, Any]:
     return {"profile": [profile]}
 
 
+def _display(displays: Mapping[Any, str], code: str) -> str | None:
+    return displays.get(code)
+
+
 def _area_coding(area: str) -> dict[str, str]:
-    display = codes.PROBLEM_AREA_DISPLAY.get(codes.ProblemArea(area)) if _known(
-        area, codes.ProblemArea
-    ) else None
+    display = _display(codes.PROBLEM_AREA_DISPLAY, area)
     return coding(t.local("ipt-problem-area").url, area, display)
 
 
 def _phase_coding(code: str) -> dict[str, str]:
-    display = codes.PHASE_DISPLAY.get(codes.PhaseCode(code)) if _known(
-        code, codes.PhaseCode
-    ) else None
-    return coding(t.local("ipt-phase").url, code, display)
-
-
-def _known(value: str, enum: type[codes.StrEnum]) -> bool:
-    return value in {member.value for member in enum}
+    return coding(t.local("ipt-phase").url, code, _display(codes.PHASE_DISPLAY, code))
 
 
 def careplan_category(kind: t.CarePlanKind) -> list[dict[str, Any]]:
@@ -225,12 +230,13 @@ def _relapse_extension(relapse: Mapping[str, Any] | None) -> dict[str, Any] | No
     return complex_extension(t.EXT_RELAPSE_PREVENTION, parts)
 
 
-CONTACT_PARTS = ("name", "relationship", "telecom")
+def _live(rows: Sequence[_Row]) -> list[_Row]:
+    return [row for row in rows if row.deleted_at is None]
 
 
 def render_episode(plan: CarePlan, goals: Sequence[Goal]) -> dict[str, Any]:
     """The episode CarePlan of a plan; ``goals`` are the plan's goals (deleted ones skipped)."""
-    live_goals = [g for g in goals if g.deleted_at is None]
+    live_goals = _live(goals)
     extensions = [
         extension(t.EXT_VARIANT, "Code", plan.variant),
         extension(t.EXT_PLANNED_SESSIONS, "PositiveInt", plan.planned_sessions),
@@ -259,7 +265,7 @@ def render_episode(plan: CarePlan, goals: Sequence[Goal]) -> dict[str, Any]:
         "author": reference(plan.therapist),
         "addresses": [reference(plan.condition)],
         "goal": [reference(f"Goal/{g.id}") for g in live_goals],
-        "note": annotations(plan.notes),
+        "note": notes_as_annotations(plan.notes),
     }
     return dict(compact(resource))
 
@@ -283,7 +289,8 @@ def _session_activity(session: TherapySession) -> dict[str, Any]:
         "code": ipt_concept(),
         "status": SESSION_STATUS.get(session.status, "unknown"),
         "statusReason": concept(status_system, session.status),
-        "scheduledPeriod": {"start": fhir_date(session.date)},
+        # A period without an end is ongoing; a session takes the whole of its day.
+        "scheduledPeriod": {"start": fhir_date(session.date), "end": fhir_date(session.date)},
     }
     return {
         "id": f"{SESSION_ACTIVITY_PREFIX}{session.id}",
@@ -320,8 +327,13 @@ def render_phase(
     homework: Sequence[Homework],
     goals: Sequence[Goal],
 ) -> dict[str, Any]:
-    """The phase CarePlan; ``sessions``, ``homework`` and ``goals`` are those of the phase."""
-    ordered = sorted(sessions, key=lambda s: s.number)
+    """The phase CarePlan; ``sessions``, ``homework`` and ``goals`` are those of the phase.
+
+    Sessions are listed by number, then homework in the order given; deleted rows are
+    skipped.
+    """
+    ordered = sorted(_live(sessions), key=lambda s: s.number)
+    homework, goals = _live(homework), _live(goals)
     resource = {
         "resourceType": "CarePlan",
         "id": phase.id,
@@ -407,14 +419,14 @@ def render_goal(plan: CarePlan, goal: Goal) -> dict[str, Any]:
             concept(
                 t.GOAL_ACHIEVEMENT,
                 goal.achievement_status,
-                GOAL_ACHIEVEMENT_DISPLAY.get(goal.achievement_status),
+                hl7_display(goal.achievement_status),
             )
             if goal.achievement_status
             else None
         ),
         "category": category,
         "priority": (
-            concept(t.GOAL_PRIORITY, goal.priority, GOAL_PRIORITY_DISPLAY.get(goal.priority))
+            concept(t.GOAL_PRIORITY, goal.priority, hl7_display(goal.priority))
             if goal.priority
             else None
         ),
@@ -422,6 +434,6 @@ def render_goal(plan: CarePlan, goal: Goal) -> dict[str, Any]:
         "subject": reference(plan.patient),
         "startDate": fhir_date(goal.start_date),
         "target": [_target(goal)],
-        "note": annotations(goal.notes),
+        "note": notes_as_annotations(goal.notes),
     }
     return dict(compact(resource))

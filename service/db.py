@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,14 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+@dataclass
+class _Pending:
+    """The changes of an open transaction, for its observers."""
+
+    edits: dict[str, Any] = field(default_factory=dict)
+    attachments: dict[str, dict[tuple[str, str], Any]] = field(default_factory=dict)
+
+
 class Database:
     """One database: its engine, its sessions and its schema version."""
 
@@ -67,6 +77,8 @@ class Database:
         self.engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        self._shared: ContextVar[Session | None] = ContextVar(f"shared-{id(self)}", default=None)
+        self._pending: ContextVar[_Pending | None] = ContextVar(f"pending-{id(self)}", default=None)
         # Called with every completed change to a plan, inside its transaction.
         self.observers: list[Any] = []
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
@@ -84,15 +96,67 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A session for reads; its objects stay usable after it closes."""
+        """A session for reads; its objects stay usable after it closes.
+
+        Inside :meth:`transaction` it is the transaction's session, so reads see its writes.
+        """
+        shared = self._shared.get()
+        if shared is not None:
+            yield shared
+            return
         with self._reader() as session:
             yield session
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        """A write transaction, committed on success and rolled back on any error."""
+        """A write transaction, committed on success and rolled back on any error.
+
+        Inside :meth:`transaction` it joins that transaction instead.
+        """
+        shared = self._shared.get()
+        if shared is not None:
+            yield shared
+            return
         with self._writer() as session, session.begin():
             yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction for several writes: all of them are committed, or none.
+
+        Observers hear of each changed plan once, at the end, with every attachment.
+        """
+        with self._writer() as session, session.begin():
+            pending = _Pending()
+            tokens = self._shared.set(session), self._pending.set(pending)
+            try:
+                yield session
+                for edit in pending.edits.values():
+                    edit.attachments = pending.attachments.get(edit.plan.id, {})
+                    self._run_observers(edit)
+                session.flush()
+            finally:
+                self._shared.reset(tokens[0])
+                self._pending.reset(tokens[1])
+
+    def attach(self, plan_id: str, key: tuple[str, str], value: Any) -> None:
+        """Hand ``value`` to the observers of the open transaction's change to a plan."""
+        pending = self._pending.get()
+        if pending is None:
+            raise RuntimeError("attachments are handed over inside a transaction")
+        pending.attachments.setdefault(plan_id, {})[key] = value
+
+    def notify(self, edit: Any) -> None:
+        """A change to a plan is complete: tell the observers (at the end of a transaction)."""
+        pending = self._pending.get()
+        if pending is not None:
+            pending.edits[edit.plan.id] = edit
+        else:
+            self._run_observers(edit)
+
+    def _run_observers(self, edit: Any) -> None:
+        for observer in self.observers:
+            observer(edit)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:

@@ -8,7 +8,7 @@ never overwritten. Each change is logged in ``plan_changes`` with its author and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -24,7 +24,7 @@ from service.models import CarePlan, PlanChange, TherapySession, Tracked, utcnow
 
 T = TypeVar("T", bound=Tracked)
 # Called inside the write transaction once a change is complete, e.g. to publish views of it.
-ChangeObserver = Callable[["PlanEdit"], None]
+ChangeObserver = Callable[["PlanEdit"], None]  # see Database.notify
 
 
 def plan_query() -> Any:
@@ -95,7 +95,9 @@ class PlanEdit:
     plan: CarePlan
     actor: str
     now: datetime = field(default_factory=utcnow)
-    observers: Sequence[ChangeObserver] = ()
+    notify: Callable[[PlanEdit], None] | None = None
+    # What a caller hands to the observers with the change, by (resource type, id).
+    attachments: dict[tuple[str, str], Any] = field(default_factory=dict)
     _log: list[_Logged] = field(default_factory=list)
 
     def require_open(self, what: str) -> None:
@@ -168,8 +170,8 @@ class PlanEdit:
                 )
             )
         self.session.flush()
-        for observer in self.observers:
-            observer(self)
+        if self.notify is not None:
+            self.notify(self)
 
 
 @contextmanager
@@ -183,6 +185,6 @@ def edit_plan(
     with database.writing() as session:
         plan = load_plan(session, plan_id, lock=True)
         check_version(plan, expected_version, "care plan")
-        edit = PlanEdit(session, plan, actor, observers=database.observers)
+        edit = PlanEdit(session, plan, actor, notify=database.notify)
         yield edit
         edit.finish()

@@ -22,7 +22,7 @@ from service.codes import (
 from service.db import Database
 from service.editing import PlanEdit, assign, check_version, edit_plan, load_child, load_plan
 from service.errors import Conflict, RuleViolation
-from service.models import CarePlan, Goal, Homework
+from service.models import CarePlan, Goal, Homework, new_id
 from service.rules import Problems, check_code, check_date_order, check_notes, check_text
 
 _TARGET_COLUMNS = {
@@ -137,7 +137,13 @@ def _check_target(problems: Problems, goal: Mapping[str, Any]) -> None:
         problems.add("target.value", f"{value} has more than 3 decimal places")
 
 
-def add_goal(database: Database, plan_id: str, data: Mapping[str, Any], actor: str) -> Goal:
+def add_goal(
+    database: Database,
+    plan_id: str,
+    data: Mapping[str, Any],
+    actor: str,
+    goal_id: str | None = None,
+) -> Goal:
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its goals")
         plan = edit.plan
@@ -152,7 +158,7 @@ def add_goal(database: Database, plan_id: str, data: Mapping[str, Any], actor: s
         problems = Problems()
         _check_goal(problems, plan, values)
         problems.raise_if_any()
-        goal = Goal(plan_id=plan.id, **values)
+        goal = Goal(id=goal_id or new_id(), plan_id=plan.id, **values)
         edit.created("goal", goal)
     return get_goal(database, plan_id, goal.id)
 

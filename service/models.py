@@ -436,3 +436,19 @@ class SearchDate(Base):
         Index("ix_search_dates_lookup", "resource_type", "param", "low", "high"),
         Index("ix_search_dates_resource", "resource_type", "resource_id"),
     )
+
+
+class ResourceIdentifier(Base):
+    """An identifier of a published resource: one live resource per type, system and value.
+
+    The database enforces it, so that concurrent conditional creates make one resource.
+    """
+
+    __tablename__ = "resource_identifiers"
+
+    resource_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+    system: Mapped[str] = mapped_column(String(REFERENCE_LENGTH), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255), primary_key=True)
+    resource_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+
+    __table_args__ = (Index("ix_resource_identifiers_resource", "resource_type", "resource_id"),)

@@ -38,6 +38,7 @@ from service.models import (
     PlanChange,
     PlanIdentifier,
     TherapySession,
+    new_id,
     utcnow,
 )
 from service.phase_changes import log_phase_changes, snapshot
@@ -249,8 +250,14 @@ def _identifier_conflict() -> Conflict:
 # --- creating -------------------------------------------------------------------------
 
 
-def create_plan(database: Database, data: Mapping[str, Any], actor: str) -> CarePlan:
-    """Create a plan, its phases, and (unless ``default_goals`` is false) the template goals."""
+def create_plan(
+    database: Database, data: Mapping[str, Any], actor: str, plan_id: str | None = None
+) -> CarePlan:
+    """Create a plan, its phases, and (unless ``default_goals`` is false) the template goals.
+
+    ``plan_id`` is a client's choice of id (a FHIR create-on-update); the server picks one
+    otherwise.
+    """
     variant = data.get("variant", Variant.STANDARD)
     problems = Problems()
     check_code(problems, "variant", variant, Variant)
@@ -279,6 +286,7 @@ def create_plan(database: Database, data: Mapping[str, Any], actor: str) -> Care
 
     now = utcnow()
     plan = CarePlan(
+        id=plan_id or new_id(),
         patient=data["patient"],
         status=status,
         variant=variant,
@@ -311,7 +319,7 @@ def create_plan(database: Database, data: Mapping[str, Any], actor: str) -> Care
     try:
         with database.writing() as session:
             _check_identifiers_free(session, data.get("identifiers") or [], None)
-            edit = PlanEdit(session, plan, actor, now, observers=database.observers)
+            edit = PlanEdit(session, plan, actor, now, notify=database.notify)
             edit.created("care_plan", plan)
             for r in phase_rules.default_ranges(variant, sessions):
                 phase = Phase(

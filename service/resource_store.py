@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.orm import Session
 
 from service.models import (
+    ResourceIdentifier,
     ResourceVersion,
     SearchDate,
     SearchReference,
@@ -173,8 +174,12 @@ EMPTY_INDEX = IndexEntries([], [], [])
 
 
 def reindex(session: Session, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
-    """Replace what a resource is found by with ``entries``."""
-    for model in (SearchToken, SearchReference, SearchDate):
+    """Replace what a resource is found by with ``entries``.
+
+    Its identifiers are claimed too: one claimed by another live resource of the type makes
+    the flush fail with an IntegrityError (the caller's conflict).
+    """
+    for model in (SearchToken, SearchReference, SearchDate, ResourceIdentifier):
         session.execute(
             delete(model).where(
                 model.resource_type == resource_type, model.resource_id == resource_id
@@ -186,3 +191,11 @@ def reindex(session: Session, resource_type: str, resource_id: str, entries: Ind
         + [SearchReference(**key, param=p, target=t) for p, t in entries.references]
         + [SearchDate(**key, param=p, low=lo, high=hi) for p, lo, hi in entries.dates]
     )
+    session.flush()
+    claimed = {(s or "", c) for p, s, c in entries.tokens if p == "identifier"}
+    session.add_all(
+        ResourceIdentifier(resource_type=resource_type, system=system, value=value,
+                           resource_id=resource_id)
+        for system, value in sorted(claimed)
+    )
+    session.flush()

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response
 
 from api.fhir.http import json_response
+from api.fhir.openapi import responses
 from api.http import ApiBlueprint
 from fhir_mappings import terminology
 from fhir_mappings.conformance import all_resources
@@ -96,6 +97,7 @@ def capability_statement() -> dict[str, Any]:
 
 
 @blp.route("/metadata", methods=["GET"])
+@blp.doc(responses=responses({200: ("The CapabilityStatement", "FhirCapabilityStatement")}, 406))
 def metadata() -> Response:
     """The CapabilityStatement
 

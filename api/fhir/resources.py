@@ -22,6 +22,7 @@ from api.fhir.http import (
     version_headers,
     weak_etag,
 )
+from api.fhir.openapi import responses
 from api.http import ApiBlueprint, database
 from fhir_mappings import conformance
 from fhir_mappings.projection import instant
@@ -55,6 +56,11 @@ def check_type(resource_type: str) -> None:
 
 
 @blp.route("/<resource_type>/<resource_id>", methods=["GET"])
+@blp.doc(
+    responses=responses(
+        {200: ("The current version", "FhirCarePlan"), 304: ("Not modified", None)}, 404, 406, 410
+    )
+)
 def read(resource_type: str, resource_id: str) -> Response:
     """Read a CarePlan or Goal
 
@@ -79,6 +85,7 @@ def read(resource_type: str, resource_id: str) -> Response:
 
 
 @blp.route("/<resource_type>/<resource_id>/_history/<version_id>", methods=["GET"])
+@blp.doc(responses=responses({200: ("That version", "FhirCarePlan")}, 404, 406, 410))
 def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     """Read one version of a CarePlan or Goal
 
@@ -191,6 +198,7 @@ def _history_entry(version: ResourceVersion) -> str:
 
 
 @blp.route("/<resource_type>/<resource_id>/_history", methods=["GET"])
+@blp.doc(responses=responses({200: ("A history Bundle", "FhirBundle")}, 400, 404, 406))
 def instance_history(resource_type: str, resource_id: str) -> Response:
     """History of one CarePlan or Goal
 
@@ -202,6 +210,7 @@ def instance_history(resource_type: str, resource_id: str) -> Response:
 
 
 @blp.route("/<resource_type>/_history", methods=["GET"])
+@blp.doc(responses=responses({200: ("A history Bundle", "FhirBundle")}, 400, 404, 406))
 def type_history(resource_type: str) -> Response:
     """History of every CarePlan or every Goal
 
@@ -212,6 +221,7 @@ def type_history(resource_type: str) -> Response:
 
 
 @blp.route("/_history", methods=["GET"])
+@blp.doc(responses=responses({200: ("A history Bundle", "FhirBundle")}, 400, 406))
 def system_history() -> Response:
     """History of every resource
 

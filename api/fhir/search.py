@@ -18,6 +18,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
 from api.fhir.http import body_response
+from api.fhir.openapi import responses
 from api.fhir.resources import PLAN_TYPES, base_url, blp, check_type
 from api.http import database
 from fhir_mappings.search_parameters import (
@@ -167,8 +168,11 @@ def _encode_cursor(row: rs.Row, backwards: bool) -> str:
 class Search:
     """One search request, parsed."""
 
-    def __init__(self, resource_type: str, params: MultiDict[str, str]) -> None:
+    def __init__(
+        self, resource_type: str, params: MultiDict[str, str], strict: bool | None = None
+    ) -> None:
         self.resource_type = resource_type
+        self.strict = _strict() if strict is None else strict
         self.params = params
         self.used: list[tuple[str, str]] = []
         self.ignored: list[str] = []
@@ -178,7 +182,7 @@ class Search:
                 continue
             clause = _clause(resource_type, name, value)
             if clause is None:
-                if _strict():
+                if self.strict:
                     raise BadRequest(f"unknown search parameter {name!r} for {resource_type}")
                 self.ignored.append(name)
                 continue
@@ -243,6 +247,14 @@ class Search:
         if cursor:
             query.append(("_cursor", cursor))
         return f"{base_url()}/{self.resource_type}?{urlencode(query)}"
+
+
+def matching_ids(search: Search, limit: int = 2) -> list[str]:
+    """Ids of (up to ``limit``) live matches: enough for a conditional request to decide."""
+    search.query.limit = limit
+    search.query.clauses = list(search.query.clauses)
+    with database().reading() as session:
+        return [row.resource.id for row in rs.search(session, search.query)]
 
 
 def run(search: Search) -> str:
@@ -328,6 +340,7 @@ def _entry(stored: StoredResource, mode: str, search: Search) -> str:
 
 
 @blp.route("/<resource_type>", methods=["GET"])
+@blp.doc(responses=responses({200: ("A searchset Bundle", "FhirBundle")}, 400, 404, 406))
 def search_type(resource_type: str) -> Response:
     """Search CarePlans or Goals
 
@@ -342,6 +355,7 @@ def search_type(resource_type: str) -> Response:
 
 
 @blp.route("/<resource_type>/_search", methods=["POST"])
+@blp.doc(responses=responses({200: ("A searchset Bundle", "FhirBundle")}, 400, 404, 406))
 def search_post(resource_type: str) -> Response:
     """Search CarePlans or Goals with a form body
 

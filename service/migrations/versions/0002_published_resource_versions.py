@@ -129,8 +129,26 @@ def upgrade() -> None:
             "ix_search_dates_resource", ["resource_type", "resource_id"], unique=False
         )
 
+    op.create_table(
+        "resource_identifiers",
+        sa.Column("resource_type", sa.String(length=40), nullable=False),
+        sa.Column("system", sa.String(length=512), nullable=False),
+        sa.Column("value", sa.String(length=255), nullable=False),
+        sa.Column("resource_id", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "resource_type", "system", "value", name=op.f("pk_resource_identifiers")
+        ),
+    )
+    with op.batch_alter_table("resource_identifiers", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_resource_identifiers_resource", ["resource_type", "resource_id"], unique=False
+        )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("resource_identifiers", schema=None) as batch_op:
+        batch_op.drop_index("ix_resource_identifiers_resource")
+    op.drop_table("resource_identifiers")
     for table in ("search_dates", "search_references", "search_tokens"):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_index(f"ix_{table}_resource")

@@ -1,0 +1,306 @@
+"""FHIR JSON -> domain data, for writes through the FHIR views.
+
+``validate_structure`` checks a resource against FHIR R4 (with ``fhir.resources.R4B``,
+whose CarePlan and Goal are those of R4) and then what that library leaves out: the
+required value sets, empty elements and two invariants. ``episode_from_fhir``,
+``phase_from_fhir`` and ``goal_from_fhir`` validate, then read the resource into the
+data the domain services accept, plus ``extras``: the elements the mapping does not own,
+verbatim, for ``apply_extras`` to put back. Every problem found is reported at
+once in a MappingError, each named by a FHIRPath expression.
+
+What ``extras`` holds is described in parse_extras.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+from xml.etree import ElementTree
+
+import pydantic
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
+
+from fhir_mappings.parse_common import MappingError, Problems
+from fhir_mappings.parse_episode import read_episode
+from fhir_mappings.parse_extras import apply_extras
+from fhir_mappings.parse_goal import read_goal
+from fhir_mappings.parse_phase import read_phase
+
+__all__ = [
+    "REQUIRED_CODES",
+    "MappingError",
+    "apply_extras",
+    "episode_from_fhir",
+    "goal_from_fhir",
+    "phase_from_fhir",
+    "validate_structure",
+]
+
+_TIME_UNITS = frozenset({"s", "min", "h", "d", "wk", "mo", "a"})
+# The codes of every required binding the service's resources can carry and
+# fhir.resources does not check, by element: ``Resource.path`` for elements of a
+# resource, ``Datatype.path`` for elements of a data type wherever it appears.
+REQUIRED_CODES: dict[str, frozenset[str]] = {
+    "CarePlan.status": frozenset(
+        {"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}
+    ),
+    "CarePlan.intent": frozenset({"proposal", "plan", "order", "option"}),
+    "CarePlan.activity.detail.kind": frozenset(
+        {
+            "Appointment",
+            "CommunicationRequest",
+            "DeviceRequest",
+            "MedicationRequest",
+            "NutritionOrder",
+            "Task",
+            "ServiceRequest",
+            "VisionPrescription",
+        }
+    ),
+    "CarePlan.activity.detail.status": frozenset(
+        {
+            "not-started",
+            "scheduled",
+            "in-progress",
+            "on-hold",
+            "completed",
+            "cancelled",
+            "stopped",
+            "unknown",
+            "entered-in-error",
+        }
+    ),
+    "Goal.lifecycleStatus": frozenset(
+        {
+            "proposed",
+            "planned",
+            "accepted",
+            "active",
+            "on-hold",
+            "completed",
+            "cancelled",
+            "entered-in-error",
+            "rejected",
+        }
+    ),
+    "Quantity.comparator": frozenset({"<", "<=", ">=", ">"}),
+    "Narrative.status": frozenset({"generated", "extensions", "additional", "empty"}),
+    "Identifier.use": frozenset({"usual", "official", "temp", "secondary", "old"}),
+    "ContactPoint.system": frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"}),
+    "ContactPoint.use": frozenset({"home", "work", "temp", "old", "mobile"}),
+    "HumanName.use": frozenset(
+        {"usual", "official", "temp", "nickname", "anonymous", "old", "maiden"}
+    ),
+    "Address.use": frozenset({"home", "work", "temp", "old", "billing"}),
+    "Address.type": frozenset({"postal", "physical", "both"}),
+    "Timing.repeat.durationUnit": _TIME_UNITS,
+    "Timing.repeat.periodUnit": _TIME_UNITS,
+    "Timing.repeat.dayOfWeek": frozenset({"mon", "tue", "wed", "thu", "fri", "sat", "sun"}),
+}
+# Data types whose elements are looked up as ``Datatype.path``; the Quantity profiles
+# (Age, Duration...) are Quantities.
+_DATATYPES = {
+    "Quantity": "Quantity",
+    "Age": "Quantity",
+    "Count": "Quantity",
+    "Distance": "Quantity",
+    "Duration": "Quantity",
+    "MoneyQuantity": "Quantity",
+    "SimpleQuantity": "Quantity",
+    "Narrative": "Narrative",
+    "Identifier": "Identifier",
+    "ContactPoint": "ContactPoint",
+    "HumanName": "HumanName",
+    "Address": "Address",
+    "Timing": "Timing",
+}
+_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9]*$")
+# Keys fhir.resources.R4B accepts that FHIR R4 does not have (R4B data types, comments).
+_NOT_IN_R4 = frozenset({"valueCodeableReference", "valueRatioRange", "fhir_comments"})
+_XHTML_DIV = "{http://www.w3.org/1999/xhtml}div"
+# Active content a narrative may not carry (FHIR txt-1, txt-2).
+_FORBIDDEN_TAGS = frozenset(
+    {"script", "style", "iframe", "object", "embed", "form", "base", "link"}
+)
+
+
+def _expression(resource_type: str, loc: tuple[int | str, ...]) -> str:
+    path = resource_type
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _NAME.match(part):
+            path += f".{part.lstrip('_')}"
+    return path
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = str(error.get("type", ""))
+    if kind == "extra_forbidden":
+        return "is not an element of this resource in FHIR R4"
+    if kind.endswith("missing"):
+        return "is required"
+    return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+
+
+def _check_raw(problems: Problems, path: str, value: Any, key: str = "") -> None:
+    """Nulls, empty strings, lists and objects, and extensions with both or no value."""
+    if value is None:
+        problems.add(path, "null is not allowed in FHIR; leave the element out")
+    elif isinstance(value, str) and value == "":
+        problems.add(path, "an empty string is not allowed in FHIR; leave the element out")
+    elif isinstance(value, list):
+        if not value:
+            problems.add(path, "an empty list is not allowed in FHIR; leave the element out")
+        for index, item in enumerate(value):
+            # A null stands in for a primitive that only has extensions (``_name``).
+            if item is not None or not key.startswith("_"):
+                _check_raw(problems, f"{path}[{index}]", item, key)
+    elif isinstance(value, dict):
+        if not value:
+            problems.add(path, "an empty object is not allowed in FHIR; leave the element out")
+        if key in ("extension", "modifierExtension"):
+            has_value = any(k.startswith("value") for k in value)
+            if has_value == ("extension" in value):
+                problems.add(path, "an extension has a value or sub-extensions (ext-1)")
+        if key == "activity" and "reference" in value and "detail" in value:
+            problems.add(path, "an activity has a reference or a detail, not both (cpl-3)")
+        for name, item in value.items():
+            if name == "resourceType":
+                continue
+            if name in _NOT_IN_R4:
+                problems.add(f"{path}.{name}", "is not an element of FHIR R4")
+            siblings = value.get(f"_{name}")
+            if isinstance(item, list) and isinstance(siblings, list):
+                for index, entry in enumerate(item):
+                    if entry is not None:
+                        _check_raw(problems, f"{path}.{name}[{index}]", entry, name)
+                continue
+            _check_raw(problems, f"{path}.{name.lstrip('_')}", item, name)
+
+
+def _check_codes(
+    problems: Problems, model: FHIRAbstractModel, path: str, element: str, in_type: str
+) -> None:
+    """Check the required bindings below ``model``; ``element``/``in_type`` index them."""
+    for name, field in type(model).model_fields.items():
+        extra = field.json_schema_extra
+        if not isinstance(extra, dict) or not extra.get("element_property"):
+            continue
+        found = getattr(model, name)
+        if found is None:
+            continue
+        alias = field.alias or name
+        many = isinstance(found, list)
+        for index, item in enumerate(found if many else [found]):
+            here = f"{path}.{alias}" + (f"[{index}]" if many else "")
+            if isinstance(item, FHIRAbstractModel):
+                kind = type(item).__name__
+                if isinstance(item, Resource):
+                    _check_codes(problems, item, here, kind, kind)
+                elif kind in _DATATYPES:
+                    _check_codes(problems, item, here, f"{element}.{alias}", _DATATYPES[kind])
+                else:
+                    _check_codes(problems, item, here, f"{element}.{alias}", f"{in_type}.{alias}")
+            elif isinstance(item, str):
+                allowed = REQUIRED_CODES.get(f"{element}.{alias}") or REQUIRED_CODES.get(
+                    f"{in_type}.{alias}"
+                )
+                if allowed is not None and item not in allowed:
+                    problems.add(
+                        here,
+                        f"{item!r} is not a code of the required value set: "
+                        + ", ".join(sorted(allowed)),
+                    )
+
+
+def _check_narrative(problems: Problems, path: str, text: Any) -> None:
+    """A narrative's div is XHTML in a div, without active content."""
+    div = text.get("div") if isinstance(text, dict) else None
+    if not isinstance(div, str):
+        return
+    try:
+        root = ElementTree.fromstring(div)
+    except ElementTree.ParseError as error:
+        problems.add(f"{path}.div", f"is not well-formed XHTML ({error})")
+        return
+    if root.tag != _XHTML_DIV:
+        problems.add(f"{path}.div", "must be a div in the XHTML namespace")
+    for element in root.iter():
+        tag = str(element.tag).rpartition("}")[2]
+        active = any(
+            name.rpartition("}")[2].lower().startswith("on")
+            or value.strip().lower().startswith("javascript:")
+            for name, value in element.attrib.items()
+        )
+        if tag in _FORBIDDEN_TAGS or active:
+            problems.add(f"{path}.div", f"active content ({tag}) is not allowed in a narrative")
+            return
+
+
+def validate_structure(resource: dict[str, Any], expected_type: str) -> None:
+    """Check ``resource`` is a valid FHIR R4 ``expected_type``; raise MappingError if not."""
+    if not isinstance(resource, dict):
+        raise MappingError([(expected_type, "a FHIR resource is a JSON object")])
+    declared = resource.get("resourceType")
+    if declared != expected_type:
+        raise MappingError(
+            [(expected_type, f"expected a {expected_type} resource, not {declared!r}")]
+        )
+    problems = Problems()
+    model = None
+    try:
+        model = get_fhir_model_class(expected_type).model_validate(resource)
+    except pydantic.ValidationError as error:
+        for item in error.errors():
+            problems.add(_expression(expected_type, tuple(item["loc"])), _message(item))
+    except (TypeError, ValueError) as error:
+        problems.add(expected_type, str(error))
+    _check_raw(problems, expected_type, resource)
+    _check_narrative(problems, f"{expected_type}.text", resource.get("text"))
+    if model is not None:
+        _check_codes(problems, model, expected_type, expected_type, expected_type)
+    problems.raise_if_any()
+
+
+def episode_from_fhir(resource: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read an episode CarePlan: (plan data for create_plan/update_plan, extras).
+
+    The data has the keys patient, status, start_date, end_date, problem_areas (primary
+    first), dispute_stage, condition, therapist, formulation, relapse_prevention, notes
+    and identifiers, plus variant, planned_sessions and session_frequency when their
+    extensions are given. The contract history, ``created`` and ``goal`` are the
+    server's and are not read.
+    """
+    validate_structure(resource, "CarePlan")
+    return read_episode(resource)
+
+
+def phase_from_fhir(
+    resource: dict[str, Any],
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """Read a phase CarePlan: (phase data, session entries, homework entries, extras).
+
+    The phase data has start_session and end_session (when the session range is given),
+    status (the domain's), start_date, end_date and description, and, to be compared
+    with the stored phase, code (from the ipt-phase category), plan_id (from partOf)
+    and patient (the subject). A session entry has id (None for a new one), number,
+    date, status, phq9_total, techniques and note; a homework entry id, phase, goal_id,
+    kind, description, assigned_on, due_on, status and patient_report.
+    """
+    validate_structure(resource, "CarePlan")
+    return read_phase(resource)
+
+
+def goal_from_fhir(resource: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Read a Goal: (the id of its episode CarePlan, goal data, extras).
+
+    The goal data has the keys add_goal/update_goal accept (kind, problem_area,
+    description, lifecycle_status, achievement_status, priority, start_date, target,
+    phase, notes) and patient (the subject), to be compared with the plan's.
+    """
+    validate_structure(resource, "Goal")
+    return read_goal(resource)

@@ -8,6 +8,7 @@ from flask import Flask, request
 
 from api import docs, goals, health, homework, phases, plans, problems, request_log, sessions
 from api.config import Settings, load
+from api.fhir import bundle as fhir_bundle  # noqa: F401  (registers POST /fhir)
 from api.fhir import capability as fhir_capability
 from api.fhir import openapi as fhir_openapi
 from api.fhir import resources as fhir_resources

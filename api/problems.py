@@ -120,6 +120,14 @@ def _validation_problem(error: HTTPException) -> Response:
     return problem(422, f"invalid {fields}", kind="validation", errors=errors)
 
 
+def domain_status(error: DomainError) -> tuple[int, str]:
+    """The HTTP status and FHIR issue code of a domain error."""
+    for cls, status, kind in _DOMAIN_STATUS:
+        if isinstance(error, cls):
+            return status, _FHIR_CODES_BY_KIND[kind]
+    return 422, "business-rule"
+
+
 def domain_problem(error: DomainError) -> Response:
     for cls, status, kind in _DOMAIN_STATUS:
         if isinstance(error, cls):
@@ -166,6 +174,17 @@ def register(app: Flask) -> None:
     @app.errorhandler(FhirError)
     def on_fhir_error(error: FhirError) -> Response:
         return operation_outcome(error.status, error.code, error.diagnostics)
+
+    from api.fhir.bundle import BundleFailed
+
+    @app.errorhandler(BundleFailed)
+    def on_failed_transaction(error: BundleFailed) -> Response:
+        failure = error.failure
+        return operation_outcome(
+            failure.status,
+            failure.code,
+            f"the transaction was rolled back: entry {failure.index} failed: {failure.message}",
+        )
 
     @app.errorhandler(MappingError)
     def on_unmappable(error: MappingError) -> Response:

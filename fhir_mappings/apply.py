@@ -121,9 +121,14 @@ def _lock_and_check(session: Any, stored: StoredResource, expected_version: int 
         )
 
 
-def create(database: Database, resource: dict[str, Any], actor: str) -> Written:
-    """POST: the server picks the id (any id in the body is ignored)."""
-    return _create(database, resource, actor, new_id())
+def create(
+    database: Database, resource: dict[str, Any], actor: str, resource_id: str | None = None
+) -> Written:
+    """POST: the server picks the id (any id in the body is ignored).
+
+    A transaction Bundle hands over the ids it assigned to rewrite its references.
+    """
+    return _create(database, resource, actor, resource_id or new_id())
 
 
 def _create(database: Database, resource: dict[str, Any], actor: str, resource_id: str) -> Written:

@@ -126,6 +126,11 @@ class Database:
 
         Observers hear of each changed plan once, at the end, with every attachment.
         """
+        shared = self._shared.get()
+        if shared is not None:
+            # Already inside one: join it, and publish with it at its end.
+            yield shared
+            return
         with self._writer() as session, session.begin():
             pending = _Pending()
             tokens = self._shared.set(session), self._pending.set(pending)

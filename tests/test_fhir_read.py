@@ -233,6 +233,10 @@ def test_capability_statement_is_true_to_what_is_served(client: Client) -> None:
         "history-instance",
         "history-type",
         "search-type",
+        "create",
+        "update",
+        "patch",
+        "delete",
     }
     params = {p["name"]: p["type"] for p in resources["CarePlan"]["searchParam"]}
     assert params["patient"] == "reference"

@@ -28,7 +28,7 @@ from fhir_mappings import apply
 from fhir_mappings.parse_common import MappingError
 from fhir_mappings.projection import instant
 from service import resource_store
-from service.errors import DomainError, NotFound
+from service.errors import DomainError, Gone, NotFound
 from service.models import new_id
 
 # The order a transaction processes its entries in (FHIR R4 http.html#trules).
@@ -79,7 +79,10 @@ def _rewrite(value: Any, ids: dict[str, str]) -> Any:
 def _stored_entry(resource_type: str, resource_id: str, status: str) -> dict[str, Any]:
     with database().reading() as session:
         stored = resource_store.current(session, resource_type, resource_id)
-    assert stored is not None
+    if stored is None:
+        raise NotFound(f"{resource_type}/{resource_id} does not exist")
+    if stored.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted")
     return {
         "fullUrl": f"{base_url()}/{resource_type}/{resource_id}",
         "resource": json.loads(stored.content),
@@ -114,7 +117,8 @@ def _run_entry(entry: dict[str, Any], assigned: dict[str, str]) -> Callable[[], 
                 "response": {"status": "200 OK"},
             }
             return lambda: searchset
-        return partial(_stored_entry, resource_type, resource_id, "200 OK")
+        read = _stored_entry(resource_type, resource_id, "200 OK")
+        return lambda: read
     if method == "DELETE":
         if resource_id is None:
             raise BadRequest("conditional delete is not supported: name the resource")

@@ -14,7 +14,17 @@ from fhir_mappings.conformance import all_resources
 from fhir_mappings.search_parameters import INCLUDES, REVINCLUDES, SEARCH_PARAMETERS
 
 # The interactions each resource type supports: kept beside the routes that serve them.
-PLAN_INTERACTIONS = ["read", "vread", "history-instance", "history-type", "search-type"]
+PLAN_INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
 CONFORMANCE_INTERACTIONS = ["read"]
 PROFILES = {
     "CarePlan": [terminology.EPISODE_PROFILE, terminology.PHASE_PROFILE],
@@ -64,8 +74,13 @@ def capability_statement() -> dict[str, Any]:
             "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
             "supportedProfile": profiles,
             "interaction": [{"code": code} for code in PLAN_INTERACTIONS],
-            "versioning": "versioned",
+            "versioning": "versioned-update",
             "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "full-support",
+            "conditionalUpdate": True,
+            "conditionalDelete": "not-supported",
             "searchInclude": list(INCLUDES[resource_type]),
             "searchRevInclude": list(REVINCLUDES[resource_type]),
             "searchParam": _search_params(resource_type),
@@ -90,7 +105,11 @@ def capability_statement() -> dict[str, Any]:
             {
                 "mode": "server",
                 "resource": resources,
-                "interaction": [{"code": "history-system"}],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
             }
         ],
     }

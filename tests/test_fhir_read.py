@@ -14,15 +14,22 @@ from conftest import Client, plan_url
 from fhir.resources.R4B import get_fhir_model_class
 
 from fhir_mappings import terminology
+from fhir_mappings.parse import validate_structure
 
 FHIR_JSON = "application/fhir+json"
 
 
 def assert_valid(resource: dict[str, Any]) -> None:
-    """Valid FHIR R4 for two independent validators."""
+    """Valid FHIR R4 for two independent validators, with codes from the required value
+    sets; a Bundle's resources too."""
     get_fhir_model_class(resource["resourceType"]).model_validate(resource)
     errors = [i for i in fhirkit.validate(resource) if i.severity == "error"]
     assert errors == [], [(i.path, i.message) for i in errors]
+    if resource["resourceType"] in ("CarePlan", "Goal"):
+        validate_structure(resource, resource["resourceType"])
+    for entry in resource.get("entry", []) if resource["resourceType"] == "Bundle" else []:
+        if "resource" in entry:
+            assert_valid(entry["resource"])
 
 
 def fhir_get(client: Client, path: str, **kwargs: Any) -> requests.Response:

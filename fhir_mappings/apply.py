@@ -20,9 +20,9 @@ from fhir_mappings.parse_common import MappingError
 from fhir_mappings.render import HOMEWORK_ACTIVITY_PREFIX, SESSION_ACTIVITY_PREFIX
 from service import goals, homework, phase_changes, plans, resource_store, sessions
 from service.db import Database
-from service.editing import load_plan
+from service.editing import PlanEdit, load_plan
 from service.errors import Gone, NotFound, RuleViolation, VersionMismatch
-from service.models import StoredResource, new_id
+from service.models import CarePlan, StoredResource, new_id
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -107,9 +107,11 @@ def _stored(session: Any, resource_type: str, resource_id: str) -> StoredResourc
     return resource_store.current(session, resource_type, resource_id)
 
 
-def _lock_and_check(session: Any, stored: StoredResource, expected_version: int | None) -> None:
+def _lock_and_check(
+    session: Any, stored: StoredResource, expected_version: int | None
+) -> CarePlan:
     """Lock the plan, then compare versions: the check and the write are one transaction."""
-    load_plan(session, stored.plan_id, lock=True)
+    plan = load_plan(session, stored.plan_id, lock=True)
     session.refresh(stored)
     if stored.deleted:
         raise Gone(f"{stored.resource_type}/{stored.id} was deleted")
@@ -119,6 +121,7 @@ def _lock_and_check(session: Any, stored: StoredResource, expected_version: int 
             f"not {expected_version}",
             stored.version_id,
         )
+    return plan
 
 
 def create(
@@ -188,7 +191,10 @@ def update(
             if expected_version is not None:
                 raise NotFound(f"{resource_type}/{resource_id} does not exist (If-Match was sent)")
             return _create(database, resource, actor, resource_id)
-        _lock_and_check(session, stored, expected_version)
+        plan = _lock_and_check(session, stored, expected_version)
+        # Publish even when the domain has nothing to change: the elements it does not
+        # model may be all the client changed. A change the domain makes replaces this one.
+        database.notify(PlanEdit(session, plan, actor))
         if resource_type == "Goal":
             _update_goal(database, stored, resource, actor)
         elif stored.id == stored.plan_id:

@@ -148,15 +148,13 @@ EXTENSIONS: tuple[Ext, ...] = (
                 min=1,
                 binding=local("ipt-problem-area"),
             ),
-            # The domain keeps this order as two fields, not as a code list, so no ValueSet
-            # exists to bind it to.
             Ext(
                 "rank",
                 "Rank",
-                "Whether this is the primary (first) or the secondary problem area: "
-                "'primary' or 'secondary'.",
+                "Whether this is the primary (first) or the secondary problem area.",
                 value="code",
                 min=1,
+                binding=local("ipt-problem-area-rank"),
             ),
             Ext(
                 "disputeStage",

@@ -107,8 +107,8 @@ def _notes(notes: Sequence[dict[str, Any]]) -> list[str]:
 def episode_narrative(plan: CarePlan, goals: Sequence[Goal]) -> dict[str, str]:
     """The narrative of an episode CarePlan."""
     areas = []
-    for rank, area in enumerate(plan.problem_areas):
-        line = f"{_area(area)} ({'primary' if rank == 0 else 'secondary'})"
+    for rank, area in zip(codes.ProblemAreaRank, plan.problem_areas, strict=False):
+        line = f"{_area(area)} ({rank.value})"
         if area == codes.ProblemArea.ROLE_DISPUTE and plan.dispute_stage:
             line += f", dispute stage {plan.dispute_stage}"
         areas.append(line)

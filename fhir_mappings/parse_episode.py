@@ -24,6 +24,7 @@ from fhir_mappings.parse_common import (
 )
 from fhir_mappings.parse_extras import keep_reference_details, start_extras
 from fhir_mappings.render import CAREPLAN_CATEGORY_CODE, CONTACT_PARTS
+from service import codes
 from service.codes import ProblemArea
 
 # Elements the episode mapping owns. ``created`` and ``goal`` are the server's (the
@@ -48,7 +49,7 @@ OWNED = {
     "note",
     "activity",
 }
-RANKS = ("primary", "secondary")
+RANKS = tuple(codes.values(codes.ProblemAreaRank))
 _SIMPLE = {
     t.EXT_VARIANT: ("variant", "Code", "ipt-variant"),
     t.EXT_PLANNED_SESSIONS: ("planned_sessions", "PositiveInt", None),

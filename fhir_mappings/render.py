@@ -202,7 +202,7 @@ def _problem_area_extensions(plan: CarePlan) -> list[dict[str, Any] | None]:
                 t.EXT_PROBLEM_AREA,
                 [
                     extension("area", "Coding", _area_coding(area)),
-                    extension("rank", "Code", "primary" if rank == 0 else "secondary"),
+                    extension("rank", "Code", list(codes.ProblemAreaRank)[rank].value),
                     extension(
                         "disputeStage",
                         "Coding",

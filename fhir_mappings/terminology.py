@@ -109,6 +109,12 @@ LOCAL_CODE_SYSTEMS: dict[str, LocalCodeSystem] = {
             codes.ProblemArea,
         ),
         LocalCodeSystem(
+            "ipt-problem-area-rank",
+            "IPT problem area rank",
+            "Whether a problem area is the plan's primary or its secondary one.",
+            codes.ProblemAreaRank,
+        ),
+        LocalCodeSystem(
             "ipt-dispute-stage",
             "IPT role-dispute stage",
             "The stage of an interpersonal role dispute.",

@@ -106,7 +106,14 @@ PROBLEM_AREA_DISPLAY: dict[ProblemArea, str] = {
     ProblemArea.INTERPERSONAL_DEFICITS: "Interpersonal deficits (social isolation)",
 }
 
-MAX_PROBLEM_AREAS = 2
+class ProblemAreaRank(StrEnum):
+    """The place of a problem area in the plan: the first chosen is primary."""
+
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+
+
+MAX_PROBLEM_AREAS = len(ProblemAreaRank)
 
 
 class DisputeStage(StrEnum):

@@ -22,10 +22,7 @@ STRUCTURE_DEFINITIONS = conformance.structure_definitions()
 EXTENSION_DEFINITIONS = [sd for sd in STRUCTURE_DEFINITIONS if sd["type"] == "Extension"]
 PROFILES = [sd for sd in STRUCTURE_DEFINITIONS if sd["type"] != "Extension"]
 EXTENSION_URLS = {value for name, value in vars(terminology).items() if name.startswith("EXT_")}
-# The problem-area rank ("primary"/"secondary") is not a code list of the domain.
-UNBOUND_CODE_ELEMENTS = {
-    (terminology.EXT_PROBLEM_AREA, "Extension.extension:rank.value[x]"),
-}
+UNBOUND_CODE_ELEMENTS: set[tuple[str, str]] = set()
 
 
 def key(resource: dict[str, Any]) -> str:

@@ -106,6 +106,7 @@ PROBLEM_AREA_DISPLAY: dict[ProblemArea, str] = {
     ProblemArea.INTERPERSONAL_DEFICITS: "Interpersonal deficits (social isolation)",
 }
 
+
 class ProblemAreaRank(StrEnum):
     """The place of a problem area in the plan: the first chosen is primary."""
 

@@ -11,14 +11,11 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from service import phases as phase_rules
+from service import plan_checks
 from service.codes import (
     CLOSED_PLAN_STATUSES,
-    FINISHED_GOAL_STATUSES,
-    HELD_SESSION_STATUSES,
-    MAX_PROBLEM_AREAS,
     PLAN_STATUS_TRANSITIONS,
     VARIANT_CONTRACTS,
-    DisputeStage,
     Frequency,
     GoalAchievement,
     GoalLifecycleStatus,
@@ -29,7 +26,7 @@ from service.codes import (
 )
 from service.db import Database
 from service.editing import PlanEdit, assign, check_version, edit_plan, load_plan, plan_query
-from service.errors import Conflict, RuleViolation
+from service.errors import RuleViolation
 from service.models import (
     CarePlan,
     Contract,
@@ -43,16 +40,9 @@ from service.models import (
 )
 from service.phase_changes import log_phase_changes, snapshot
 from service.rules import (
-    CONDITION_TYPES,
-    PATIENT_TYPES,
-    THERAPIST_TYPES,
     Problems,
     check_code,
     check_date_order,
-    check_distinct,
-    check_notes,
-    check_reference,
-    check_text,
 )
 from service.template import course_end, default_goals
 
@@ -137,116 +127,6 @@ def expected_end_date(plan: CarePlan) -> date:
     )
 
 
-# --- checks ---------------------------------------------------------------------------
-
-
-def _check_problem_areas(problems: Problems, areas: list[str], stage: str | None) -> None:
-    if not areas:
-        problems.add("problem_areas", "at least one problem area is required")
-    if len(areas) > MAX_PROBLEM_AREAS:
-        problems.add(
-            f"problem_areas.{MAX_PROBLEM_AREAS}",
-            f"an IPT plan works on at most {MAX_PROBLEM_AREAS} problem areas "
-            "(a primary and a secondary)",
-        )
-    for index, area in enumerate(areas):
-        check_code(problems, f"problem_areas.{index}", area, ProblemArea)
-    check_distinct(problems, "problem_areas", areas)
-    if ProblemArea.INTERPERSONAL_DEFICITS in areas and len(areas) > 1:
-        problems.add(
-            "problem_areas",
-            "interpersonal-deficits is chosen only when no other problem area applies: "
-            "it cannot be combined with another area",
-        )
-    check_code(problems, "dispute_stage", stage, DisputeStage)
-    if stage is not None and ProblemArea.ROLE_DISPUTE not in areas:
-        problems.add("dispute_stage", "a dispute stage is only recorded for a role-dispute plan")
-
-
-def _check_contract(problems: Problems, variant: str, sessions: int, frequency: str) -> None:
-    check_code(problems, "session_frequency", frequency, Frequency)
-    if variant not in VARIANT_CONTRACTS:
-        return
-    contract = VARIANT_CONTRACTS[Variant(variant)]
-    if not contract.min_sessions <= sessions <= contract.max_sessions:
-        problems.add(
-            "planned_sessions",
-            f"a {variant} IPT contract has {contract.min_sessions} to {contract.max_sessions} "
-            f"sessions, not {sessions}",
-        )
-
-
-def _check_relapse_prevention(problems: Problems, plan: Mapping[str, Any] | None) -> None:
-    if plan is None:
-        return
-    for key in ("warning_signs", "actions"):
-        for index, item in enumerate(plan.get(key) or []):
-            check_text(problems, f"relapse_prevention.{key}.{index}", item, limit=2000)
-    for index, contact in enumerate(plan.get("contacts") or []):
-        check_text(
-            problems,
-            f"relapse_prevention.contacts.{index}.name",
-            contact.get("name"),
-            limit=255,
-            required=True,
-        )
-
-
-def _check_identifiers(problems: Problems, identifiers: list[Mapping[str, str]]) -> None:
-    check_distinct(problems, "identifiers", [(i["system"], i["value"]) for i in identifiers])
-    for index, identifier in enumerate(identifiers):
-        check_text(
-            problems,
-            f"identifiers.{index}.system",
-            identifier.get("system"),
-            limit=512,
-            required=True,
-        )
-        check_text(
-            problems,
-            f"identifiers.{index}.value",
-            identifier.get("value"),
-            limit=255,
-            required=True,
-        )
-
-
-def _check_plan(problems: Problems, data: Mapping[str, Any], variant: str) -> None:
-    """Checks of the fields present in ``data`` that need nothing but the fields."""
-    check_reference(problems, "patient", data.get("patient"), PATIENT_TYPES)
-    check_reference(problems, "condition", data.get("condition"), CONDITION_TYPES)
-    check_reference(problems, "therapist", data.get("therapist"), THERAPIST_TYPES)
-    check_text(problems, "formulation", data.get("formulation"))
-    check_notes(problems, "notes", data.get("notes"))
-    _check_relapse_prevention(problems, data.get("relapse_prevention"))
-    _check_identifiers(problems, data.get("identifiers") or [])
-
-
-def _check_identifiers_free(
-    session: Any, identifiers: list[Mapping[str, str]], plan_id: str | None
-) -> None:
-    """Name the first identifier that already identifies another plan."""
-    for index, identifier in enumerate(identifiers):
-        owner = session.scalar(
-            select(PlanIdentifier.plan_id).where(
-                PlanIdentifier.system == identifier["system"],
-                PlanIdentifier.value == identifier["value"],
-            )
-        )
-        if owner is not None and owner != plan_id:
-            raise Conflict(
-                f"identifiers.{index}: {identifier['system']}|{identifier['value']} already "
-                f"identifies care plan {owner}"
-            )
-
-
-def _identifier_conflict() -> Conflict:
-    return Conflict(
-        "an identifier of this plan already identifies another care plan "
-        "(system and value must be unique)"
-    )
-
-
 # --- creating -------------------------------------------------------------------------
 
 
@@ -276,9 +156,9 @@ def create_plan(
         problems.add("patient", "is required")
     if data.get("start_date") is None:
         problems.add("start_date", "is required")
-    _check_problem_areas(problems, areas, data.get("dispute_stage"))
-    _check_contract(problems, variant, sessions, frequency)
-    _check_plan(problems, data, variant)
+    plan_checks.check_problem_areas(problems, areas, data.get("dispute_stage"))
+    plan_checks.check_contract(problems, variant, sessions, frequency)
+    plan_checks.check_plan_fields(problems, data, variant)
     check_date_order(
         problems, "end_date", data.get("end_date"), "start_date", data.get("start_date")
     )
@@ -318,7 +198,7 @@ def create_plan(
     ]
     try:
         with database.writing() as session:
-            _check_identifiers_free(session, data.get("identifiers") or [], None)
+            plan_checks.check_identifiers_free(session, data.get("identifiers") or [], None)
             edit = PlanEdit(session, plan, actor, now, notify=database.notify)
             edit.created("care_plan", plan)
             for r in phase_rules.default_ranges(variant, sessions):
@@ -335,7 +215,7 @@ def create_plan(
                 _add_template_goals(edit)
             edit.finish()
     except IntegrityError as error:
-        raise _identifier_conflict() from error
+        raise plan_checks.identifier_conflict() from error
     return get_plan(database, plan.id)
 
 
@@ -382,15 +262,15 @@ def update_plan(
         with edit_plan(database, plan_id, actor, expected_version) as edit:
             _apply_plan_changes(edit, data)
     except IntegrityError as error:
-        raise _identifier_conflict() from error
+        raise plan_checks.identifier_conflict() from error
     return get_plan(database, plan_id)
 
 
 def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     plan = edit.plan
     problems = Problems()
-    _check_immutable(problems, plan, data)
-    _check_plan(problems, data, plan.variant)
+    plan_checks.check_immutable(problems, plan, data)
+    plan_checks.check_plan_fields(problems, data, plan.variant)
     new_status = data.get("status", plan.status)
     if new_status != plan.status:
         check_code(problems, "status", new_status, PlanStatus)
@@ -417,11 +297,11 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
             and "dispute_stage" not in data
         ):
             stage = None  # the stage goes with the dispute
-        _check_problem_areas(problems, areas, stage)
+        plan_checks.check_problem_areas(problems, areas, stage)
     sessions = data.get("planned_sessions", plan.planned_sessions)
     frequency = data.get("session_frequency", plan.session_frequency)
     variant = data.get("variant", plan.variant)
-    _check_contract(problems, variant, sessions, frequency)
+    plan_checks.check_contract(problems, variant, sessions, frequency)
     start = data.get("start_date", plan.start_date)
     end = data.get("end_date", plan.end_date)
     check_date_order(
@@ -430,9 +310,9 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     problems.raise_if_any()
 
     if "problem_areas" in data:
-        _check_dropped_areas(edit, areas)
+        plan_checks.check_dropped_areas(edit, areas)
     if start != plan.start_date:
-        _check_start_before_sessions(edit, start)
+        plan_checks.check_start_before_sessions(edit, start)
     contract_changed = (sessions, frequency) != (plan.planned_sessions, plan.session_frequency)
     if contract_changed:
         _renegotiate(edit, sessions, frequency, data.get("contract_change_reason"))
@@ -482,55 +362,6 @@ def _differs(plan: CarePlan, name: str, value: Any) -> bool:
     return bool(getattr(plan, name, None) != value)
 
 
-def _check_immutable(problems: Problems, plan: CarePlan, data: Mapping[str, Any]) -> None:
-    if "patient" in data and data["patient"] != plan.patient:
-        problems.add("patient", "the patient of a care plan cannot change; create a new plan")
-    variant = data.get("variant", plan.variant)
-    if variant != plan.variant:
-        check_code(problems, "variant", variant, Variant)
-        if (variant == Variant.MAINTENANCE) != (plan.variant == Variant.MAINTENANCE):
-            problems.add(
-                "variant",
-                "a plan cannot switch between maintenance and acute treatment; "
-                "start a new plan with a new contract",
-            )
-
-
-def _check_dropped_areas(edit: PlanEdit, areas: list[str]) -> None:
-    dropped = set(edit.plan.problem_areas) - set(areas)
-    if not dropped:
-        return
-    binding = edit.session.scalars(
-        select(Goal.problem_area).where(
-            Goal.plan_id == edit.plan.id,
-            Goal.deleted_at.is_(None),
-            Goal.problem_area.in_(dropped),
-            Goal.lifecycle_status.not_in([s.value for s in FINISHED_GOAL_STATUSES]),
-        )
-    ).all()
-    if binding:
-        raise RuleViolation.on(
-            "problem_areas",
-            f"problem area {sorted({b for b in binding if b})[0]} still has open goals: "
-            "complete, cancel or delete them before dropping the area",
-        )
-
-
-def _check_start_before_sessions(edit: PlanEdit, start: date) -> None:
-    first = edit.session.scalar(
-        select(func.min(TherapySession.date)).where(
-            TherapySession.plan_id == edit.plan.id,
-            TherapySession.deleted_at.is_(None),
-            TherapySession.status.in_([s.value for s in HELD_SESSION_STATUSES]),
-        )
-    )
-    if first is not None and start > first:
-        raise RuleViolation.on(
-            "start_date",
-            f"a session was held on {first.isoformat()}: the plan cannot start after it",
-        )
-
-
 def _renegotiate(edit: PlanEdit, sessions: int, frequency: str, reason: str | None) -> None:
     plan = edit.plan
     highest = edit.session.scalar(
@@ -569,7 +400,7 @@ def _replace_identifiers(edit: PlanEdit, identifiers: list[Mapping[str, str]]) -
     current = [(i.system, i.value) for i in plan.identifiers]
     if sorted(wanted) == sorted(current):
         return []
-    _check_identifiers_free(edit.session, identifiers, plan.id)
+    plan_checks.check_identifiers_free(edit.session, identifiers, plan.id)
     keep = [i for i in plan.identifiers if (i.system, i.value) in wanted]
     plan.identifiers = keep + [
         PlanIdentifier(system=s, value=v) for s, v in wanted if (s, v) not in current

@@ -194,8 +194,9 @@ def reindex(session: Session, resource_type: str, resource_id: str, entries: Ind
     session.flush()
     claimed = {(s or "", c) for p, s, c in entries.tokens if p == "identifier"}
     session.add_all(
-        ResourceIdentifier(resource_type=resource_type, system=system, value=value,
-                           resource_id=resource_id)
+        ResourceIdentifier(
+            resource_type=resource_type, system=system, value=value, resource_id=resource_id
+        )
         for system, value in sorted(claimed)
     )
     session.flush()

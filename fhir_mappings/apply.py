@@ -88,9 +88,11 @@ def _as_fhir(paths: Mapping[str, str], prefix: str = "") -> Iterator[None]:
         raise MappingError(problems) from violation
 
 
-def check_id(resource_id: str) -> None:
+def check_id(resource_type: str, resource_id: str) -> None:
     if not FHIR_ID.match(resource_id):
-        raise MappingError([("id", f"{resource_id!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})")])
+        raise MappingError(
+            [(f"{resource_type}.id", f"{resource_id!r} is not a FHIR id ([A-Za-z0-9-.]{{1,64}})")]
+        )
 
 
 def _kind(resource: Mapping[str, Any]) -> str | None:
@@ -107,9 +109,7 @@ def _stored(session: Any, resource_type: str, resource_id: str) -> StoredResourc
     return resource_store.current(session, resource_type, resource_id)
 
 
-def _lock_and_check(
-    session: Any, stored: StoredResource, expected_version: int | None
-) -> CarePlan:
+def _lock_and_check(session: Any, stored: StoredResource, expected_version: int | None) -> CarePlan:
     """Lock the plan, then compare versions: the check and the write are one transaction."""
     plan = load_plan(session, stored.plan_id, lock=True)
     session.refresh(stored)
@@ -184,7 +184,7 @@ def update(
     expected_version: int | None = None,
 ) -> Written:
     """PUT: replace a resource's content; create it with this id when it does not exist."""
-    check_id(resource_id)
+    check_id(resource_type, resource_id)
     with database.transaction() as session:
         stored = _stored(session, resource_type, resource_id)
         if stored is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -108,3 +109,22 @@ def test_the_same_session_recorded_twice_at_once_is_stored_once(
     )
     assert sorted(r.status_code for r in responses) == [201] + [409] * 5
     assert count_rows(database, "sessions") == 1
+
+
+def test_parallel_fhir_updates_with_the_same_if_match_let_exactly_one_through(
+    client: Client, plan: dict
+) -> None:
+    url = f"/fhir/CarePlan/{plan['id']}"
+    episode = client.get(url).json()
+    headers = {"Content-Type": "application/fhir+json", "If-Match": 'W/"1"'}
+    bodies = [json.dumps({**episode, "description": f"writer {n}"}) for n in range(8)]
+    responses = run_together(
+        *[partial(client.request, "PUT", url, data=body, headers=headers) for body in bodies]
+    )
+    assert sorted(r.status_code for r in responses) == [200] + [412] * 7
+    winner = next(r for r in responses if r.status_code == 200).json()
+    stored = client.get(url).json()
+    assert stored["meta"]["versionId"] == "2"
+    assert stored["description"] == winner["description"]
+    history = client.get(f"{url}/_history").json()
+    assert len(history["entry"]) == 2

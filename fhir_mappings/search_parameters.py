@@ -47,6 +47,8 @@ class SearchParameter:
     extract: Callable[[dict[str, Any]], Iterator[Value]]
     # The resource type a reference points to when the query gives only an id.
     target: str | None = None
+    # A canonical URL: matched as written, not read as a Type/id reference.
+    canonical: bool = False
 
     @property
     def definition(self) -> str:
@@ -201,6 +203,7 @@ _CAREPLAN: list[SearchParameter] = [
         "reference",
         "CarePlan.instantiatesCanonical",
         lambda r: iter(r.get("instantiatesCanonical", [])),
+        canonical=True,
     ),
     SearchParameter(
         "activity-code",

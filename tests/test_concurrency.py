@@ -128,3 +128,27 @@ def test_parallel_fhir_updates_with_the_same_if_match_let_exactly_one_through(
     assert stored["description"] == winner["description"]
     history = client.get(f"{url}/_history").json()
     assert len(history["entry"]) == 2
+
+
+def test_parallel_conditional_updates_make_one_resource_and_lose_no_write(
+    client: Client, plan: dict
+) -> None:
+    episode = client.get(f"/fhir/CarePlan/{plan['id']}").json()
+    template = {k: v for k, v in episode.items() if k not in ("id", "meta", "goal", "text")}
+    template["identifier"] = [{"system": "urn:sync", "value": "E-1"}]
+    headers = {"Content-Type": "application/fhir+json"}
+    url = "/fhir/CarePlan?identifier=urn:sync|E-1"
+    bodies = [json.dumps({**template, "description": f"writer {n}"}) for n in range(10)]
+    responses = run_together(
+        *[partial(client.request, "PUT", url, data=body, headers=headers) for body in bodies]
+    )
+    assert sorted(r.status_code for r in responses) == [200] * 9 + [201], [
+        r.text for r in responses if r.status_code >= 300
+    ]
+    found = client.get("/fhir/CarePlan", params={"identifier": "urn:sync|E-1"}).json()
+    assert found["total"] == 1
+    history = client.get(f"/fhir/CarePlan/{found['entry'][0]['resource']['id']}/_history").json()
+    # Every writer's description landed as its own version: none was lost.
+    assert len(history["entry"]) == 10
+    written = {json.loads(b)["description"] for b in bodies}
+    assert {e["resource"]["description"] for e in history["entry"]} == written

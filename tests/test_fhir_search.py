@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -300,3 +301,26 @@ def test_deleted_resources_are_not_found(client: Client, two_patients: dict) -> 
     client.delete(plan_url(two_patients["other"]))
     assert ids(search(client, "CarePlan", patient="Patient/p2")) == []
     assert ids(search(client, "Goal", patient="Patient/p2")) == []
+
+
+def test_goal_condition_and_instantiates_canonical(client: Client, two_patients: dict) -> None:
+    first = two_patients["first"]
+    goal_id = client.get(plan_url(first, "goals")).json()["items"][0]["id"]
+    assert ids(search(client, "CarePlan", goal=f"Goal/{goal_id}", category="episode")) == [
+        first["id"]
+    ]
+    assert ids(search(client, "CarePlan", goal=goal_id, category="episode")) == [first["id"]]
+    assert ids(search(client, "CarePlan", condition="Condition/c9")) == [
+        two_patients["other"]["id"]
+    ]
+    episode = client.get(f"/fhir/CarePlan/{first['id']}").json()
+    canonical = "https://ipt-careplans.org/fhir/PlanDefinition/ipt-standard"
+    written = client.request(
+        "PUT",
+        f"/fhir/CarePlan/{first['id']}",
+        data=json.dumps({**episode, "instantiatesCanonical": [canonical]}),
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert written.status_code == 200, written.text
+    found = search(client, "CarePlan", **{"instantiates-canonical": canonical})
+    assert ids(found) == [first["id"]]

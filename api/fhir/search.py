@@ -130,6 +130,8 @@ def _clause(resource_type: str, name: str, value: str) -> rs.Clause | None:
         return rs.MissingClause(base, parameter.type, value == "true")
     if parameter.type == "token" and modifier in ("", "not"):
         return rs.TokenClause(base, _token_options(value), negate=modifier == "not")
+    if parameter.canonical and modifier in ("", "not"):
+        return rs.ReferenceClause(base, _split(value), negate=modifier == "not")
     if parameter.type == "reference" and (modifier in ("", "not") or modifier[:1].isupper()):
         target = modifier if modifier[:1].isupper() else parameter.target
         return rs.ReferenceClause(

@@ -185,19 +185,27 @@ def conditional_update(resource_type: str) -> Response:
     """
     check_type(resource_type)
     resource = _resource_body(resource_type)
-    found = _existing(resource_type, request.query_string.decode())
+    criteria = request.query_string.decode()
+    try:
+        written = _update_match(resource_type, resource, criteria)
+    except (Conflict, IntegrityError):
+        # A parallel request created the match first (its identifier is taken): update it.
+        written = _update_match(resource_type, resource, criteria)
+    return _respond(written, 201 if written.created else 200)
+
+
+def _update_match(resource_type: str, resource: dict[str, Any], criteria: str) -> apply.Written:
+    found = _existing(resource_type, criteria)
     if len(found) > 1:
         raise PreconditionFailed(f"the criteria match {len(found)} resources")
     if found:
         if resource.get("id") not in (None, found[0]):
             raise BadRequest(f"the body's id {resource['id']!r} is not the match's {found[0]!r}")
-        resource = {**resource, "id": found[0]}
-        written = apply.update(database(), resource_type, found[0], resource, actor(), _if_match())
-    elif resource.get("id"):
-        written = apply.update(database(), resource_type, resource["id"], resource, actor())
-    else:
-        written = apply.create(database(), resource, actor())
-    return _respond(written, 201 if written.created else 200)
+        matched = {**resource, "id": found[0]}
+        return apply.update(database(), resource_type, found[0], matched, actor(), _if_match())
+    if resource.get("id"):
+        return apply.update(database(), resource_type, resource["id"], resource, actor())
+    return apply.create(database(), resource, actor())
 
 
 @blp.route("/<resource_type>/<resource_id>", methods=["PATCH"])

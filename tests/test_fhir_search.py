@@ -324,3 +324,34 @@ def test_goal_condition_and_instantiates_canonical(client: Client, two_patients:
     assert written.status_code == 200, written.text
     found = search(client, "CarePlan", **{"instantiates-canonical": canonical})
     assert ids(found) == [first["id"]]
+
+
+@pytest.mark.parametrize("sort", ["_lastUpdated", "-_lastUpdated", "date", "-date", "-_id"])
+def test_every_sort_pages_through_all_matches_once(client: Client, sort: str) -> None:
+    created = [
+        client.create_plan(
+            patient="Patient/sort", start_date=f"2026-0{n + 1}-01", default_goals=False
+        )["id"]
+        for n in range(5)
+    ]
+    client.patch(plan_url({"id": created[2]}), json={"formulation": "touched"})
+    seen: list[str] = []
+    url: str | None = None
+    bundle = search(
+        client, "CarePlan", patient="Patient/sort", category="episode", _sort=sort, _count=2
+    )
+    while True:
+        seen += ids(bundle)
+        url = next((lk["url"] for lk in bundle["link"] if lk["relation"] == "next"), None)
+        if url is None:
+            break
+        bundle = client.http.get(url).json()
+    assert sorted(seen) == sorted(created)
+    if sort == "date":
+        assert seen == created
+    if sort == "-date":
+        assert seen == created[::-1]
+    if sort == "-_lastUpdated":
+        assert seen[0] == created[2]
+    if sort == "-_id":
+        assert seen == sorted(created, reverse=True)

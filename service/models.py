@@ -452,3 +452,68 @@ class ResourceIdentifier(Base):
     resource_id: Mapped[str] = mapped_column(String(ID_LENGTH))
 
     __table_args__ = (Index("ix_resource_identifiers_resource", "resource_type", "resource_id"),)
+
+
+class ApiClient(Base):
+    """A machine client allowed to ask for tokens: its scopes and how it proves who it is.
+
+    Secrets are kept only as salted hashes; a client using SMART Backend Services
+    registers its public keys (a JWKS) instead.
+    """
+
+    __tablename__ = "api_clients"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    secret_hash: Mapped[str | None] = mapped_column(String(512))
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    scopes: Mapped[str] = mapped_column(Text)
+    # A client bound to one patient sees and changes that patient's records only.
+    patient: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsedAssertion(Base):
+    """A client assertion already used (its jti), refused again until it expires."""
+
+    __tablename__ = "used_assertions"
+
+    client_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SigningKey(Base):
+    """A key the service signs its access tokens with, when none is configured."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    private_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuditRecord(Base):
+    """One audited request: who did what to which record, when, from where, with what outcome.
+
+    Rows are only ever inserted. ``content`` is the FHIR AuditEvent as served.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    recorded: Mapped[datetime] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(1))  # C R U D E
+    outcome: Mapped[str] = mapped_column(String(2))  # 0 4 8 12
+    agent: Mapped[str] = mapped_column(String(255))
+    entity: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    patient: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    content: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_audit_events_recorded", "recorded"),
+        Index("ix_audit_events_agent", "agent", "recorded"),
+        Index("ix_audit_events_entity", "entity", "recorded"),
+        Index("ix_audit_events_patient", "patient", "recorded"),
+    )

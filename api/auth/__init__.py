@@ -1,0 +1,1 @@
+"""Authentication (OAuth2 client credentials, external issuers) and authorisation (SMART scopes)."""

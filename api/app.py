@@ -6,7 +6,18 @@ from typing import Any
 
 from flask import Flask, request
 
-from api import docs, goals, health, homework, phases, plans, problems, request_log, sessions
+from api import (
+    docs,
+    goals,
+    headers,
+    health,
+    homework,
+    phases,
+    plans,
+    problems,
+    request_log,
+    sessions,
+)
 from api.config import Settings, load
 from api.fhir import bundle as fhir_bundle  # noqa: F401  (registers POST /fhir)
 from api.fhir import capability as fhir_capability
@@ -76,6 +87,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.register_blueprint(docs.blp)
     problems.register(app)
     request_log.install(app)
+    headers.install(app)
 
     @app.before_request
     def require_json_body() -> Any:

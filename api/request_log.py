@@ -62,9 +62,6 @@ def install(app: Flask) -> None:
     @app.after_request
     def finish(response: Response) -> Response:
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if request.path.startswith("/api/"):
-            response.headers["Cache-Control"] = "no-store"
         rule = request.url_rule.rule if request.url_rule else "(no route)"
         log.info(
             "request",

@@ -118,3 +118,16 @@ def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path) -> None:
     assert "revision None" in down.stdout
     assert _cli("db", "upgrade", env=env).returncode == 0
     assert _cli("db", "current", env=env).returncode == 0
+
+
+def test_security_headers(client: Client) -> None:
+    docs = client.get("/docs")
+    policy = docs.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-eval" not in policy
+    assert docs.headers["X-Frame-Options"] == "DENY"
+    fhir = client.get("/fhir/metadata")
+    assert fhir.headers["Cache-Control"] == "no-store"
+    assert fhir.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert fhir.headers["Referrer-Policy"] == "no-referrer"
+    assert fhir.headers["X-Content-Type-Options"] == "nosniff"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask.views import MethodView
 
 from api import examples
+from api.auth.access import compartment, require_patient
 from api.http import (
     ETAG_HEADER,
     IF_MATCH,
@@ -71,7 +73,13 @@ class CarePlans(MethodView):
         match and `links` lead to the other pages.
         """
         page, size = query["page"], query["page_size"]
-        items, total = plans.list_plans(database(), plan_filter(query), (page - 1) * size, size)
+        criteria = plan_filter(query)
+        bound = compartment()
+        if bound is not None:
+            if criteria.patient not in (None, bound):
+                return page_body([], page, size, 0)
+            criteria = replace(criteria, patient=bound)
+        items, total = plans.list_plans(database(), criteria, (page - 1) * size, size)
         return page_body(items, page, size, total)
 
     @blp.arguments(PlanCreateSchema, example=examples.PLAN_CREATE)
@@ -86,6 +94,7 @@ class CarePlans(MethodView):
         each problem area plus a symptom goal (PHQ-9 total below 5 by the end of the course).
         Only `patient`, `problem_areas` and `start_date` are required.
         """
+        require_patient(data.get("patient"))
         plan = plans.create_plan(database(), data, actor())
         return created(plan, f"{blp.url_prefix}/{plan.id}")
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
-from service.models import SearchDate, SearchReference, SearchToken, StoredResource
+from service.models import CarePlan, SearchDate, SearchReference, SearchToken, StoredResource
 
 ANY_SYSTEM = object()  # a token without "system|": any system matches
 DatePrefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
@@ -55,7 +55,14 @@ class IdClause:
     ids: list[str]
 
 
-Clause = TokenClause | ReferenceClause | DateClause | MissingClause | IdClause
+@dataclass(frozen=True)
+class PatientClause:
+    """Only resources published from this patient's plans (a compartment)."""
+
+    patient: str
+
+
+Clause = TokenClause | ReferenceClause | DateClause | MissingClause | IdClause | PatientClause
 SortKey = Literal["_id", "_lastUpdated", "date"]
 
 
@@ -136,6 +143,10 @@ def _date_option(
 def _condition(resource_type: str, clause: Clause) -> ColumnElement[bool]:
     if isinstance(clause, IdClause):
         return StoredResource.id.in_(clause.ids)
+    if isinstance(clause, PatientClause):
+        return StoredResource.plan_id.in_(
+            select(CarePlan.id).where(CarePlan.patient == clause.patient)
+        )
     if isinstance(clause, MissingClause):
         indexed = StoredResource.id.in_(
             _ids(_INDEX_MODELS[clause.kind], resource_type, clause.param, true())

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.orm import Session
 
 from service.models import (
+    CarePlan,
     ResourceIdentifier,
     ResourceVersion,
     SearchDate,
@@ -122,6 +123,9 @@ class HistoryQuery:
     # Keyset position: versions strictly before (newest first) this sequence number.
     before_sequence: int | None = None
     limit: int = 50
+    # Only these resource types (None: all) and only this patient's resources (None: all).
+    resource_types: tuple[str, ...] | None = None
+    patient: str | None = None
 
 
 def history(session: Session, query: HistoryQuery) -> Sequence[ResourceVersion]:
@@ -135,11 +139,29 @@ def history(session: Session, query: HistoryQuery) -> Sequence[ResourceVersion]:
         conditions.append(ResourceVersion.last_updated >= query.since)
     if query.before_sequence is not None:
         conditions.append(ResourceVersion.sequence < query.before_sequence)
+    if query.resource_types is not None:
+        conditions.append(ResourceVersion.resource_type.in_(query.resource_types))
+    if query.patient is not None:
+        conditions.append(_of_patient(query.patient))
     statement = select(ResourceVersion).where(*conditions)
     if query.at is not None:
         statement = statement.where(_current_at(query.at))
     statement = statement.order_by(ResourceVersion.sequence.desc()).limit(query.limit)
     return session.scalars(statement).all()
+
+
+def _of_patient(patient: str) -> ColumnElement[bool]:
+    """Versions of resources published from one patient's plans."""
+    return (
+        select(StoredResource.id)
+        .join(CarePlan, CarePlan.id == StoredResource.plan_id)
+        .where(
+            StoredResource.resource_type == ResourceVersion.resource_type,
+            StoredResource.id == ResourceVersion.id,
+            CarePlan.patient == patient,
+        )
+        .exists()
+    )
 
 
 def _current_at(moment: datetime) -> ColumnElement[bool]:

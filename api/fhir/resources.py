@@ -14,6 +14,8 @@ from urllib.parse import urlencode
 from flask import Response, request
 from werkzeug.exceptions import BadRequest
 
+from api.auth.access import allowed, compartment, require
+from api.auth.principal import current_principal
 from api.fhir.http import (
     FhirError,
     body_response,
@@ -143,6 +145,8 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
         at=_instant_param("_at"),
         before_sequence=_int_param("_cursor", None),
         limit=count + 1,
+        resource_types=None if resource_type else _searchable_types(),
+        patient=compartment(),
     )
     with database().reading() as session:
         if resource_id is not None:
@@ -150,6 +154,16 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
         versions = list(resource_store.history(session, query))
     page, more = versions[:count], len(versions) > count
     return body_response(_history_bundle(page, more, count))
+
+
+def _searchable_types() -> tuple[str, ...] | None:
+    """For system history: the types the caller may list (all when unauthenticated)."""
+    if current_principal() is None:
+        return None
+    types = tuple(t for t in PLAN_TYPES if allowed(t, "s"))
+    if not types:
+        require(PLAN_TYPES[0], "s")
+    return types
 
 
 def _require_existing(session: Any, resource_type: str, resource_id: str) -> None:

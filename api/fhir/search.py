@@ -17,6 +17,7 @@ from flask import Response, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
+from api.auth.access import compartment
 from api.fhir.http import body_response
 from api.fhir.openapi import responses
 from api.fhir.resources import PLAN_TYPES, base_url, blp, check_type
@@ -190,6 +191,9 @@ class Search:
                 continue
             self.query.clauses.append(clause)
             self.used.append((name, value))
+        bound = compartment()
+        if bound is not None:
+            self.query.clauses.append(rs.PatientClause(bound))
         self.count = self._count()
         self.query.limit = self.count + 1
         self._sort()

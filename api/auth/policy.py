@@ -1,0 +1,97 @@
+"""Which scope every route needs: one table for the native API and the FHIR interface.
+
+A permission is a resource type and a SMART v2 interaction letter (c, r, u, d, s). The
+native API uses the scopes of the FHIR resources it touches: a plan, its phases, sessions
+and homework are CarePlans (sessions and homework are activities of a phase CarePlan, so
+changing them updates it); goals are Goals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import request
+
+# Routes any caller may use: no patient data behind them.
+PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/docs", "/.well-known/", "/auth/")
+PUBLIC_PATHS = ("/", "/fhir/metadata")
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet")
+ADMIN_TYPES = ("AuditEvent",)
+
+
+@dataclass(frozen=True)
+class Permission:
+    resource: str
+    interaction: str
+
+
+# Native API: (blueprint.view, method) -> permission.
+NATIVE: dict[tuple[str, str], Permission] = {
+    ("care-plans.CarePlans", "GET"): Permission("CarePlan", "s"),
+    ("care-plans.CarePlans", "POST"): Permission("CarePlan", "c"),
+    ("care-plans.CarePlan", "GET"): Permission("CarePlan", "r"),
+    ("care-plans.CarePlan", "PATCH"): Permission("CarePlan", "u"),
+    ("care-plans.CarePlan", "DELETE"): Permission("CarePlan", "d"),
+    ("care-plans.PlanChanges", "GET"): Permission("CarePlan", "r"),
+    ("phases.Phases", "GET"): Permission("CarePlan", "r"),
+    ("phases.Phase", "GET"): Permission("CarePlan", "r"),
+    ("phases.Phase", "PATCH"): Permission("CarePlan", "u"),
+    ("goals.Goals", "GET"): Permission("Goal", "s"),
+    ("goals.Goals", "POST"): Permission("Goal", "c"),
+    ("goals.Goal", "GET"): Permission("Goal", "r"),
+    ("goals.Goal", "PATCH"): Permission("Goal", "u"),
+    ("goals.Goal", "DELETE"): Permission("Goal", "d"),
+    ("homework.HomeworkList", "GET"): Permission("CarePlan", "r"),
+    ("homework.HomeworkList", "POST"): Permission("CarePlan", "u"),
+    ("homework.Homework", "GET"): Permission("CarePlan", "r"),
+    ("homework.Homework", "PATCH"): Permission("CarePlan", "u"),
+    ("homework.Homework", "DELETE"): Permission("CarePlan", "u"),
+    ("sessions.Sessions", "GET"): Permission("CarePlan", "r"),
+    ("sessions.Sessions", "POST"): Permission("CarePlan", "u"),
+    ("sessions.Session", "GET"): Permission("CarePlan", "r"),
+    ("sessions.Session", "PATCH"): Permission("CarePlan", "u"),
+    ("sessions.Session", "DELETE"): Permission("CarePlan", "u"),
+}
+
+# FHIR interface: view function name -> interaction on the resource type in the URL.
+FHIR: dict[str, str] = {
+    "read": "r",
+    "vread": "r",
+    "instance_history": "r",
+    "type_history": "s",
+    "search_type": "s",
+    "search_post": "s",
+    "create": "c",
+    "update": "u",
+    "conditional_update": "u",
+    "patch": "u",
+    "delete": "d",
+    "audit_read": "r",
+    "audit_search": "s",
+}
+
+
+def is_public() -> bool:
+    path = request.path
+    if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+        return True
+    parts = path.strip("/").split("/")
+    return (
+        len(parts) >= 2
+        and parts[0] == "fhir"
+        and parts[1] in CONFORMANCE_TYPES
+        and (request.method == "GET")
+    )
+
+
+def required() -> Permission | None:
+    """The permission the current request needs; None when the route decides per entry
+    (Bundles, system history) or the route is unknown (it answers 404/405 itself)."""
+    endpoint = request.endpoint or ""
+    if endpoint in ("fhir.bundle", "fhir.system_history") or not request.url_rule:
+        return None
+    if endpoint.startswith("fhir."):
+        interaction = FHIR.get(endpoint.removeprefix("fhir."))
+        resource = (request.view_args or {}).get("resource_type") or "AuditEvent"
+        return Permission(str(resource), interaction) if interaction else None
+    return NATIVE.get((endpoint, request.method))

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask, request
 
 from api import (
+    audit,
     docs,
     goals,
     headers,
@@ -18,7 +19,10 @@ from api import (
     request_log,
     sessions,
 )
+from api.auth import endpoints as auth_endpoints
+from api.auth import guard
 from api.config import Settings, load
+from api.fhir import audit_routes as fhir_audit  # noqa: F401  (registers /fhir/AuditEvent)
 from api.fhir import bundle as fhir_bundle  # noqa: F401  (registers POST /fhir)
 from api.fhir import capability as fhir_capability
 from api.fhir import openapi as fhir_openapi
@@ -83,10 +87,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         api.register_blueprint(module.blp)
     if publish not in db.observers:
         db.observers.append(publish)
+    # After publish: a write's audit record joins its transaction.
+    audit.install(app, db)
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
+    auth_endpoints.register(app)
     problems.register(app)
     request_log.install(app)
+    guard.install(app)
     headers.install(app)
 
     @app.before_request

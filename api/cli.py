@@ -13,7 +13,9 @@ from flask.cli import FlaskGroup
 
 from api.app import create_app
 from api.config import ConfigError, Settings, load
+from service import clients as client_store
 from service.db import Database
+from service.errors import DomainError, RuleViolation
 
 OPENAPI_PATH = Path("openapi") / "openapi.json"
 
@@ -141,6 +143,129 @@ def check_config() -> None:
         f"settings valid; database reachable; schema "
         f"{'current' if database.schema_is_current() else 'NOT current'}"
     )
+
+
+@main.group()
+def clients() -> None:
+    """Machine clients allowed to ask for access tokens."""
+
+
+def _domain(error: DomainError) -> click.ClickException:
+    if isinstance(error, RuleViolation) and error.problems:
+        return click.ClickException("; ".join(f"{p.field}: {p.message}" for p in error.problems))
+    return click.ClickException(error.message)
+
+
+def _checked_scopes(text: str) -> list[str]:
+    from api.auth import scopes
+
+    requested = text.split()
+    unusable = [scope for scope in requested if scopes.parse(scope) is None]
+    if unusable:
+        raise click.BadParameter(
+            f"not SMART resource scopes (context/Resource.permissions, e.g. "
+            f"system/CarePlan.rs): {', '.join(unusable)}",
+            param_hint="--scopes",
+        )
+    return requested
+
+
+@clients.command("create", with_appcontext=False)
+@click.option("--name", required=True, help="A unique name for the client.")
+@click.option(
+    "--scopes", "scope_text", required=True, help='Space-separated, e.g. "system/*.cruds".'
+)
+@click.option("--patient", help="Bind the client to one patient: Patient/123.")
+@click.option(
+    "--jwks",
+    "jwks_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The client's public keys (JWKS file): it authenticates with signed assertions.",
+)
+def clients_create(name: str, scope_text: str, patient: str | None, jwks_file: Path | None) -> None:
+    """Register a client; prints its id and, once only, its secret."""
+    requested = _checked_scopes(scope_text)
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = json.loads(jwks_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise click.BadParameter(f"not a JSON file: {error}", param_hint="--jwks") from None
+    database = Database(_settings().database_url)
+    try:
+        client, secret = client_store.register(database, name, requested, patient, jwks)
+    except DomainError as error:
+        raise _domain(error) from None
+    click.echo(f"client_id: {client.id}")
+    if secret is not None:
+        click.echo(f"client_secret: {secret}")
+        click.echo("The secret is shown only now: store it safely.", err=True)
+
+
+@clients.command("list", with_appcontext=False)
+def clients_list() -> None:
+    """List the clients: name, id, scopes, patient, revoked."""
+    database = Database(_settings().database_url)
+    rows = [("NAME", "ID", "SCOPES", "PATIENT", "REVOKED")]
+    for client in client_store.list_clients(database):
+        revoked = client.revoked_at.isoformat(timespec="seconds") if client.revoked_at else "no"
+        rows.append((client.name, client.id, client.scopes, client.patient or "-", revoked))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        click.echo("  ".join([*cells, row[4]]))
+
+
+@clients.command("revoke", with_appcontext=False)
+@click.argument("name")
+def clients_revoke(name: str) -> None:
+    """Revoke a client: no new tokens, and its tokens stop working."""
+    database = Database(_settings().database_url)
+    try:
+        client_store.revoke(database, name)
+    except DomainError as error:
+        raise _domain(error) from None
+    click.echo(f"client {name} revoked")
+
+
+@clients.command("rotate-secret", with_appcontext=False)
+@click.argument("name")
+def clients_rotate_secret(name: str) -> None:
+    """Give a client a new secret (printed once); the old one stops working."""
+    database = Database(_settings().database_url)
+    try:
+        secret = client_store.rotate_secret(database, name)
+    except DomainError as error:
+        raise _domain(error) from None
+    click.echo(f"client_secret: {secret}")
+    click.echo("The secret is shown only now: store it safely.", err=True)
+
+
+@main.command("token", with_appcontext=False)
+@click.option("--client", "name", required=True, help="The client's name.")
+@click.option(
+    "--scopes", "scope_text", help="Space-separated; default: the client's registered scopes."
+)
+def token(name: str, scope_text: str | None) -> None:
+    """Print an access token for a client (for scripts), signed with the service's key."""
+    from api.auth import keys, scopes, tokens
+
+    settings = _settings()
+    database = Database(settings.database_url)
+    client = client_store.find_by_name(database, name)
+    if client is None or client.revoked_at is not None:
+        raise click.ClickException(f"no active client is named {name!r}")
+    registered = client_store.registered_scopes(client)
+    requested = scope_text.split() if scope_text is not None else registered
+    granted = scopes.grant(requested, registered)
+    if not granted:
+        raise click.ClickException("none of the requested scopes is registered for the client")
+    try:
+        key = keys.load(settings, database)
+    except ConfigError as error:
+        raise click.ClickException(f"invalid configuration: {error}") from error
+    access_token, _ = tokens.issue(client, granted, settings, key=key)
+    click.echo(access_token)
 
 
 if __name__ == "__main__":

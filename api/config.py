@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from service.db import DEFAULT_DATABASE_URL
 
@@ -20,6 +22,29 @@ class Settings:
     auto_migrate: bool | None = None  # None: on for SQLite, off otherwise
     log_level: str = "INFO"
     db_pool_size: int = 10
+    public_base_url: str = "http://127.0.0.1:8000"
+    token_lifetime_seconds: int = 300
+    token_signing_key_file: str | None = None
+    external_issuer: str | None = None
+    external_jwks_url: str | None = None
+    external_jwks_file: str | None = None
+    external_audience: str | None = None
+    external_scope_claim: str = "scope"
+    external_patient_claim: str = "patient"
+
+    @property
+    def token_endpoint(self) -> str:
+        """The URL of the token endpoint: also the audience of client assertions."""
+        return f"{self.public_base_url}/auth/token"
+
+    @property
+    def token_audience(self) -> str:
+        """The audience of the service's own access tokens: its FHIR base URL."""
+        return f"{self.public_base_url}/fhir"
+
+    @property
+    def external_configured(self) -> bool:
+        return self.external_issuer is not None
 
     @property
     def migrates_on_start(self) -> bool:
@@ -28,7 +53,7 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
-# name -> (attribute, description, default shown in the docs)
+# name -> (Settings attribute, description for the README table)
 VARIABLES: dict[str, tuple[str, str]] = {
     "IPT_DATABASE_URL": (
         "database_url",
@@ -48,6 +73,50 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "IPT_DB_POOL_SIZE": (
         "db_pool_size",
         "Database connections per process (PostgreSQL). Default 10.",
+    ),
+    "IPT_PUBLIC_BASE_URL": (
+        "public_base_url",
+        "The URL clients reach the service at, without a trailing slash: the issuer of its "
+        "access tokens, whose audience is this URL + `/fhir`; client assertions are addressed "
+        "to this URL + `/auth/token`. Default `http://127.0.0.1:8000`.",
+    ),
+    "IPT_TOKEN_LIFETIME_SECONDS": (
+        "token_lifetime_seconds",
+        "Lifetime of the access tokens the service issues, 30 to 3600. Default 300.",
+    ),
+    "IPT_TOKEN_SIGNING_KEY_FILE": (
+        "token_signing_key_file",
+        "PEM file of the private key access tokens are signed with (RSA of at least 2048 bits, "
+        "or EC P-256). Default: an EC P-256 key generated once and kept in the database.",
+    ),
+    "IPT_EXTERNAL_ISSUER": (
+        "external_issuer",
+        "`iss` of an external identity provider whose access tokens are also accepted. Needs "
+        "`IPT_EXTERNAL_AUDIENCE` and one of `IPT_EXTERNAL_JWKS_URL` or `IPT_EXTERNAL_JWKS_FILE`.",
+    ),
+    "IPT_EXTERNAL_JWKS_URL": (
+        "external_jwks_url",
+        "URL of the external identity provider's public keys (JWKS; https, or http on "
+        "localhost). Keys are cached and fetched again for an unknown `kid`.",
+    ),
+    "IPT_EXTERNAL_JWKS_FILE": (
+        "external_jwks_file",
+        "File holding the external identity provider's public keys (JWKS), read again when "
+        "it changes. Instead of `IPT_EXTERNAL_JWKS_URL`.",
+    ),
+    "IPT_EXTERNAL_AUDIENCE": (
+        "external_audience",
+        "The `aud` the external identity provider's tokens must carry for this service.",
+    ),
+    "IPT_EXTERNAL_SCOPE_CLAIM": (
+        "external_scope_claim",
+        "Claim of external tokens holding the SMART scopes (a space-separated string or a "
+        "list). Default `scope`.",
+    ),
+    "IPT_EXTERNAL_PATIENT_CLAIM": (
+        "external_patient_claim",
+        "Claim of external tokens naming the patient the token is bound to (`123` or "
+        "`Patient/123`). Default `patient`.",
     ),
 }
 
@@ -69,6 +138,92 @@ def _positive_int(name: str, value: str) -> int:
     if number < 1:
         raise ConfigError(f"{name} must be at least 1, not {number}")
     return number
+
+
+def _int_between(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, not {number}")
+    return number
+
+
+def _url(name: str, value: str) -> str:
+    """An absolute http(s) URL without a trailing slash, query or fragment."""
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http or https URL, not {url!r}")
+    if parts.query or parts.fragment or url.endswith("/"):
+        raise ConfigError(
+            f"{name} must be a URL without a trailing slash, query or fragment, not {url!r}"
+        )
+    return url
+
+
+def _readable_file(name: str, value: str) -> str:
+    path = Path(value.strip())
+    if not path.is_file():
+        raise ConfigError(f"{name} must name a readable file; {str(path)!r} is not a file")
+    try:
+        path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{name}: cannot read {str(path)!r}: {error.strerror}") from None
+    return str(path)
+
+
+def _claim_name(name: str, value: str) -> str:
+    claim = value.strip()
+    if not claim or any(c.isspace() for c in claim):
+        raise ConfigError(f"{name} must be a claim name without spaces, not {value!r}")
+    return claim
+
+
+def _external(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """The external identity provider: issuer, audience and one key source, or none of them."""
+    given = {
+        name: env[name].strip()
+        for name in (
+            "IPT_EXTERNAL_ISSUER",
+            "IPT_EXTERNAL_AUDIENCE",
+            "IPT_EXTERNAL_JWKS_URL",
+            "IPT_EXTERNAL_JWKS_FILE",
+        )
+        if env.get(name, "").strip()
+    }
+    for name in ("IPT_EXTERNAL_SCOPE_CLAIM", "IPT_EXTERNAL_PATIENT_CLAIM"):
+        if name in env:
+            values[VARIABLES[name][0]] = _claim_name(name, env[name])
+    if not given:
+        return
+    for name in ("IPT_EXTERNAL_ISSUER", "IPT_EXTERNAL_AUDIENCE"):
+        if name not in given:
+            raise ConfigError(f"{name} is required when an external identity provider is set")
+    url, file = given.get("IPT_EXTERNAL_JWKS_URL"), given.get("IPT_EXTERNAL_JWKS_FILE")
+    if (url is None) == (file is None):
+        raise ConfigError(
+            "set exactly one of IPT_EXTERNAL_JWKS_URL and IPT_EXTERNAL_JWKS_FILE for the "
+            "external identity provider's keys"
+        )
+    issuer = given["IPT_EXTERNAL_ISSUER"]
+    if issuer == values.get("public_base_url", Settings.public_base_url):
+        raise ConfigError("IPT_EXTERNAL_ISSUER must differ from IPT_PUBLIC_BASE_URL")
+    values["external_issuer"] = issuer
+    values["external_audience"] = given["IPT_EXTERNAL_AUDIENCE"]
+    if url is not None:
+        parts = urlsplit(url)
+        local = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and local):
+            raise ConfigError(
+                f"IPT_EXTERNAL_JWKS_URL must be an https URL (http only on localhost), not {url!r}"
+            )
+        if not parts.netloc:
+            raise ConfigError(f"IPT_EXTERNAL_JWKS_URL must be an absolute URL, not {url!r}")
+        values["external_jwks_url"] = url
+    if file is not None:
+        values["external_jwks_file"] = _readable_file("IPT_EXTERNAL_JWKS_FILE", file)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,4 +249,15 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         values["log_level"] = level
     if "IPT_DB_POOL_SIZE" in env:
         values["db_pool_size"] = _positive_int("IPT_DB_POOL_SIZE", env["IPT_DB_POOL_SIZE"])
+    if "IPT_PUBLIC_BASE_URL" in env:
+        values["public_base_url"] = _url("IPT_PUBLIC_BASE_URL", env["IPT_PUBLIC_BASE_URL"])
+    if "IPT_TOKEN_LIFETIME_SECONDS" in env:
+        values["token_lifetime_seconds"] = _int_between(
+            "IPT_TOKEN_LIFETIME_SECONDS", env["IPT_TOKEN_LIFETIME_SECONDS"], 30, 3600
+        )
+    if env.get("IPT_TOKEN_SIGNING_KEY_FILE", "").strip():
+        values["token_signing_key_file"] = _readable_file(
+            "IPT_TOKEN_SIGNING_KEY_FILE", env["IPT_TOKEN_SIGNING_KEY_FILE"]
+        )
+    _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from flask_smorest import Blueprint
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
 
+from api.auth.principal import current_principal
 from service.db import Database
 
 _ETAG = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
@@ -85,11 +86,13 @@ def unchanged(version: int) -> Response:
 def actor() -> str:
     """Who is acting: recorded with every change.
 
-    Taken from the ``X-Actor`` header (a user or system name) and otherwise "anonymous".
+    The user an authenticated client names in ``X-Actor`` (an EHR acting for one of its
+    users), else the token's user or client. The audit trail keeps the client beside it.
     """
     name = request.headers.get("X-Actor")
     if name is None:
-        return ANONYMOUS
+        principal = current_principal()
+        return principal.actor if principal is not None else ANONYMOUS
     if not _ACTOR.match(name):
         raise BadRequest("X-Actor must be 1-255 letters, digits, spaces or . @ : / + - _")
     return name

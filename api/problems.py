@@ -45,6 +45,8 @@ _FHIR_CODES_BY_KIND = {
     "malformed": "structure",
     "unsupported-media-type": "not-supported",
     "processing": "processing",
+    "unauthenticated": "login",
+    "forbidden": "forbidden",
 }
 _FHIR_CODES_BY_STATUS = {
     400: "invalid",
@@ -175,7 +177,18 @@ def register(app: Flask) -> None:
     def on_fhir_error(error: FhirError) -> Response:
         return operation_outcome(error.status, error.code, error.diagnostics)
 
+    from api.auth.access import Forbidden, Unauthenticated
     from api.fhir.bundle import BundleFailed
+
+    @app.errorhandler(Unauthenticated)
+    def on_unauthenticated(error: Unauthenticated) -> Response:
+        return problem(
+            401, str(error), kind="unauthenticated", headers={"WWW-Authenticate": error.challenge}
+        )
+
+    @app.errorhandler(Forbidden)
+    def on_forbidden(error: Forbidden) -> Response:
+        return problem(403, str(error), kind="forbidden")
 
     @app.errorhandler(BundleFailed)
     def on_failed_transaction(error: BundleFailed) -> Response:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -125,6 +126,14 @@ def describe_failure(response: requests.Response) -> str:
     return "; ".join(parts)
 
 
+def access_token() -> str:
+    """The access token in IPT_TOKEN, e.g. from `ipt-careplans token --client NAME`."""
+    token = os.environ.get("IPT_TOKEN", "").strip()
+    if not token:
+        raise SystemExit("set IPT_TOKEN to an access token: ipt-careplans token --client NAME")
+    return token
+
+
 class PlanCreator:
     """Creates the plans of CSV rows through one HTTP session."""
 
@@ -134,6 +143,7 @@ class PlanCreator:
         self.timeout = timeout
         self.http = requests.Session()
         self.http.headers["Accept"] = "application/json"
+        self.http.headers["Authorization"] = f"Bearer {access_token()}"
         if actor:
             self.http.headers["X-Actor"] = actor
 

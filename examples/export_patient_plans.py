@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -82,6 +83,14 @@ def describe_failure(response: requests.Response) -> str:
     return "; ".join([f"HTTP {response.status_code}: {problem['detail']}", *errors])
 
 
+def access_token() -> str:
+    """The access token in IPT_TOKEN, e.g. from `ipt-careplans token --client NAME`."""
+    token = os.environ.get("IPT_TOKEN", "").strip()
+    if not token:
+        raise SystemExit("set IPT_TOKEN to an access token: ipt-careplans token --client NAME")
+    return token
+
+
 class Exporter:
     """Reads pages of the API through one HTTP session."""
 
@@ -91,6 +100,7 @@ class Exporter:
         self.page_size = page_size
         self.http = requests.Session()
         self.http.headers["Accept"] = "application/json"
+        self.http.headers["Authorization"] = f"Bearer {access_token()}"
 
     def url(self, link: str) -> str:
         """An absolute URL for a link of the API (they are paths such as /api/v1/...)."""

@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
+from flask import Flask
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
 from api.app import create_app
+from api.auth import keys, tokens
 from api.config import Settings
 from service.db import Database, normalise_url
-from service.models import Base
+from service.models import ApiClient, Base, new_id, utcnow
 
 TEST_DATABASE_URL = os.environ.get("IPT_TEST_DATABASE_URL")
 
@@ -55,20 +60,34 @@ def database(database_url: str) -> Iterator[Database]:
     db.dispose()
 
 
+# Kept between tests: the token signing key the running server has loaded.
+KEPT_TABLES = {"signing_keys"}
+ADMIN_SCOPES = ["system/*.cruds"]
+
+
 @pytest.fixture(autouse=True)
 def empty_tables(database: Database) -> None:
     """Every test starts with no data."""
     with database.engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
+            if table.name not in KEPT_TABLES:
+                connection.execute(table.delete())
 
 
 class Client:
-    """requests against the live server, with paths relative to its base URL."""
+    """requests against the live server, with paths relative to its base URL.
 
-    def __init__(self, base_url: str) -> None:
+    With a token, every request carries it as ``Authorization: Bearer``.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url
         self.http = requests.Session()
+        self.client_id: str | None = None
+        if token is not None:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+            claims = jwt.decode(token, options={"verify_signature": False})
+            self.client_id = claims["client_id"]
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 30)
@@ -101,25 +120,72 @@ class Client:
         return dict(response.json())
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    app: Flask
+    settings: Settings
+
+
 @pytest.fixture(scope="session")
-def server(database: Database) -> Iterator[str]:
+def live(database: Database) -> Iterator[Server]:
     settings = Settings(
         database_url=database.url.render_as_string(hide_password=False),
         auto_migrate=False,
         log_level="WARNING",
         max_body_bytes=64 * 1024,
+        token_lifetime_seconds=3600,
     )
     app = create_app(settings, database)
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
+    yield Server(f"http://127.0.0.1:{http.server_port}", app, settings)
     http.shutdown()
 
 
+@pytest.fixture(scope="session")
+def server(live: Server) -> str:
+    return live.url
+
+
+def token_for(
+    live: Server,
+    database: Database,
+    scopes: list[str],
+    patient: str | None = None,
+    name: str | None = None,
+) -> str:
+    """A token of a freshly registered client with these scopes (and patient binding)."""
+    client = ApiClient(
+        id=new_id(),
+        name=name or f"test-{uuid.uuid4().hex[:12]}",
+        scopes=" ".join(scopes),
+        patient=patient,
+        created_at=utcnow(),
+    )
+    with database.writing() as session:
+        session.add(client)
+    token, _ = tokens.issue(client, scopes, live.settings, key=keys.key_for(live.app))
+    return token
+
+
 @pytest.fixture
-def client(server: str) -> Client:
-    return Client(server)
+def admin_token(live: Server, database: Database) -> str:
+    """A token allowed everything (system/*.cruds)."""
+    return token_for(live, database, ADMIN_SCOPES, name="test-admin")
+
+
+@pytest.fixture
+def client(live: Server, admin_token: str) -> Client:
+    """The live server, called with an all-powerful token."""
+    return Client(live.url, admin_token)
+
+
+@pytest.fixture
+def anonymous(live: Server) -> Client:
+    """The live server, called with no token."""
+    return Client(live.url)
 
 
 @pytest.fixture

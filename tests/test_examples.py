@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import ROOT, Client, plan_url
 
 PLANS = "/api/v1/care-plans"
 SYSTEM = "urn:oid:1.2.3.4.5"
 
 
+TOKEN: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _token(admin_token: str) -> None:
+    """The scripts read their access token from IPT_TOKEN, as an administrator's would."""
+    TOKEN["value"] = admin_token
+
+
 def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), *args],
+        env={**os.environ, "IPT_TOKEN": TOKEN["value"]},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -93,7 +105,7 @@ def test_csv_import_exits_0_when_every_row_is_created(client: Client, tmp_path: 
     assert result.returncode == 0, result.stdout + result.stderr
     (plan,) = plans_with(client, identifier="urn:ipt-careplans:example-clinic|A-1")
     assert result.stdout == f"created {plan['id']}\n"
-    assert plan["created_by"] == "anonymous"
+    assert plan["created_by"] == client.client_id
     assert run("create_plans_from_csv.py", *args).stdout == f"exists {plan['id']}\n"
 
 

@@ -407,7 +407,7 @@ def test_goal_change_is_logged_with_its_fields_and_author(client: Client, plan: 
     changes = client.get(plan_url(plan, "changes"), params={"page_size": 100}).json()["items"]
     mine = [c for c in changes if c["entity_id"] == goal["id"]]
     assert [(c["action"], c["fields"], c["actor"]) for c in mine] == [
-        ("create", [], "anonymous"),
+        ("create", [], client.client_id),
         ("update", ["achievement_status", "lifecycle_status"], "dr.rivera"),
     ]
 

@@ -247,7 +247,7 @@ def test_patch_changes_only_the_fields_sent_and_records_who(client: Client, plan
     assert changed["version"] == plan["version"] + 1
     assert response.headers["ETag"] == f'"{changed["version"]}"'
     assert changed["updated_by"] == "dr.rivera"
-    assert changed["created_by"] == "anonymous"
+    assert changed["created_by"] == client.client_id
     cleared = client.patch(plan_url(plan), json={"therapist": None}).json()
     assert cleared["therapist"] is None
 

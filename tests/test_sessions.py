@@ -463,7 +463,7 @@ def test_a_session_change_bumps_versions_and_records_who(client: Client, plan: d
     assert (changed["note"], changed["phq9_total"]) == ("Discussed the funeral", 14)
     assert changed["version"] == 2
     assert response.headers["ETag"] == '"2"'
-    assert (changed["created_by"], changed["updated_by"]) == ("anonymous", "dr.rivera")
+    assert (changed["created_by"], changed["updated_by"]) == (client.client_id, "dr.rivera")
     assert client.get(plan_url(plan)).json()["version"] == plan_version + 1
 
 

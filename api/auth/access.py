@@ -107,3 +107,18 @@ def subject_patient(resource: Mapping[str, Any]) -> str | None:
         return None
     parts = reference.rstrip("/").split("/")
     return f"Patient/{parts[-1]}" if len(parts) >= 2 and parts[-2] == "Patient" else reference
+
+
+def authorize(
+    resource_type: str,
+    interaction: str,
+    resource_id: str | None = None,
+    resource: Mapping[str, Any] | None = None,
+) -> None:
+    """Check one FHIR interaction as the routes and Bundle entries need it: the scope, the
+    compartment of the resource addressed, and the patient of the resource written."""
+    require(resource_type, interaction)
+    if resource_id is not None:
+        hide_outside_compartment(resource_type=resource_type, resource_id=resource_id)
+    if resource is not None:
+        require_patient(subject_patient(resource))

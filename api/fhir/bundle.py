@@ -18,6 +18,7 @@ from flask import Response, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, HTTPException, PreconditionFailed
 
+from api.auth.access import Forbidden, Unauthenticated, authorize
 from api.fhir.http import body_response, parse_etag, weak_etag
 from api.fhir.openapi import responses
 from api.fhir.resources import PLAN_TYPES, base_url, blp
@@ -104,12 +105,29 @@ def _if_match(header: str | None) -> int | None:
     return version
 
 
+_INTERACTIONS = {"GET": "r", "POST": "c", "PUT": "u", "DELETE": "d"}
+
+
+def _authorize_entry(
+    method: Any, resource_type: str, resource_id: str | None, resource: Any
+) -> None:
+    """Each entry is authorised as if it were sent alone."""
+    interaction = _INTERACTIONS.get(str(method))
+    if interaction is None:
+        return  # refused as an unsupported method below
+    if method == "GET" and resource_id is None:
+        interaction = "s"
+    body = resource if isinstance(resource, dict) and method in ("POST", "PUT") else None
+    authorize(resource_type, interaction, resource_id, body)
+
+
 def _run_entry(entry: dict[str, Any], assigned: dict[str, str]) -> Callable[[], dict[str, Any]]:
     """Run one entry; its response entry is made once the writes are published."""
     req = entry.get("request") or {}
     method = req.get("method")
     resource_type, resource_id, query = _split_url(str(req.get("url", "")))
     resource = entry.get("resource")
+    _authorize_entry(method, resource_type, resource_id, resource)
     if method == "GET":
         if resource_id is None:
             searchset = {
@@ -157,6 +175,10 @@ def _failure(index: int, error: Exception) -> EntryError:
         return EntryError(index, 422, "processing", text)
     if isinstance(error, NotFound):
         return EntryError(index, 404, "not-found", error.message)
+    if isinstance(error, Forbidden):
+        return EntryError(index, 403, "forbidden", str(error))
+    if isinstance(error, Unauthenticated):
+        return EntryError(index, 401, "login", str(error))
     if isinstance(error, DomainError):
         status, code = domain_status(error)
         return EntryError(index, status, code, error.message)

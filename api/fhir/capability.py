@@ -10,6 +10,7 @@ from api.fhir.http import json_response
 from api.fhir.openapi import responses
 from api.http import ApiBlueprint
 from fhir_mappings import terminology
+from fhir_mappings.audit_event import SEARCH_PARAMETERS as AUDIT_SEARCH_PARAMETERS
 from fhir_mappings.conformance import all_resources
 from fhir_mappings.search_parameters import INCLUDES, REVINCLUDES, SEARCH_PARAMETERS
 
@@ -26,6 +27,8 @@ PLAN_INTERACTIONS = [
     "search-type",
 ]
 CONFORMANCE_INTERACTIONS = ["read"]
+# The audit trail is read-only: the server alone writes it.
+AUDIT_INTERACTIONS = ["read", "search-type"]
 PROFILES = {
     "CarePlan": [terminology.EPISODE_PROFILE, terminology.PHASE_PROFILE],
     "Goal": [terminology.GOAL_PROFILE],
@@ -66,6 +69,29 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
     ]
 
 
+def _audit_event() -> dict[str, Any]:
+    search_params = []
+    for name, (param_type, definition, documentation) in AUDIT_SEARCH_PARAMETERS.items():
+        param = {"name": name, "type": param_type, "documentation": documentation}
+        if definition:
+            param["definition"] = definition
+        search_params.append(param)
+    return {
+        "type": "AuditEvent",
+        "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+        "documentation": "The audit trail: one record per request that touched patient data. "
+        "Read-only, for holders of system/AuditEvent.rs; newest first.",
+        "interaction": [{"code": code} for code in AUDIT_INTERACTIONS],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": search_params,
+    }
+
+
 def capability_statement() -> dict[str, Any]:
     conformance_types = sorted({r["resourceType"] for r in all_resources()})
     resources: list[dict[str, Any]] = [
@@ -87,6 +113,7 @@ def capability_statement() -> dict[str, Any]:
         }
         for resource_type, profiles in PROFILES.items()
     ]
+    resources.append(_audit_event())
     resources += [
         {"type": resource_type, "interaction": [{"code": c} for c in CONFORMANCE_INTERACTIONS]}
         for resource_type in conformance_types

@@ -11,6 +11,7 @@ from flask import Response, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import BadRequest, PreconditionFailed, UnsupportedMediaType
 
+from api.auth.access import authorize
 from api.fhir.http import body_response, operation_outcome, parse_etag, version_headers
 from api.fhir.openapi import responses
 from api.fhir.resources import base_url, blp, check_type
@@ -118,6 +119,7 @@ def create(resource_type: str) -> Response:
     """
     check_type(resource_type)
     resource = _resource_body(resource_type)
+    authorize(resource_type, "c", resource=resource)
     criteria = request.headers.get("If-None-Exist")
     if criteria:
         found = _existing(resource_type, criteria)
@@ -162,6 +164,7 @@ def update(resource_type: str, resource_id: str) -> Response:
     resource = _resource_body(resource_type)
     if resource.get("id") != resource_id:
         raise BadRequest(f"the body's id {resource.get('id')!r} is not the URL's {resource_id!r}")
+    _authorize_update(resource_type, resource_id, resource)
     written = apply.update(database(), resource_type, resource_id, resource, actor(), _if_match())
     return _respond(written, 201 if written.created else 200)
 
@@ -194,7 +197,17 @@ def conditional_update(resource_type: str) -> Response:
     return _respond(written, 201 if written.created else 200)
 
 
+def _authorize_update(resource_type: str, resource_id: str, resource: dict[str, Any]) -> None:
+    """An update needs ``u``; one that creates the resource needs ``c`` as well."""
+    authorize(resource_type, "u", resource_id, resource)
+    with database().reading() as session:
+        exists = resource_store.current(session, resource_type, resource_id) is not None
+    if not exists:
+        authorize(resource_type, "c")
+
+
 def _update_match(resource_type: str, resource: dict[str, Any], criteria: str) -> apply.Written:
+    authorize(resource_type, "u", resource=resource)
     found = _existing(resource_type, criteria)
     if len(found) > 1:
         raise PreconditionFailed(f"the criteria match {len(found)} resources")
@@ -204,7 +217,9 @@ def _update_match(resource_type: str, resource: dict[str, Any], criteria: str) -
         matched = {**resource, "id": found[0]}
         return apply.update(database(), resource_type, found[0], matched, actor(), _if_match())
     if resource.get("id"):
+        _authorize_update(resource_type, resource["id"], resource)
         return apply.update(database(), resource_type, resource["id"], resource, actor())
+    authorize(resource_type, "c")
     return apply.create(database(), resource, actor())
 
 
@@ -228,6 +243,7 @@ def patch(resource_type: str, resource_id: str) -> Response:
         raise MappingError([(resource_type, f"the patch cannot be applied: {error}")]) from None
     if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
         raise MappingError([(resource_type, "a patch cannot change the resource type or id")])
+    authorize(resource_type, "u", resource_id, patched)
     expected = _if_match()
     if expected is None:
         # Patched against this version: refuse if another write lands in between.

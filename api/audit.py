@@ -1,0 +1,444 @@
+"""The audit trail: one FHIR AuditEvent for every request that touches patient data.
+
+Writes are recorded by an observer of the database, inside the write's own transaction:
+a change to a plan and its audit record are committed together or not at all. Everything
+else (reads, searches, history, refusals, failed writes) is recorded after the response
+is made, through an in-memory buffer that a background thread writes in batches, at most
+about a second late; :func:`flush` writes what is pending at once (tests, worker exit,
+and at interpreter exit).
+
+Records hold who, what, when, from where and with what outcome: never a request body, a
+token or free text. A search's parameters are kept, since they are what was looked for.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Flask, Response, current_app, g, has_request_context, request
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from api.auth.principal import current_principal
+from api.http import ANONYMOUS
+from fhir_mappings.audit_event import (
+    ACTIONS,
+    SEARCH_INTERACTIONS,
+    WRITE_INTERACTIONS,
+    AuditFacts,
+    outcome_of,
+    patient_searched,
+    reference,
+    render_audit_event,
+)
+from fhir_mappings.projection import serialise
+from fhir_mappings.search_parameters import normalise_reference
+from service.db import Database
+from service.editing import PlanEdit
+from service.models import AuditRecord, CarePlan, PlanChange, StoredResource, new_id, utcnow
+
+log = logging.getLogger("ipt_careplans.audit")
+
+MAX_DELAY = 1.0
+MAX_PENDING = 100_000
+BATCH_SIZE = 500
+_ACTOR = re.compile(r"^[\w.@:/+\- ]{1,255}$")
+# FHIR paths that serve no patient data: the CapabilityStatement and conformance resources.
+_UNAUDITED_FHIR = ("metadata", "StructureDefinition", "CodeSystem", "ValueSet")
+# FHIR views whose names are not their interaction's code (the others' are).
+_FHIR_INTERACTIONS = {
+    "instance_history": "history-instance",
+    "type_history": "history-type",
+    "system_history": "history-system",
+    "search_type": "search-type",
+    "search_post": "search-type",
+    "conditional_update": "update",
+    "audit_read": "read",
+    "audit_search": "search-type",
+}
+_BY_METHOD = {
+    "HEAD": "read",
+    "POST": "create",
+    "PUT": "update",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
+
+
+# --- what a request did ---------------------------------------------------------------------
+
+
+def is_audited() -> bool:
+    """Whether the current request touches patient data: the native API and the FHIR
+    interface, except the CapabilityStatement and the conformance resources."""
+    if request.method == "OPTIONS":
+        return False
+    parts = request.path.split("/")
+    if parts[1:3] == ["api", "v1"]:
+        return True
+    return parts[1] == "fhir" and (len(parts) < 3 or parts[2] not in _UNAUDITED_FHIR)
+
+
+def interaction() -> str:
+    """The restful-interaction code of the current request."""
+    cached: str | None = g.get("audit_interaction")
+    if cached is not None:
+        return cached
+    endpoint = request.endpoint or ""
+    found: str | None = None
+    if endpoint == "fhir.bundle":
+        found = _bundle_kind()
+    elif endpoint.startswith("fhir."):
+        view = endpoint.removeprefix("fhir.")
+        found = _FHIR_INTERACTIONS.get(view, view if view in ACTIONS else None)
+    elif request.method in ("GET", "HEAD") and request.url_rule is not None:
+        rule = request.url_rule.rule
+        if rule.endswith(">"):
+            found = "read"
+        else:
+            found = "history-instance" if rule.endswith("/changes") else "search-type"
+    g.audit_interaction = found or _BY_METHOD.get(request.method, "read")
+    return str(g.audit_interaction)
+
+
+def _bundle_kind() -> str:
+    try:
+        body = request.get_json(silent=True, force=True)
+    except Exception:  # too large or unreadable: the Bundle's kind stays unknown
+        body = None
+    kind = body.get("type") if isinstance(body, dict) else None
+    return "batch" if kind == "batch" else "transaction"
+
+
+def route_entity() -> str | None:
+    """The resource the URL names: a FHIR resource, or a native goal or plan."""
+    args = request.view_args or {}
+    endpoint = request.endpoint or ""
+    if endpoint.startswith("fhir.audit_"):
+        return reference("AuditEvent", args.get("audit_id"))
+    if endpoint.startswith("fhir."):
+        return reference(args.get("resource_type"), args.get("resource_id"))
+    if request.path.startswith("/api/"):
+        goal = reference("Goal", args.get("goal_id"))
+        return goal or reference("CarePlan", args.get("plan_id"))
+    return None
+
+
+def _patient_hint() -> tuple[str, str] | None:
+    """Where the patient of the URL's plan or resource can be looked up."""
+    plan_id = (request.view_args or {}).get("plan_id")
+    if request.path.startswith("/api/") and reference("CarePlan", plan_id):
+        return "plan", str(plan_id)
+    entity = route_entity() or ""
+    if entity.startswith(("CarePlan/", "Goal/")):
+        resource_type, _, resource_id = entity.partition("/")
+        return resource_type, resource_id
+    return None
+
+
+def _parameters() -> list[tuple[str, str]]:
+    params = list(request.args.items(multi=True))
+    if request.endpoint == "fhir.search_post":
+        params += list(request.form.items(multi=True))
+    return params
+
+
+def search_query() -> str | None:
+    """A search's parameters as sent (a POST _search's form included)."""
+    if request.endpoint == "fhir.search_post":
+        return urlencode(_parameters()) or None
+    return request.query_string.decode("utf-8", "replace") or None
+
+
+def agent() -> tuple[str, str | None, str | None]:
+    """(actor, client id, user) of the caller.
+
+    The actor is whom the change log names (``api.http.actor``): the user an authenticated
+    client names in X-Actor, else the token's user or client.
+    """
+    header = request.headers.get("X-Actor")
+    # An invalid name was refused with 400; the attempt is still recorded, unattributed.
+    named = header if header and _ACTOR.match(header) else None
+    principal = current_principal()
+    if principal is None:
+        return named or ANONYMOUS, None, None
+    user = named or principal.user
+    return user or principal.client_id, principal.client_id, user
+
+
+def _started() -> datetime:
+    started: datetime | None = g.get("audit_started")
+    return started or utcnow()
+
+
+def _facts(**fields: Any) -> AuditFacts:
+    name, client_id, user = agent()
+    request_id = g.get("request_id")
+    defaults: dict[str, Any] = {
+        "id": new_id(),
+        "started": _started(),
+        "agent": name,
+        "client_id": client_id,
+        "user": user,
+        "address": request.remote_addr,
+        "request_id": request_id if request_id else None,
+    }
+    return AuditFacts(**{**defaults, **fields})
+
+
+def _record(facts: AuditFacts) -> AuditRecord:
+    return AuditRecord(
+        id=facts.id,
+        recorded=facts.recorded,
+        action=facts.action,
+        outcome=facts.outcome,
+        agent=facts.agent,
+        entity=facts.entity,
+        patient=facts.patient,
+        content=serialise(render_audit_event(facts)),
+    )
+
+
+# --- writes: recorded in their own transaction ----------------------------------------------
+
+
+def record_write(edit: PlanEdit) -> None:
+    """Observer of every change to a plan: add its audit record to the write transaction.
+
+    Outside a request (the command line, scripts) there is no one to attribute the change
+    to beyond the change log, and nothing is recorded.
+    """
+    if not has_request_context() or not is_audited():
+        return
+    kind = interaction()
+    plan = edit.plan
+    if kind in ("transaction", "batch"):
+        created = plan.created_at >= _started()
+        action = "D" if plan.is_deleted else "C" if created else "U"
+    else:
+        action = ACTIONS.get(kind, "U")
+    facts = _facts(
+        recorded=edit.now,
+        interaction=kind,
+        action=action,
+        outcome="0",
+        entity=_written_entity(edit),
+        patient=plan.patient,
+    )
+    edit.session.add(_record(facts))
+    g.audit_recorded = True
+
+
+def _written_entity(edit: PlanEdit) -> str:
+    """The resource the write touched: a goal a native request added, the URL's resource,
+    the first one a FHIR client wrote, or else the plan."""
+    if request.endpoint == "goals.Goals":
+        # The new goal's id is not in the URL: the change log of this version has it.
+        goal_id = edit.session.scalar(
+            select(PlanChange.entity_id).where(
+                PlanChange.plan_id == edit.plan.id,
+                PlanChange.plan_version == edit.plan.version,
+                PlanChange.entity == "goal",
+                PlanChange.action == "create",
+            )
+        )
+        if goal_id:
+            return f"Goal/{goal_id}"
+    named = route_entity()
+    if named is not None:
+        return named
+    if edit.attachments:
+        resource_type, resource_id = next(iter(edit.attachments))
+        return f"{resource_type}/{resource_id}"
+    return f"CarePlan/{edit.plan.id}"
+
+
+# --- everything else: buffered ----------------------------------------------------------------
+
+
+def _after_request(response: Response) -> Response:
+    if not is_audited():
+        return response
+    try:
+        kind = interaction()
+        status = response.status_code
+        if kind in WRITE_INTERACTIONS and status < 400 and g.get("audit_recorded"):
+            return response  # committed with the write
+        entity = route_entity()
+        if entity is None and kind == "create" and status < 400:
+            entity = _located(response)
+        facts = _facts(
+            recorded=utcnow(),
+            interaction=kind,
+            action=ACTIONS.get(kind, "R"),
+            outcome=outcome_of(status),
+            status=status,
+            entity=entity,
+            query=search_query() if kind in SEARCH_INTERACTIONS else None,
+            patient=patient_searched(_parameters()) if kind in SEARCH_INTERACTIONS else None,
+        )
+        buffer: AuditBuffer = current_app.extensions["ipt_audit"]
+        buffer.put(facts, None if facts.patient else _patient_hint())
+    except Exception:
+        log.exception("the request could not be audited")
+    return response
+
+
+def _located(response: Response) -> str | None:
+    """The resource a FHIR Location header names (a conditional create's existing match)."""
+    location = response.headers.get("Location")
+    if not location or not request.path.startswith("/fhir"):
+        return None
+    parts = normalise_reference(location.split("/_history")[0]).split("/")
+    return reference(parts[0], parts[1]) if len(parts) == 2 else None
+
+
+# A record to write, and where its patient is looked up first: ("plan", id) or (type, id).
+_Pending = tuple[AuditFacts, tuple[str, str] | None]
+
+
+class AuditBuffer:
+    """Audit records waiting to be written, and the thread that writes them in batches."""
+
+    def __init__(self, database: Database, delay: float = MAX_DELAY / 2) -> None:
+        self.database = database
+        self.delay = delay
+        self._reset()
+        _buffers.add(self)
+
+    def _reset(self) -> None:
+        # Also after a fork: the parent's thread and locks do not carry over to the child.
+        self._pid = os.getpid()
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._lock = threading.Lock()
+        self._writing = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def put(self, facts: AuditFacts, patient_hint: tuple[str, str] | None = None) -> None:
+        if self._pid != os.getpid():
+            self._reset()
+        with self._lock:
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.popleft()
+                log.error("audit buffer full: the oldest pending record was dropped")
+            self._pending.append((facts, patient_hint))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            # Wait a little for more records: one transaction per batch, not per request.
+            time.sleep(self.delay)
+            if self.flush():
+                failures = 0
+            else:
+                failures += 1
+                time.sleep(min(30.0, 2.0**failures))
+                self._wake.set()
+
+    def flush(self) -> bool:
+        """Write every pending record now; False when the database could not be reached
+        (the records stay pending)."""
+        with self._writing:
+            while True:
+                with self._lock:
+                    size = min(BATCH_SIZE, len(self._pending))
+                    batch = [self._pending.popleft() for _ in range(size)]
+                if not batch:
+                    return True
+                if not self._write_batch(batch):
+                    return False
+
+    def _write_batch(self, batch: list[_Pending]) -> bool:
+        try:
+            self._write(batch)
+        except OperationalError:
+            self._requeue(batch)
+            return False
+        except Exception:
+            # Something in the batch is refused: write the others one by one.
+            for index, item in enumerate(batch):
+                try:
+                    self._write([item])
+                except OperationalError:
+                    self._requeue(batch[index:])
+                    return False
+                except Exception:
+                    log.exception("audit record refused")
+        return True
+
+    def _requeue(self, batch: list[_Pending]) -> None:
+        with self._lock:
+            self._pending.extendleft(reversed(batch))
+        log.error("audit records could not be written yet", extra={"pending": len(batch)})
+
+    def _write(self, batch: list[_Pending]) -> None:
+        patients = self._patients([hint for _, hint in batch if hint])
+        with self.database.writing() as session:
+            for facts, hint in batch:
+                patient = patients.get(hint) if hint else None
+                session.add(_record(replace(facts, patient=patient) if patient else facts))
+
+    def _patients(self, hints: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The patient of each plan or resource named."""
+        if not hints:
+            return {}
+        plan_of = {("plan", i): i for kind, i in hints if kind == "plan"}
+        resource_ids = [i for kind, i in hints if kind != "plan"]
+        with self.database.reading() as session:
+            if resource_ids:
+                stored = select(
+                    StoredResource.resource_type, StoredResource.id, StoredResource.plan_id
+                )
+                for resource_type, resource_id, plan_id in session.execute(
+                    stored.where(StoredResource.id.in_(resource_ids))
+                ):
+                    plan_of[(resource_type, resource_id)] = plan_id
+            plans = select(CarePlan.id, CarePlan.patient).where(
+                CarePlan.id.in_(set(plan_of.values()))
+            )
+            patient_of = {plan_id: patient for plan_id, patient in session.execute(plans)}
+        return {hint: patient_of[plan] for hint, plan in plan_of.items() if plan in patient_of}
+
+
+_buffers: weakref.WeakSet[AuditBuffer] = weakref.WeakSet()
+
+
+def flush() -> None:
+    """Write every pending audit record of this process now."""
+    for buffer in list(_buffers):
+        if buffer._pid == os.getpid():
+            buffer.flush()
+
+
+atexit.register(flush)
+
+
+def install(app: Flask, database: Database) -> None:
+    """Record writes with the database's changes, and everything else after the response."""
+    if record_write not in database.observers:
+        database.observers.append(record_write)
+    app.extensions["ipt_audit"] = AuditBuffer(database)
+
+    @app.before_request
+    def audit_start() -> None:
+        g.audit_started = utcnow()
+
+    app.after_request(_after_request)

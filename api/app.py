@@ -48,6 +48,10 @@ contract and phases, its goals, the homework between sessions and the sessions t
   shown in `created_by`/`updated_by` and the plan's change log.
 * Lists are paginated with `page` and `page_size` (at most 100) and return `total` and
   `links` to the other pages.
+* Every route here needs `Authorization: Bearer <token>` (POST /auth/token with the
+  client-credentials grant). SMART scopes decide what a token allows: the native API uses
+  the scopes of the FHIR resources it touches (plans, phases, sessions and homework are
+  CarePlans; goals are Goals). A token bound to a patient sees only that patient's plans.
 """
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
@@ -70,6 +74,19 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 "description": API_DESCRIPTION,
                 "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
             },
+            "components": {
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "bearerFormat": "JWT",
+                        "description": "An access token from POST /auth/token (OAuth2 client "
+                        "credentials) or from the configured identity provider. SMART scopes "
+                        "such as system/CarePlan.cruds decide what it allows.",
+                    }
+                }
+            },
+            "security": [{"bearer": []}],
         },
         JSON_SORT_KEYS=False,
     )

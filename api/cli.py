@@ -27,6 +27,18 @@ def _settings() -> Settings:
         raise click.UsageError(f"invalid configuration: {error}") from error
 
 
+def _ready_database(settings: Settings) -> Database:
+    """The database, migrated as ``serve`` would (SQLite), or refused with the fix to run."""
+    database = Database(settings.database_url)
+    if settings.migrates_on_start:
+        database.upgrade()
+    elif not database.schema_is_current():
+        raise click.ClickException(
+            "the database schema is not current: run `ipt-careplans db upgrade` first"
+        )
+    return database
+
+
 def _app() -> Flask:
     return create_app(_settings())
 
@@ -191,7 +203,7 @@ def clients_create(name: str, scope_text: str, patient: str | None, jwks_file: P
             jwks = json.loads(jwks_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise click.BadParameter(f"not a JSON file: {error}", param_hint="--jwks") from None
-    database = Database(_settings().database_url)
+    database = _ready_database(_settings())
     try:
         client, secret = client_store.register(database, name, requested, patient, jwks)
     except DomainError as error:
@@ -205,7 +217,7 @@ def clients_create(name: str, scope_text: str, patient: str | None, jwks_file: P
 @clients.command("list", with_appcontext=False)
 def clients_list() -> None:
     """List the clients: name, id, scopes, patient, revoked."""
-    database = Database(_settings().database_url)
+    database = _ready_database(_settings())
     rows = [("NAME", "ID", "SCOPES", "PATIENT", "REVOKED")]
     for client in client_store.list_clients(database):
         revoked = client.revoked_at.isoformat(timespec="seconds") if client.revoked_at else "no"
@@ -220,7 +232,7 @@ def clients_list() -> None:
 @click.argument("name")
 def clients_revoke(name: str) -> None:
     """Revoke a client: no new tokens, and its tokens stop working."""
-    database = Database(_settings().database_url)
+    database = _ready_database(_settings())
     try:
         client_store.revoke(database, name)
     except DomainError as error:
@@ -232,7 +244,7 @@ def clients_revoke(name: str) -> None:
 @click.argument("name")
 def clients_rotate_secret(name: str) -> None:
     """Give a client a new secret (printed once); the old one stops working."""
-    database = Database(_settings().database_url)
+    database = _ready_database(_settings())
     try:
         secret = client_store.rotate_secret(database, name)
     except DomainError as error:
@@ -251,7 +263,7 @@ def token(name: str, scope_text: str | None) -> None:
     from api.auth import keys, scopes, tokens
 
     settings = _settings()
-    database = Database(settings.database_url)
+    database = _ready_database(settings)
     client = client_store.find_by_name(database, name)
     if client is None or client.revoked_at is not None:
         raise click.ClickException(f"no active client is named {name!r}")

@@ -137,6 +137,8 @@ def request_id() -> str:
 
 
 _PROBLEM_DESCRIPTIONS = {
+    401: "No valid bearer token (see WWW-Authenticate)",
+    403: "The token's scopes do not allow this; the problem names the scope needed",
     304: "Not modified: the version in If-None-Match is current",
     400: "Malformed request (bad JSON, bad If-Match or X-Actor header)",
     404: "Not found",
@@ -180,7 +182,7 @@ def documented(blp: Any, *statuses: int, parameters: list[dict[str, Any]] | None
     from api.schemas import ProblemSchema
 
     def decorate(view: Any) -> Any:
-        for status in statuses:
+        for status in (*statuses, 401, 403):
             if status == 304:
                 view = blp.alt_response(304, description=_PROBLEM_DESCRIPTIONS[304])(view)
             else:

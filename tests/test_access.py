@@ -381,3 +381,10 @@ def test_system_history_leaves_out_types_the_token_cannot_list(
     assert {e["resource"]["resourceType"] for e in history["entry"]} == {"Goal"}
     none = Client(live.url, token_for(live, database, ["system/CarePlan.r"])).get("/fhir/_history")
     assert none.status_code == 403
+
+
+def test_capability_statement_declares_smart_on_fhir(anonymous: Client, live: Server) -> None:
+    security = anonymous.get("/fhir/metadata").json()["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = security["extension"][0]["extension"]
+    assert uris == [{"url": "token", "valueUri": live.settings.token_endpoint}]

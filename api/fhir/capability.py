@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response
+from flask import Response, current_app
 
 from api.fhir.http import json_response
 from api.fhir.openapi import responses
@@ -92,6 +92,33 @@ def _audit_event() -> dict[str, Any]:
     }
 
 
+def _security() -> dict[str, Any]:
+    """SMART on FHIR, with the token endpoint of this server."""
+    settings = current_app.extensions["ipt_settings"]
+    return {
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": settings.token_endpoint}],
+            }
+        ],
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 bearer tokens with SMART v1 and v2 scopes",
+            }
+        ],
+        "description": "Every interaction but this CapabilityStatement and the conformance "
+        "resources needs a bearer token; see /.well-known/smart-configuration.",
+    }
+
+
 def capability_statement() -> dict[str, Any]:
     conformance_types = sorted({r["resourceType"] for r in all_resources()})
     resources: list[dict[str, Any]] = [
@@ -131,6 +158,7 @@ def capability_statement() -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                "security": _security(),
                 "resource": resources,
                 "interaction": [
                     {"code": "transaction"},
@@ -143,7 +171,12 @@ def capability_statement() -> dict[str, Any]:
 
 
 @blp.route("/metadata", methods=["GET"])
-@blp.doc(responses=responses({200: ("The CapabilityStatement", "FhirCapabilityStatement")}, 406))
+@blp.doc(
+    responses=responses(
+        {200: ("The CapabilityStatement", "FhirCapabilityStatement")}, 406, public=True
+    ),
+    security=[],
+)
 def metadata() -> Response:
     """The CapabilityStatement
 

@@ -153,6 +153,8 @@ def _content(schema: str) -> dict[str, Any]:
 
 
 _ERRORS = {
+    401: "No valid bearer token (see WWW-Authenticate)",
+    403: "The token's scopes do not allow this; the OperationOutcome names the scope needed",
     400: "Malformed request, body or parameter",
     404: "No such resource, or a type this server does not serve",
     406: "Only FHIR JSON is produced",
@@ -164,14 +166,17 @@ _ERRORS = {
 }
 
 
-def responses(success: dict[int, tuple[str, str | None]], *errors: int) -> dict[str, Any]:
-    """The ``responses`` of a FHIR route: success bodies by schema name, OperationOutcomes."""
+def responses(
+    success: dict[int, tuple[str, str | None]], *errors: int, public: bool = False
+) -> dict[str, Any]:
+    """The ``responses`` of a FHIR route: success bodies by schema name, OperationOutcomes
+    (with 401 and 403 unless the route is ``public``)."""
     documented: dict[str, Any] = {}
     for status, (description, schema) in success.items():
         documented[str(status)] = {"description": description}
         if schema:
             documented[str(status)]["content"] = _content(schema)
-    for status in errors:
+    for status in (*errors, *(() if public else (401, 403))):
         documented[str(status)] = {
             "description": _ERRORS[status],
             "content": _content("OperationOutcome"),

@@ -33,6 +33,13 @@ def _after_fork(_server: Any, worker: Any) -> None:
     worker.app.application.extensions["ipt_database"].engine.dispose(close=False)
 
 
+def _before_exit(_server: Any, _worker: Any) -> None:
+    # Buffered audit records of reads are written before the worker goes.
+    from api import audit
+
+    audit.flush()
+
+
 def serve(app: Flask, host: str, port: int, workers: int, threads: int) -> None:
     Server(
         app,
@@ -45,6 +52,7 @@ def serve(app: Flask, host: str, port: int, workers: int, threads: int) -> None:
             "timeout": 60,
             "keepalive": 5,
             "post_fork": _after_fork,
+            "worker_exit": _before_exit,
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "warning",

@@ -388,3 +388,28 @@ def test_capability_statement_declares_smart_on_fhir(anonymous: Client, live: Se
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
     uris = security["extension"][0]["extension"]
     assert uris == [{"url": "token", "valueUri": live.settings.token_endpoint}]
+
+
+def test_every_data_route_has_an_access_rule(live: Server) -> None:
+    """A new route without a rule would be refused; this names it before anyone is."""
+    from api.auth import policy
+
+    missing = []
+    for rule in live.app.url_map.iter_rules():
+        path = rule.rule
+        if not (path.startswith("/api/") or path.startswith("/fhir")):
+            continue
+        example = path
+        for name in rule.arguments:
+            example = example.replace(f"<{name}>", "x").replace(f"<int:{name}>", "1")
+            example = example.replace(f"<path:{name}>", "x")
+        example = example.replace("/x", "/CarePlan", 1) if "<resource_type>" in path else example
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            with live.app.test_request_context(example, method=method):
+                if policy.is_public():
+                    continue
+                try:
+                    policy.required()
+                except policy.NoRule:
+                    missing.append(f"{method} {path}")
+    assert missing == []

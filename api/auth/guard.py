@@ -47,7 +47,10 @@ def install(app: Flask) -> None:
         if principal.patient is None and scopes.patient_scoped(principal.scopes):
             raise Forbidden("patient scopes need a patient context: the token names no patient")
         g.principal = principal
-        needed = policy.required()
+        try:
+            needed = policy.required()
+        except policy.NoRule:
+            raise Forbidden("this route has no access rule: it is refused") from None
         if needed is not None:
             require(needed.resource, needed.interaction)
         _hide_other_patients()

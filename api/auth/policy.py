@@ -68,7 +68,16 @@ FHIR: dict[str, str] = {
     "delete": "d",
     "audit_read": "r",
     "audit_search": "s",
+    # Audit records are never changed: these answer 405, but only to an administrator.
+    "audit_type_write": "u",
+    "audit_instance_write": "u",
 }
+# Routes that check each part of the request themselves.
+SELF_CHECKED = ("fhir.bundle", "fhir.system_history")
+
+
+class NoRule(Exception):
+    """A data route without an access rule: refused rather than left open."""
 
 
 def is_public() -> bool:
@@ -85,13 +94,21 @@ def is_public() -> bool:
 
 
 def required() -> Permission | None:
-    """The permission the current request needs; None when the route decides per entry
-    (Bundles, system history) or the route is unknown (it answers 404/405 itself)."""
+    """The permission the current request needs; None when the route checks each part
+    itself (Bundles, system history) or no route matches (it answers 404 or 405 itself).
+
+    A matched data route missing from the tables raises NoRule: access fails closed.
+    """
     endpoint = request.endpoint or ""
-    if endpoint in ("fhir.bundle", "fhir.system_history") or not request.url_rule:
+    if endpoint in SELF_CHECKED or not request.url_rule:
         return None
     if endpoint.startswith("fhir."):
         interaction = FHIR.get(endpoint.removeprefix("fhir."))
         resource = (request.view_args or {}).get("resource_type") or "AuditEvent"
-        return Permission(str(resource), interaction) if interaction else None
-    return NATIVE.get((endpoint, request.method))
+        if interaction is None:
+            raise NoRule(endpoint)
+        return Permission(str(resource), interaction)
+    permission = NATIVE.get((endpoint, request.method))
+    if permission is None:
+        raise NoRule(endpoint)
+    return permission

@@ -48,7 +48,6 @@ def client(anonymous: Client) -> Client:
     return anonymous
 
 
-
 def _settings(database: Database, **overrides: Any) -> Settings:
     return Settings(
         database_url=database.url.render_as_string(hide_password=False),
@@ -756,3 +755,22 @@ def test_cli_prints_a_token_that_verifies(database: Database, database_url: str)
     assert refused.returncode != 0
     clients.revoke(database, "script")
     assert _cli("token", "--client", "script", database_url=database_url).returncode != 0
+
+
+def test_an_external_token_reaches_patient_data_as_its_scopes_allow(
+    idp_app: Flask, idp_key: rsa.RSAPrivateKey, database: Database
+) -> None:
+    http = idp_app.test_client()
+    readers = {"Authorization": f"Bearer {_idp_token(idp_key, scope='user/*.rs')}"}
+    listed = http.get("/fhir/CarePlan", headers=readers)
+    assert listed.status_code == 200
+    assert listed.get_json()["resourceType"] == "Bundle"
+    refused = http.post(
+        "/api/v1/care-plans",
+        json={"patient": "Patient/1", "problem_areas": ["grief"], "start_date": "2026-01-05"},
+        headers=readers,
+    )
+    assert refused.status_code == 403
+    assert "CarePlan.c" in refused.get_json()["detail"]
+    stranger = {"Authorization": f"Bearer {_idp_token(idp_key, iss='https://other.example')}"}
+    assert http.get("/fhir/CarePlan", headers=stranger).status_code == 401

@@ -1,0 +1,136 @@
+{{/* The chart's name, at most 63 characters. */}}
+{{- define "ipt-careplans.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name of the release's objects, at most 63 characters. */}}
+{{- define "ipt-careplans.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ipt-careplans.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "ipt-careplans.labels" -}}
+helm.sh/chart: {{ include "ipt-careplans.chart" . }}
+{{ include "ipt-careplans.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ipt-careplans
+{{- end }}
+
+{{/* Labels that select the release's pods: the server's and the migration's. */}}
+{{- define "ipt-careplans.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ipt-careplans.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels that select the server pods only. */}}
+{{- define "ipt-careplans.serverSelectorLabels" -}}
+{{ include "ipt-careplans.selectorLabels" . }}
+app.kubernetes.io/component: server
+{{- end }}
+
+{{- define "ipt-careplans.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ipt-careplans.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The container image: repository with the digest, or the tag (default: appVersion). */}}
+{{- define "ipt-careplans.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the database URL, and its key. */}}
+{{- define "ipt-careplans.databaseSecretName" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else }}
+{{- printf "%s-database" (include "ipt-careplans.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "ipt-careplans.databaseSecretKey" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecretKey }}
+{{- else }}
+{{- "database-url" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret the migration Job reads the database URL from. A pre-install hook runs before
+the release's own Secret exists, so when the chart manages the URL the Job gets a hook
+Secret of its own.
+*/}}
+{{- define "ipt-careplans.migrationSecretName" -}}
+{{- if .Values.database.existingSecret }}
+{{- .Values.database.existingSecret }}
+{{- else }}
+{{- printf "%s-migration" (include "ipt-careplans.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the token signing key, and its key. */}}
+{{- define "ipt-careplans.signingKeySecretName" -}}
+{{- if .Values.tokenSigningKey.existingSecret }}
+{{- .Values.tokenSigningKey.existingSecret }}
+{{- else }}
+{{- printf "%s-signing-key" (include "ipt-careplans.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "ipt-careplans.signingKeySecretKey" -}}
+{{- if .Values.tokenSigningKey.existingSecret }}
+{{- .Values.tokenSigningKey.existingSecretKey }}
+{{- else }}
+{{- "signing-key.pem" }}
+{{- end }}
+{{- end }}
+
+{{- define "ipt-careplans.signingKeyDir" -}}
+/etc/ipt-careplans/signing-key
+{{- end }}
+
+{{/* Pod security context shared by the server and the migration Job. */}}
+{{- define "ipt-careplans.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container security context shared by the server and the migration Job. */}}
+{{- define "ipt-careplans.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}

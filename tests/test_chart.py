@@ -1,0 +1,487 @@
+"""The Helm chart at helm/ipt-careplans: lint, render offline, validate every manifest.
+
+Rendering and linting use Helm itself as a library (helm-python-sdk); manifests are
+checked against the Kubernetes OpenAPI schemas (kubernetes-validate, strict).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+CHART = Path(__file__).resolve().parent.parent / "helm" / "ipt-careplans"
+KUBERNETES_VERSION = "1.30.0"
+RELEASE = "careplans"
+NAMESPACE = "health"
+FULLNAME = f"{RELEASE}-ipt-careplans"
+# Kinds from custom resource definitions: no schema ships with kubernetes-validate.
+CRD_KINDS = {"ServiceMonitor"}
+
+SIGNING_KEY = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"
+    "-----END PRIVATE KEY-----\n"
+)
+BASE: dict[str, Any] = {
+    "image": {"repository": "registry.example.org/ipt-careplans"},
+    "database": {"url": "postgresql://ipt:secret@postgres.db.svc:5432/ipt"},
+    "tokenSigningKey": {"privateKey": SIGNING_KEY},
+    "config": {"publicBaseUrl": "https://careplans.example.org"},
+}
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": BASE,
+    "ingress-tls": merged(
+        BASE,
+        {
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1m"},
+                "hosts": [{"host": "careplans.example.org", "paths": [{"path": "/"}]}],
+                "tls": [{"secretName": "careplans-tls", "hosts": ["careplans.example.org"]}],
+            }
+        },
+    ),
+    "hpa": merged(
+        BASE,
+        {
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 3,
+                "maxReplicas": 12,
+                "targetMemoryUtilizationPercentage": 80,
+            }
+        },
+    ),
+    "existing-secrets": merged(
+        {k: v for k, v in BASE.items() if k not in ("database", "tokenSigningKey")},
+        {
+            "database": {"existingSecret": "ipt-db", "existingSecretKey": "uri", "port": 6432},
+            "tokenSigningKey": {"existingSecret": "ipt-jwt", "existingSecretKey": "key.pem"},
+            "serviceAccount": {"create": False, "name": "ipt-runner"},
+        },
+    ),
+    "servicemonitor": merged(
+        BASE,
+        {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "networkPolicy": {"allowedNamespaces": ["monitoring"]},
+        },
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Any:
+    loaded = helm.Chart.load(CHART)
+    yield loaded
+    loaded.close()
+
+
+def render(chart: Any, values: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every object the chart renders with these values, hooks included."""
+    rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for document in yaml.safe_load_all(text):
+            if document:
+                document.setdefault("metadata", {})["__template"] = path
+                objects.append(document)
+    return objects
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def rendered(chart: Any) -> dict[str, list[dict[str, Any]]]:
+    return {label: render(chart, values) for label, values in VALUE_SETS.items()}
+
+
+# --- lint and Kubernetes schemas ------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", sorted(VALUE_SETS))
+def test_lint_is_clean(label: str) -> None:
+    report = helm.lint(
+        CHART, VALUE_SETS[label], strict=True, namespace=NAMESPACE, kube_version="v1.30.0"
+    )
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("label", sorted(VALUE_SETS))
+def test_every_manifest_is_valid_kubernetes(
+    rendered: dict[str, list[dict[str, Any]]], label: str
+) -> None:
+    objects = rendered[label]
+    assert objects
+    for obj in objects:
+        obj = copy.deepcopy(obj)
+        template = obj["metadata"].pop("__template")
+        if obj["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{template}: {obj['kind']} {obj['metadata']['name']}: {error.message}")
+
+
+def test_expected_objects_per_value_set(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    def kinds(label: str) -> set[str]:
+        return {o["kind"] for o in rendered[label]}
+
+    core = {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "ServiceAccount",
+        "Job",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
+    assert kinds("defaults") == core
+    assert kinds("ingress-tls") == core | {"Ingress"}
+    assert kinds("hpa") == core | {"HorizontalPodAutoscaler"}
+    assert kinds("servicemonitor") == core | {"ServiceMonitor"}
+    # Existing secrets and service account: the chart creates none of them.
+    assert kinds("existing-secrets") == core - {"Secret", "ServiceAccount"}
+
+
+# --- the server pods ---------------------------------------------------------------------
+
+
+def assert_hardened(pod_spec: dict[str, Any]) -> None:
+    pod = pod_spec["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == 10001
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod_spec["automountServiceAccountToken"] is False
+    for container in pod_spec["containers"]:
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] == 10001
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert "/tmp" in mounts
+        volumes = {v["name"]: v for v in pod_spec["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]
+
+
+@pytest.mark.parametrize("label", sorted(VALUE_SETS))
+def test_pods_are_hardened(rendered: dict[str, list[dict[str, Any]]], label: str) -> None:
+    objects = rendered[label]
+    assert_hardened(one(objects, "Deployment")["spec"]["template"]["spec"])
+    assert_hardened(one(objects, "Job")["spec"]["template"]["spec"])
+
+
+def test_server_container(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    deployment = one(rendered["defaults"], "Deployment", FULLNAME)
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == FULLNAME
+    assert deployment["spec"]["replicas"] == 2
+    [container] = spec["containers"]
+    assert container["image"] == "registry.example.org/ipt-careplans:1.0.0"
+    assert [*container["command"], *container["args"]] == [
+        "ipt-careplans",
+        "serve",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+    ]
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    zones = [c["topologyKey"] for c in spec["topologySpreadConstraints"]]
+    assert zones == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    for constraint in spec["topologySpreadConstraints"]:
+        selector = constraint["labelSelector"]["matchLabels"]
+        assert selector == deployment["spec"]["selector"]["matchLabels"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_configuration_from_configmap_and_secrets(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["defaults"]
+    [container] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
+    config = one(objects, "ConfigMap", FULLNAME)["data"]
+    assert config["IPT_AUTO_MIGRATE"] == "false"
+    assert config["IPT_PUBLIC_BASE_URL"] == "https://careplans.example.org"
+    assert config["IPT_LOG_LEVEL"] == "INFO"
+    assert config["IPT_WORKERS"] == "2"
+    assert config["IPT_THREADS"] == "4"
+    assert all(isinstance(v, str) for v in config.values())
+    assert "IPT_DATABASE_URL" not in config
+
+    env = env_of(container)
+    database_secret = f"{FULLNAME}-database"
+    assert env["IPT_DATABASE_URL"] == {
+        "secretKeyRef": {"name": database_secret, "key": "database-url"}
+    }
+    assert one(objects, "Secret", database_secret)["data"]["database-url"]
+    key_file = env["IPT_TOKEN_SIGNING_KEY_FILE"]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["signing-key"]["readOnly"] is True
+    assert key_file == mounts["signing-key"]["mountPath"] + "/signing-key.pem"
+    volumes = {
+        v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    }
+    assert volumes["signing-key"]["secret"]["secretName"] == f"{FULLNAME}-signing-key"
+    assert one(objects, "Secret", f"{FULLNAME}-signing-key")["data"]["signing-key.pem"]
+
+
+def test_existing_secrets_are_referenced_not_created(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["existing-secrets"]
+    assert by_kind(objects, "Secret") == []
+    spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "ipt-runner"
+    [container] = spec["containers"]
+    env = env_of(container)
+    assert env["IPT_DATABASE_URL"] == {"secretKeyRef": {"name": "ipt-db", "key": "uri"}}
+    assert env["IPT_TOKEN_SIGNING_KEY_FILE"].endswith("/key.pem")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["signing-key"]["secret"]["secretName"] == "ipt-jwt"
+    job = one(objects, "Job")["spec"]["template"]["spec"]
+    assert env_of(job["containers"][0])["IPT_DATABASE_URL"] == {
+        "secretKeyRef": {"name": "ipt-db", "key": "uri"}
+    }
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert {"protocol": "TCP", "port": 6432} in [p for r in policy["egress"] for p in r["ports"]]
+
+
+def test_service_account_token_is_not_mounted(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    account = one(rendered["defaults"], "ServiceAccount", FULLNAME)
+    assert account["automountServiceAccountToken"] is False
+
+
+def test_service_targets_the_server_pods(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["defaults"]
+    service = one(objects, "Service", FULLNAME)
+    deployment = one(objects, "Deployment")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    pdb = one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+# --- migration hook ----------------------------------------------------------------------
+
+
+def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["defaults"]
+    job = one(objects, "Job", f"{FULLNAME}-migrate")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert [*container["command"], *container["args"]] == ["ipt-careplans", "db", "upgrade"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    # Hooks run before the release's own objects exist: the Job reads the URL from a
+    # hook Secret created just before it.
+    secret_name = env_of(container)["IPT_DATABASE_URL"]["secretKeyRef"]["name"]
+    secret = one(objects, "Secret", secret_name)
+    assert secret["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        annotations["helm.sh/hook-weight"]
+    )
+    assert "serviceAccountName" not in job["spec"]["template"]["spec"]
+
+
+# --- network policy ----------------------------------------------------------------------
+
+
+def test_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    policy = one(rendered["defaults"], "NetworkPolicy", FULLNAME)["spec"]
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    # Selects both the server pods and the migration Job's pods.
+    labels = policy["podSelector"]["matchLabels"]
+    for kind in ("Deployment", "Job"):
+        pod_labels = one(rendered["defaults"], kind)["spec"]["template"]["metadata"]["labels"]
+        assert labels.items() <= pod_labels.items()
+
+    [rule] = policy["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+    [peer] = rule["from"]
+    [expression] = peer["namespaceSelector"]["matchExpressions"]
+    assert expression["key"] == "kubernetes.io/metadata.name"
+    assert expression["values"] == ["ingress-nginx"]
+
+    ports = [p for r in policy["egress"] for p in r["ports"]]
+    assert {"protocol": "UDP", "port": 53} in ports
+    assert {"protocol": "TCP", "port": 53} in ports
+    assert {"protocol": "TCP", "port": 5432} in ports
+    assert len(ports) == 3
+
+
+def test_network_policy_admits_listed_namespaces(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    policy = one(rendered["servicemonitor"], "NetworkPolicy")["spec"]
+    [expression] = policy["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"]
+    assert expression["values"] == ["ingress-nginx", "monitoring"]
+
+
+# --- optional objects --------------------------------------------------------------------
+
+
+def test_ingress_with_tls(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    ingress = one(rendered["ingress-tls"], "Ingress", FULLNAME)["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    assert ingress["tls"] == [{"secretName": "careplans-tls", "hosts": ["careplans.example.org"]}]
+    [rule] = ingress["rules"]
+    assert rule["host"] == "careplans.example.org"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": FULLNAME, "port": {"name": "http"}}
+
+
+def test_autoscaling(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    objects = rendered["hpa"]
+    hpa = one(objects, "HorizontalPodAutoscaler", FULLNAME)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": FULLNAME,
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    metrics = {m["resource"]["name"] for m in hpa["spec"]["metrics"]}
+    assert metrics == {"cpu", "memory"}
+    # The autoscaler owns the replica count.
+    assert "replicas" not in one(objects, "Deployment")["spec"]
+
+
+def test_service_monitor(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    monitor = one(rendered["servicemonitor"], "ServiceMonitor", FULLNAME)
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] == "http"
+    service = one(rendered["servicemonitor"], "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+
+
+def test_notes_tell_how_to_create_the_first_admin_client(chart: Any) -> None:
+    notes = chart.render(BASE, name=RELEASE, namespace=NAMESPACE, is_install=True)[
+        "ipt-careplans/templates/NOTES.txt"
+    ]
+    assert (
+        f"kubectl --namespace {NAMESPACE} exec deploy/{FULLNAME} -- "
+        'ipt-careplans clients create --name admin --scopes "system/*.cruds"'
+    ) in notes
+    assert f"port-forward svc/{FULLNAME}" in notes
+
+
+# --- values the schema refuses ------------------------------------------------------------
+
+
+def without(values: dict[str, Any], *path: str) -> dict[str, Any]:
+    result = copy.deepcopy(values)
+    node = result
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return result
+
+
+BAD_PATH = {"path": "/", "pathType": "Any"}
+INVALID: dict[str, tuple[dict[str, Any], str]] = {
+    "replicaCount as a word": (merged(BASE, {"replicaCount": "two"}), "/replicaCount"),
+    "zero replicas": (merged(BASE, {"replicaCount": 0}), "/replicaCount"),
+    "ingress className not a string": (
+        merged(BASE, {"ingress": {"enabled": True, "className": 42}}),
+        "/ingress/className",
+    ),
+    "unknown pathType": (
+        merged(
+            BASE,
+            {"ingress": {"hosts": [{"host": "a.example.org", "paths": [BAD_PATH]}]}},
+        ),
+        "pathType",
+    ),
+    "no database settings": (without(BASE, "database", "url"), "/database"),
+    "no image repository": (without(BASE, "image", "repository"), "/image"),
+    "not a PostgreSQL URL": (
+        merged(BASE, {"database": {"url": "mysql://h/d"}}),
+        "/database/url",
+    ),
+    "no signing key": (without(BASE, "tokenSigningKey", "privateKey"), "/tokenSigningKey"),
+    "unknown log level": (merged(BASE, {"config": {"logLevel": "TRACE"}}), "/config/logLevel"),
+    "token lifetime too long": (
+        merged(BASE, {"config": {"tokenLifetimeSeconds": 86400}}),
+        "/config/tokenLifetimeSeconds",
+    ),
+    "public URL with a trailing slash": (
+        merged(BASE, {"config": {"publicBaseUrl": "https://careplans.example.org/"}}),
+        "/config/publicBaseUrl",
+    ),
+    "unknown service type": (
+        merged(BASE, {"service": {"type": "ExternalName"}}),
+        "/service/type",
+    ),
+    "misspelt value": (merged(BASE, {"autoscaling": {"enable": True}}), "/autoscaling"),
+    "external issuer without keys": (
+        merged(BASE, {"config": {"external": {"issuer": "https://idp.example.org"}}}),
+        "/config/external",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_schema_refuses_invalid_values_at_render_time(chart: Any, case: str) -> None:
+    values, where = INVALID[case]
+    with pytest.raises(helm.HelmValuesError) as caught:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    assert where in str(caught.value)
+
+
+def test_lint_refuses_invalid_values() -> None:
+    report = helm.lint(CHART, merged(BASE, {"replicaCount": "two"}), strict=True)
+    assert any("/replicaCount" in error for error in report["errors"])
+    report = helm.lint(CHART, without(BASE, "database", "url"), strict=True)
+    assert any("/database" in error for error in report["errors"])

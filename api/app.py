@@ -13,6 +13,7 @@ from api import (
     headers,
     health,
     homework,
+    metrics,
     phases,
     plans,
     problems,
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     auth_endpoints.register(app)
     problems.register(app)
     request_log.install(app)
+    metrics.install(app, db)
     guard.install(app)
     headers.install(app)
 

@@ -66,10 +66,12 @@ def main() -> None:
 )
 def serve(host: str, port: int, workers: int | None, threads: int) -> None:
     """Run the service with the production server (gunicorn)."""
-    from api.server import default_workers
+    from api.server import default_workers, prepare_metrics_dir
     from api.server import serve as run
 
     settings = _settings()
+    # Before the app exists: its metrics count in files that every worker shares.
+    prepare_metrics_dir()
     app = create_app(settings)
     db: Database = app.extensions["ipt_database"]
     if not db.schema_is_current():

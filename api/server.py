@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_made_metrics_dir: str | None = None  # the directory serve made, removed on exit
 
 
 def default_workers() -> int:
@@ -33,11 +39,42 @@ def _after_fork(_server: Any, worker: Any) -> None:
     worker.app.application.extensions["ipt_database"].engine.dispose(close=False)
 
 
-def _before_exit(_server: Any, _worker: Any) -> None:
+def _before_exit(_server: Any, worker: Any) -> None:
     # Buffered audit records of reads are written before the worker goes.
-    from api import audit
+    from api import audit, metrics
 
     audit.flush()
+    # Its live gauges (the pool in use) leave the sums; its counters stay in them.
+    metrics.mark_process_dead(worker.pid)
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    # In the arbiter: also for a worker that was killed and never ran worker_exit.
+    from api import metrics
+
+    metrics.mark_process_dead(worker.pid)
+
+
+def _on_exit(_server: Any) -> None:
+    # The metrics directory serve made for this run goes with it.
+    if _made_metrics_dir is not None:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
+
+
+def prepare_metrics_dir() -> str:
+    """Where the workers' metrics are counted: PROMETHEUS_MULTIPROC_DIR, or a fresh
+    temporary directory (removed on exit) when it is not set. Called before the app is
+    built, so that every worker forked later counts into it."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        # Files left by an earlier run would add its counts to this one's.
+        for stale in Path(given).glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return given
+    global _made_metrics_dir
+    _made_metrics_dir = tempfile.mkdtemp(prefix="ipt-careplans-metrics-")
+    os.environ[MULTIPROC_ENV] = _made_metrics_dir
+    return _made_metrics_dir
 
 
 def serve(app: Flask, host: str, port: int, workers: int, threads: int) -> None:
@@ -53,6 +90,8 @@ def serve(app: Flask, host: str, port: int, workers: int, threads: int) -> None:
             "keepalive": 5,
             "post_fork": _after_fork,
             "worker_exit": _before_exit,
+            "child_exit": _child_exit,
+            "on_exit": _on_exit,
             "accesslog": None,
             "errorlog": "-",
             "loglevel": "warning",

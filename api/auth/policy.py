@@ -12,8 +12,17 @@ from dataclasses import dataclass
 
 from flask import request
 
-# Routes any caller may use: no patient data behind them.
-PUBLIC_PREFIXES = ("/healthz", "/readyz", "/openapi.json", "/docs", "/.well-known/", "/auth/")
+# Routes any caller may use: no patient data behind them. /metrics carries only counts by
+# route template, status and resource type: no ids, URLs, query strings or record contents.
+PUBLIC_PREFIXES = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/.well-known/",
+    "/auth/",
+)
 PUBLIC_PATHS = ("/", "/fhir/metadata")
 CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet")
 ADMIN_TYPES = ("AuditEvent",)

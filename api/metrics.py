@@ -1,0 +1,221 @@
+"""Prometheus metrics at ``GET /metrics``: requests, latency, errors, FHIR writes, the pool.
+
+Labels are route templates (``/fhir/<resource_type>/<resource_id>``), methods, statuses and
+FHIR resource types: never a URL, an id, a query string or anything about a patient.
+
+Under gunicorn with several workers every worker counts in its own files in the directory
+``PROMETHEUS_MULTIPROC_DIR`` (``serve`` makes a fresh one when the variable is absent) and
+a scrape, answered by any worker, adds up the files of all of them. Without the variable
+(the development server, the tests) the process's own registry answers.
+
+``prometheus_client`` decides between the two when it is first imported, so it is imported
+here only inside the functions: ``serve`` sets the variable before building the app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, g, request
+from sqlalchemy import event
+
+from service.db import Database
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED = "(unmatched)"
+# Seconds: from a health probe to a large transaction Bundle.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# FHIR write routes (view function) -> interaction label.
+FHIR_WRITES = {
+    "fhir.create": "create",
+    "fhir.update": "update",
+    "fhir.conditional_update": "update",
+    "fhir.patch": "patch",
+    "fhir.delete": "delete",
+}
+BUNDLE_METHODS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+FHIR_TYPES = ("CarePlan", "Goal")
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+@dataclass
+class _Metrics:
+    requests: Any
+    duration: Any
+    errors: Any
+    fhir_writes: Any
+    pool_in_use: Any | None  # a live gauge in multiprocess mode; a scrape-time collector else
+
+
+_lock = threading.Lock()
+_metrics: _Metrics | None = None
+# The engines of this process: the pool gauge is their sum.
+_engines: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _connections_in_use() -> float:
+    total = 0
+    for engine in list(_engines):
+        checkedout = getattr(engine.pool, "checkedout", None)
+        if checkedout is not None:  # QueuePool; SQLite's in-memory pools do not count
+            total += checkedout()
+    return float(total)
+
+
+class _PoolCollector:
+    """``ipt_db_pool_connections_in_use``, read from the pools when scraped."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily(
+            "ipt_db_pool_connections_in_use",
+            "Database connections checked out of the pool (in use by a request).",
+            value=_connections_in_use(),
+        )
+
+
+def _create() -> _Metrics:
+    from prometheus_client import REGISTRY, Counter, Gauge, Histogram, values
+
+    if multiprocess_dir() and "Mmaped" not in getattr(values.ValueClass, "__name__", ""):
+        # prometheus_client was imported before the variable was set: count in files now.
+        values.ValueClass = values.get_value_class()
+    pool_in_use = None
+    if multiprocess_dir():
+        # Each worker keeps its pool's count up to date; a scrape sums the live workers'.
+        pool_in_use = Gauge(
+            "ipt_db_pool_connections_in_use",
+            "Database connections checked out of the pool (in use by a request).",
+            multiprocess_mode="livesum",
+        )
+    else:
+        REGISTRY.register(_PoolCollector())
+    return _Metrics(
+        requests=Counter(
+            "ipt_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+        ),
+        duration=Histogram(
+            "ipt_http_request_duration_seconds",
+            "Time to answer an HTTP request, by method, route template and status.",
+            ["method", "route", "status"],
+            buckets=BUCKETS,
+        ),
+        errors=Counter(
+            "ipt_http_server_errors",
+            "HTTP requests answered with a 5xx status, by method and route template.",
+            ["method", "route"],
+        ),
+        fhir_writes=Counter(
+            "ipt_fhir_writes",
+            "FHIR resources written (2xx), by resource type and interaction; Bundle entries "
+            "count one by one.",
+            ["resource_type", "interaction"],
+        ),
+        pool_in_use=pool_in_use,
+    )
+
+
+def _get() -> _Metrics:
+    global _metrics
+    with _lock:
+        if _metrics is None:
+            _metrics = _create()
+        return _metrics
+
+
+def _watch_pool(database: Database, gauge: Any) -> None:
+    engine = database.engine
+    if engine in _engines:
+        return
+    _engines.add(engine)
+    if gauge is not None:
+        # Engine-level listeners outlive engine.dispose(), which replaces the pool.
+        event.listen(engine, "checkout", lambda *_: gauge.inc())
+        event.listen(engine, "checkin", lambda *_: gauge.dec())
+
+
+def _bundle_writes(response: Response) -> Iterator[tuple[str, str]]:
+    """(resource type, interaction) of each entry of a Bundle that was written."""
+    try:
+        sent = json.loads(request.get_data(as_text=True)).get("entry") or []
+        answered = json.loads(response.get_data(as_text=True)).get("entry") or []
+    except (ValueError, AttributeError):
+        return
+    for entry, result in zip(sent, answered, strict=False):
+        if not isinstance(entry, dict) or not isinstance(result, dict):
+            continue
+        interaction = BUNDLE_METHODS.get(str((entry.get("request") or {}).get("method")))
+        status = str((result.get("response") or {}).get("status", ""))
+        url = str((entry.get("request") or {}).get("url", ""))
+        resource_type = url.split("?")[0].split("/")[0]
+        if interaction and status.startswith("2") and resource_type in FHIR_TYPES:
+            yield resource_type, interaction
+
+
+def install(app: Flask, database: Database) -> None:
+    """Count the app's requests and serve ``GET /metrics``."""
+    metrics = _get()
+    _watch_pool(database, metrics.pool_in_use)
+
+    @app.before_request
+    def start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule else UNMATCHED
+        if rule == "/metrics":
+            return response
+        method, status = request.method, response.status_code
+        elapsed = time.perf_counter() - g.get("metrics_started", time.perf_counter())
+        metrics.requests.labels(method, rule, str(status)).inc()
+        metrics.duration.labels(method, rule, str(status)).observe(elapsed)
+        if status >= 500:
+            metrics.errors.labels(method, rule).inc()
+        if 200 <= status < 300:
+            endpoint = request.endpoint or ""
+            interaction = FHIR_WRITES.get(endpoint)
+            resource_type = str((request.view_args or {}).get("resource_type", ""))
+            if interaction and resource_type in FHIR_TYPES:
+                metrics.fhir_writes.labels(resource_type, interaction).inc()
+            elif endpoint == "fhir.bundle":
+                for written in _bundle_writes(response):
+                    metrics.fhir_writes.labels(*written).inc()
+        return response
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        from prometheus_client import (
+            CONTENT_TYPE_LATEST,
+            REGISTRY,
+            CollectorRegistry,
+            generate_latest,
+            multiprocess,
+        )
+
+        registry: Any = REGISTRY
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges (its counters stay in the sums)."""
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)

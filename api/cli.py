@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from flask import Flask
 from flask.cli import FlaskGroup
 
 from api.app import create_app
-from api.config import ConfigError, Settings, load
+from api.config import ConfigError, ServerOptions, Settings, load, server_options
 from service import clients as client_store
 from service.db import Database
 from service.errors import DomainError, RuleViolation
@@ -23,6 +22,13 @@ OPENAPI_PATH = Path("openapi") / "openapi.json"
 def _settings() -> Settings:
     try:
         return load()
+    except ConfigError as error:
+        raise click.UsageError(f"invalid configuration: {error}") from error
+
+
+def _server_options() -> ServerOptions:
+    try:
+        return server_options()
     except ConfigError as error:
         raise click.UsageError(f"invalid configuration: {error}") from error
 
@@ -53,25 +59,26 @@ def main() -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
     "--workers",
-    type=int,
-    default=lambda: int(os.environ.get("IPT_WORKERS", "0")) or None,
+    type=click.IntRange(1, 256),
+    default=None,
     help="Worker processes (IPT_WORKERS; default: one per core, at least 2).",
 )
 @click.option(
     "--threads",
-    type=int,
-    default=lambda: int(os.environ.get("IPT_THREADS", "4")),
+    type=click.IntRange(1, 256),
+    default=None,
     show_default="IPT_THREADS or 4",
     help="Threads per worker.",
 )
-def serve(host: str, port: int, workers: int | None, threads: int) -> None:
+def serve(host: str, port: int, workers: int | None, threads: int | None) -> None:
     """Run the service with the production server (gunicorn)."""
     from api.server import default_workers, prepare_metrics_dir
     from api.server import serve as run
 
     settings = _settings()
+    options = _server_options()
     # Before the app exists: its metrics count in files that every worker shares.
-    prepare_metrics_dir()
+    prepare_metrics_dir(options.metrics_dir)
     app = create_app(settings)
     db: Database = app.extensions["ipt_database"]
     if not db.schema_is_current():
@@ -79,7 +86,8 @@ def serve(host: str, port: int, workers: int | None, threads: int) -> None:
             "the database schema is not current: run `ipt-careplans db upgrade` first"
         )
     click.echo(f"ipt-careplans listening on http://{host}:{port} (docs at /docs)", err=True)
-    run(app, host, port, workers or default_workers(), threads)
+    workers = workers or options.workers or default_workers()
+    run(app, host, port, workers, threads or options.threads)
 
 
 @main.group()
@@ -151,6 +159,7 @@ def openapi_check(path: Path) -> None:
 def check_config() -> None:
     """Validate the environment's settings and reach the database."""
     settings = _settings()
+    _server_options()
     database = Database(settings.database_url)
     database.ping()
     click.echo(

@@ -261,3 +261,34 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         )
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """How ``serve`` runs the production server: read from the environment like Settings."""
+
+    workers: int | None  # None: one per core, at least 2
+    threads: int = 4
+    metrics_dir: str | None = None  # None: a fresh temporary directory per run
+
+
+def server_options(environ: Mapping[str, str] | None = None) -> ServerOptions:
+    """IPT_WORKERS, IPT_THREADS and PROMETHEUS_MULTIPROC_DIR, refusing invalid values."""
+    env = os.environ if environ is None else environ
+    workers = None
+    if env.get("IPT_WORKERS", "").strip():
+        workers = _int_between("IPT_WORKERS", env["IPT_WORKERS"].strip(), 1, 256)
+    threads = 4
+    if env.get("IPT_THREADS", "").strip():
+        threads = _int_between("IPT_THREADS", env["IPT_THREADS"].strip(), 1, 256)
+    metrics_dir = None
+    if env.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
+        path = Path(env["PROMETHEUS_MULTIPROC_DIR"].strip())
+        if not path.is_dir():
+            raise ConfigError(
+                f"PROMETHEUS_MULTIPROC_DIR must name an existing directory; {str(path)!r} is not"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"PROMETHEUS_MULTIPROC_DIR {str(path)!r} is not writable")
+        metrics_dir = str(path)
+    return ServerOptions(workers=workers, threads=threads, metrics_dir=metrics_dir)

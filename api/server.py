@@ -12,6 +12,8 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How long in-flight requests may run after SIGTERM; a pod's grace period must exceed it.
+GRACEFUL_TIMEOUT_SECONDS = 30
 _made_metrics_dir: str | None = None  # the directory serve made, removed on exit
 
 
@@ -61,11 +63,10 @@ def _on_exit(_server: Any) -> None:
         shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 
 
-def prepare_metrics_dir() -> str:
-    """Where the workers' metrics are counted: PROMETHEUS_MULTIPROC_DIR, or a fresh
-    temporary directory (removed on exit) when it is not set. Called before the app is
-    built, so that every worker forked later counts into it."""
-    given = os.environ.get(MULTIPROC_ENV)
+def prepare_metrics_dir(given: str | None) -> str:
+    """Where the workers' metrics are counted: the checked PROMETHEUS_MULTIPROC_DIR, or a
+    fresh temporary directory (removed on exit) when it is not set. Called before the app
+    is built, so that every worker forked later counts into it."""
     if given:
         # Files left by an earlier run would add its counts to this one's.
         for stale in Path(given).glob("*.db"):
@@ -85,7 +86,7 @@ def serve(app: Flask, host: str, port: int, workers: int, threads: int) -> None:
             "workers": workers,
             "threads": threads,
             "worker_class": "gthread",
-            "graceful_timeout": 30,
+            "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
             "timeout": 60,
             "keepalive": 5,
             "post_fork": _after_fork,

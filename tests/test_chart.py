@@ -234,6 +234,24 @@ def test_server_container(rendered: dict[str, list[dict[str, Any]]]) -> None:
         assert selector == deployment["spec"]["selector"]["matchLabels"]
 
 
+def test_shutdown_and_metrics_fit_the_pod(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    from api.server import GRACEFUL_TIMEOUT_SECONDS
+
+    spec = one(rendered["defaults"], "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # The pod is killed only after the pause and every in-flight request have had their time.
+    assert spec["terminationGracePeriodSeconds"] > pause + GRACEFUL_TIMEOUT_SECONDS
+    # Under a read-only root filesystem, serve makes its metrics directory in TMPDIR:
+    # it must be a writable emptyDir mount.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    tmpdir = env_of(container)["TMPDIR"]
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == tmpdir]
+    assert not mount.get("readOnly", False)
+    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume
+
+
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
@@ -463,6 +481,10 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "unknown service type": (
         merged(BASE, {"service": {"type": "ExternalName"}}),
         "/service/type",
+    ),
+    "grace period shorter than the shutdown": (
+        merged(BASE, {"terminationGracePeriodSeconds": 30}),
+        "/terminationGracePeriodSeconds",
     ),
     "misspelt value": (merged(BASE, {"autoscaling": {"enable": True}}), "/autoscaling"),
     "external issuer without keys": (

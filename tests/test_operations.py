@@ -94,6 +94,40 @@ def test_cli_refuses_an_invalid_configuration(tmp_path: Path) -> None:
     assert "IPT_MAX_BODY_BYTES" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("IPT_WORKERS", "many", "whole number"),
+        ("IPT_WORKERS", "0", "between 1 and 256"),
+        ("IPT_THREADS", "-2", "between 1 and 256"),
+        ("PROMETHEUS_MULTIPROC_DIR", "/nonexistent/metrics", "existing directory"),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_server_options_are_checked_before_start(
+    tmp_path: Path, command: str, name: str, value: str, says: str
+) -> None:
+    database = f"sqlite:///{tmp_path / 'never.db'}"
+    result = _cli(command, env={"IPT_DATABASE_URL": database, name: value})
+    assert result.returncode == 2, result.stderr
+    assert name in result.stderr and says in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "never.db").exists()
+
+
+def test_server_options_from_the_environment(tmp_path: Path) -> None:
+    from api.config import ServerOptions, server_options
+
+    assert server_options({}) == ServerOptions(workers=None, threads=4, metrics_dir=None)
+    given = {"IPT_WORKERS": "3", "IPT_THREADS": "8", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    assert server_options(given) == ServerOptions(3, 8, str(tmp_path))
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o500)
+    if os.geteuid() != 0:  # root may write anywhere
+        with pytest.raises(ConfigError, match="not writable"):
+            server_options({"PROMETHEUS_MULTIPROC_DIR": str(read_only)})
+
+
 def test_cli_openapi_check_detects_a_stale_document(tmp_path: Path) -> None:
     stale = tmp_path / "openapi.json"
     stale.write_text("{}\n")

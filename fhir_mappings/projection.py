@@ -120,7 +120,13 @@ def _publish_one(
     method = "POST" if existing is None else "PUT"
     document = Document(resource["resourceType"], resource["id"], serialise(resource), fingerprint)
     resource_store.save(session, plan_id, document, version, now, method, merged_extras)
-    resource_store.reindex(session, document.resource_type, document.id, index_entries(resource))
+    resource_store.reindex(
+        session,
+        document.resource_type,
+        document.id,
+        index_entries(resource),
+        fresh=existing is None,
+    )
 
 
 def index_entries(resource: dict[str, Any]) -> resource_store.IndexEntries:

@@ -58,6 +58,8 @@ def _current_phase(plan: CarePlan) -> str | None:
 
 
 def _check_homework(problems: Problems, edit: PlanEdit, values: Mapping[str, Any]) -> None:
+    if values["kind"] is None:
+        problems.add("kind", "is required")
     check_code(problems, "kind", values["kind"], HomeworkKind)
     check_code(problems, "status", values["status"], HomeworkStatus)
     check_text(problems, "description", values["description"], required=True)

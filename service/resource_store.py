@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, select
+from sqlalchemy import ColumnElement, and_, delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from service.models import (
@@ -195,30 +196,57 @@ class IndexEntries:
 EMPTY_INDEX = IndexEntries([], [], [])
 
 
-def reindex(session: Session, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
-    """Replace what a resource is found by with ``entries``.
+def reindex(
+    session: Session,
+    resource_type: str,
+    resource_id: str,
+    entries: IndexEntries,
+    *,
+    fresh: bool = False,
+) -> None:
+    """Make what a resource is found by ``entries``: only the rows that differ are written.
 
+    ``fresh`` says the resource has never been indexed, so there is nothing to compare.
     Its identifiers are claimed too: one claimed by another live resource of the type makes
-    the flush fail with an IntegrityError (the caller's conflict).
+    the write fail with an IntegrityError (the caller's conflict).
     """
-    for model in (SearchToken, SearchReference, SearchDate, ResourceIdentifier):
-        session.execute(
-            delete(model).where(
-                model.resource_type == resource_type, model.resource_id == resource_id
-            )
-        )
-    key = {"resource_type": resource_type, "resource_id": resource_id}
-    session.add_all(
-        [SearchToken(**key, param=p, system=s, code=c) for p, s, c in entries.tokens]
-        + [SearchReference(**key, param=p, target=t) for p, t in entries.references]
-        + [SearchDate(**key, param=p, low=lo, high=hi) for p, lo, hi in entries.dates]
-    )
-    session.flush()
     claimed = {(s or "", c) for p, s, c in entries.tokens if p == "identifier"}
-    session.add_all(
-        ResourceIdentifier(
-            resource_type=resource_type, system=system, value=value, resource_id=resource_id
-        )
-        for system, value in sorted(claimed)
-    )
-    session.flush()
+    wanted: list[tuple[Any, list[str], set[tuple[Any, ...]]]] = [
+        (SearchToken, ["param", "system", "code"], set(entries.tokens)),
+        (SearchReference, ["param", "target"], set(entries.references)),
+        (SearchDate, ["param", "low", "high"], set(entries.dates)),
+        (ResourceIdentifier, ["system", "value"], claimed),
+    ]
+    for model, columns, rows in wanted:
+        if not fresh:
+            rows = _drop_unwanted(session, model, columns, resource_type, resource_id, rows)
+        if rows:
+            key = {"resource_type": resource_type, "resource_id": resource_id}
+            session.execute(
+                insert(model),
+                [{**key, **dict(zip(columns, row, strict=True))} for row in sorted(rows, key=repr)],
+            )
+
+
+def _drop_unwanted(
+    session: Session,
+    model: Any,
+    columns: list[str],
+    resource_type: str,
+    resource_id: str,
+    rows: set[tuple[Any, ...]],
+) -> set[tuple[Any, ...]]:
+    """Delete a resource's index rows of ``model`` that are not in ``rows``; return the
+    rows still to insert."""
+    of_resource = and_(model.resource_type == resource_type, model.resource_id == resource_id)
+    # Index rows are deleted by their key: a NULL system never compares equal.
+    keys = [model.row] if hasattr(model, "row") else [model.system, model.value]
+    held: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for found in session.execute(
+        select(*keys, *(getattr(model, c) for c in columns)).where(of_resource)
+    ):
+        held[tuple(found[len(keys) :])] = tuple(found[: len(keys)])
+    gone = [key for row, key in held.items() if row not in rows]
+    if gone:
+        session.execute(delete(model).where(of_resource, tuple_(*keys).in_(gone)))
+    return rows - held.keys()

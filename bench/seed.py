@@ -3,10 +3,11 @@
 A few hundred *prototype* episodes are written through the service itself (plans from the
 IPT template, attended sessions with PHQ-9 scores, homework), so that their rows, their
 published FHIR versions and their search index are exactly what the service writes. The
-rest of the population is made of copies of them, inserted in bulk: every id, patient,
-identifier and timestamp is renewed in every copy, including inside the stored FHIR JSON,
-so each copy is an episode of its own that the service reads, searches and changes like
-any other.
+rest of the population is made of copies of them, inserted in bulk: every id, patient and
+identifier is renewed in every copy, including inside the stored FHIR JSON, and each copy's
+versions are filed an hour earlier than the next copy's, so that history has a spread.
+Each copy is an episode of its own that the service reads, searches and changes like any
+other.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ PROTOTYPES = 500
 
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}"
 _INSTANT = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
-_RENEWED = re.compile(rf"({_UUID})|bench-p(\d{{6}})|bench-e(\d{{7}})|({_INSTANT})")
+# Only the version's own instant moves: other times are the records' and stay as they are.
+_RENEWED = re.compile(rf'({_UUID})|bench-p(\d{{6}})|bench-e(\d{{7}})|"lastUpdated":"({_INSTANT})"')
 
 # Tables of a plan, with the integer keys the database assigns (left out of copies) and
 # how a row is tied to its plan.
@@ -248,7 +250,7 @@ class _Renewer:
         if episode is not None:
             return f"bench-e{int(episode) + self.episode_offset:07d}"
         parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-        return instant(parsed + self.shift)
+        return f'"lastUpdated":"{instant(parsed + self.shift)}"'
 
     def text(self, value: str) -> str:
         return _RENEWED.sub(self._swap, value)
@@ -257,14 +259,14 @@ class _Renewer:
         if isinstance(value, str):
             # Codes and names are shorter than anything renewed (13 characters at least).
             return self.text(value) if len(value) >= 13 else value
-        if isinstance(value, datetime):
-            return value + self.shift
         if isinstance(value, dict | list):
             return json.loads(self.text(json.dumps(value)))
         return value
 
     def row(self, row: dict[str, Any]) -> dict[str, Any]:
         renewed = {k: self.value(v) for k, v in row.items()}
+        if "last_updated" in renewed:
+            renewed["last_updated"] += self.shift
         if "digest" in renewed:
             renewed["digest"] = digest(json.loads(renewed["content"]))
         return renewed

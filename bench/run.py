@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from api.server import default_workers
 from bench.processes import BIN, ROOT, MemoryWatch, Server
 from bench.seed import PROTOTYPES, seed
 from bench.workload import fetch_token, register_client, workload, write_lua
 from service.db import Database, normalise_url
-from service.models import ResourceVersion
+from service.models import CarePlan, ResourceVersion
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -91,21 +91,43 @@ def _postgres_url(base: str, name: str) -> str:
     return normalise_url(base).set(database=name).render_as_string(hide_password=False)
 
 
-def _prepare_database(kind: str, episodes: int, patients: int, work: Path, pg: str) -> str:
-    """A fresh database of ``kind``, migrated and seeded; its URL."""
+def _seeded(url: str, episodes: int) -> bool:
+    """Whether a database left by an earlier run holds a current schema and the population."""
+    database = Database(url)
+    try:
+        if not database.schema_is_current():
+            return False
+        with database.reading() as session:
+            return session.scalar(select(func.count()).select_from(CarePlan)) == episodes
+    except Exception:  # a missing or unreadable database: seed a new one
+        return False
+    finally:
+        database.dispose()
+
+
+def _prepare_database(
+    kind: str, episodes: int, patients: int, work: Path, pg: str, reuse: bool = False
+) -> str:
+    """A migrated and seeded database of ``kind`` (a fresh one unless ``reuse``); its URL."""
     if kind == "sqlite":
         path = work / f"bench-{episodes}.db"
+        url = f"sqlite:///{path}"
+        if reuse and path.exists() and _seeded(url, episodes):
+            _say(f"  reusing {path}")
+            return url
         for leftover in work.glob(f"bench-{episodes}.db*"):
             leftover.unlink()
-        url = f"sqlite:///{path}"
     else:
         name = f"ipt_bench_{episodes}"
+        url = _postgres_url(pg, name)
+        if reuse and _seeded(url, episodes):
+            _say(f"  reusing database {name}")
+            return url
         admin = Database(pg)
         with admin.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             c.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
-        url = _postgres_url(pg, name)
     database = Database(url)
     database.upgrade()
     population = seed(
@@ -314,7 +336,9 @@ def _since_for(database: Database, changes: int) -> str:
 def run_database(kind: str, options: argparse.Namespace, work: Path) -> DatabaseRun:
     _say(f"== {kind}: {options.episodes} episodes, {options.patients} patients")
     started = time.perf_counter()
-    url = _prepare_database(kind, options.episodes, options.patients, work, options.pg)
+    url = _prepare_database(
+        kind, options.episodes, options.patients, work, options.pg, options.reuse
+    )
     seed_seconds = time.perf_counter() - started
     workers = options.workers or default_workers()
     database = Database(url)
@@ -390,7 +414,7 @@ def run_growth(kind: str, options: argparse.Namespace, work: Path) -> dict[str, 
     for size in options.growth:
         patients = max(1, size * options.patients // options.episodes)
         _say(f"== growth on {kind}: {size} episodes, {patients} patients")
-        url = _prepare_database(kind, size, patients, work, options.pg)
+        url = _prepare_database(kind, size, patients, work, options.pg, options.reuse)
         database = Database(url)
         env = {**os.environ, "IPT_DATABASE_URL": url, "IPT_AUTO_MIGRATE": "false"}
         client_id, secret = register_client(env)
@@ -425,7 +449,9 @@ def run_growth(kind: str, options: argparse.Namespace, work: Path) -> dict[str, 
 def run_soak(kind: str, options: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The CRUD mix for a long time: does the servers' memory grow after warm-up?"""
     _say(f"== soak on {kind}: crud-mix for {options.soak} s")
-    url = _prepare_database(kind, options.episodes, options.patients, work, options.pg)
+    url = _prepare_database(
+        kind, options.episodes, options.patients, work, options.pg, options.reuse
+    )
     database = Database(url)
     env = {**os.environ, "IPT_DATABASE_URL": url, "IPT_AUTO_MIGRATE": "false"}
     client_id, secret = register_client(env)
@@ -565,6 +591,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--growth", type=_sizes, default=[], help="e.g. 1000,10000,100000")
     parser.add_argument("--soak", type=float, default=0, help="seconds of crud-mix")
     parser.add_argument("--quick", action="store_true", help="small and short: a smoke check")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep a database an earlier run seeded with as many episodes (growth runs)",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
     options = parser.parse_args(argv)

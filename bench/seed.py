@@ -17,12 +17,12 @@ import random
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, text
+from sqlalchemy import JSON, Connection, Dialect, Table, func, select, text
 
 from fhir_mappings.projection import digest, instant, publish
 from service import homework, plans, sessions
@@ -291,13 +291,49 @@ def _insert_copy(
                 for plan_id in chosen
                 for row in rows.by_plan.get(plan_id, {}).get(table.name, [])
             ]
-            for chunk in _chunks(batch, 5000):
-                connection.execute(table.insert(), chunk)
+            if batch:
+                _bulk_insert(connection, table, batch)
 
 
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _processor(table: Table, name: str, dialect: Dialect) -> Callable[[Any], Any] | None:
+    kind = table.c[name].type
+    if dialect.name == "postgresql" and isinstance(kind, JSON):
+        # COPY takes JSON as text (the driver would send a list as an array); None is JSON
+        # null, as the column stores it.
+        return json.dumps
+    return kind.bind_processor(dialect)
+
+
+def _bulk_insert(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows through the driver: COPY on PostgreSQL, executemany on SQLite.
+
+    Values pass through the columns' own bind processors, so they are stored exactly as
+    the service stores them.
+    """
+    columns = list(rows[0])
+    dialect = connection.dialect
+    processors = [_processor(table, name, dialect) for name in columns]
+    values = [
+        tuple(
+            process(row[name]) if process is not None else row[name]
+            for name, process in zip(columns, processors, strict=True)
+        )
+        for row in rows
+    ]
+    names = ", ".join(columns)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    cursor = driver.cursor()
+    try:
+        if dialect.name == "postgresql":
+            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+                for row_values in values:
+                    copy.write_row(row_values)
+        else:
+            marks = ", ".join("?" for _ in columns)
+            cursor.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", values)
+    finally:
+        cursor.close()
 
 
 def _analyse(database: Database) -> None:

@@ -31,6 +31,7 @@ from api.fhir import resources as fhir_resources
 from api.fhir import search as fhir_search  # noqa: F401  (registers the search routes)
 from api.fhir import writes as fhir_writes  # noqa: F401  (registers the write routes)
 from api.fhir.http import negotiate
+from api.http import release_read_connection
 from api.problems import ProblemApi, problem
 from fhir_mappings.projection import publish
 from service.db import Database
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         db.upgrade()
     app.extensions["ipt_database"] = db
     app.extensions["ipt_settings"] = settings
+    app.teardown_appcontext(release_read_connection)
 
     api = ProblemApi(app)
     app.extensions["ipt_api"] = api

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from flask import Response, current_app, g, request
 from flask_smorest import Blueprint
+from sqlalchemy import Connection
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import BadRequest
 
@@ -18,11 +19,32 @@ from service.db import Database
 _ETAG = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
 _ACTOR = re.compile(r"^[\w.@:/+\- ]{1,255}$")
 ANONYMOUS = "anonymous"
+_READ_CONNECTION = "ipt_read_connection"
 
 
 def database() -> Database:
     db: Database = current_app.extensions["ipt_database"]
     return db
+
+
+def read_connection() -> Connection:
+    """The connection the current request's single-statement reads share.
+
+    Checking the token's client and reading the resource then take one connection from
+    the pool, not two. It is opened on first use and closed when the request ends
+    (:func:`release_read_connection`).
+    """
+    connection: Connection | None = g.get(_READ_CONNECTION)
+    if connection is None:
+        connection = database().single_statement_connection()
+        setattr(g, _READ_CONNECTION, connection)
+    return connection
+
+
+def release_read_connection(_error: BaseException | None = None) -> None:
+    connection: Connection | None = g.pop(_READ_CONNECTION, None)
+    if connection is not None:
+        connection.close()
 
 
 def etag(version: int) -> str:

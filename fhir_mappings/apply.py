@@ -20,7 +20,7 @@ from fhir_mappings.parse_common import MappingError
 from fhir_mappings.render import HOMEWORK_ACTIVITY_PREFIX, SESSION_ACTIVITY_PREFIX
 from service import goals, homework, phase_changes, plans, resource_store, sessions
 from service.db import Database
-from service.editing import PlanEdit, load_plan
+from service.editing import PlanEdit, load_plan, require_plan
 from service.errors import Gone, NotFound, RuleViolation, VersionMismatch
 from service.models import CarePlan, StoredResource, new_id
 
@@ -166,13 +166,13 @@ def _create(database: Database, resource: dict[str, Any], actor: str, resource_i
 def _check_goal_plan(database: Database, plan_id: str, data: Mapping[str, Any]) -> None:
     with database.reading() as session:
         try:
-            plan = load_plan(session, plan_id)
+            patient = require_plan(session, plan_id)
         except (NotFound, Gone) as error:
             raise MappingError(
                 [(f"Goal.extension('{t.EXT_GOAL_EPISODE}')", error.message)]
             ) from error
-    if data.get("patient") not in (None, plan.patient):
-        raise MappingError([("Goal.subject", f"the goal's plan is for {plan.patient}")])
+    if data.get("patient") not in (None, patient):
+        raise MappingError([("Goal.subject", f"the goal's plan is for {patient}")])
 
 
 def update(

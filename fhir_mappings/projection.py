@@ -119,6 +119,8 @@ def _publish_one(
     }
     method = "POST" if existing is None else "PUT"
     document = Document(resource["resourceType"], resource["id"], serialise(resource), fingerprint)
+    # Read before save() replaces the stored content with the new one.
+    previous = _indexed_by(existing)
     resource_store.save(session, plan_id, document, version, now, method, merged_extras)
     resource_store.reindex(
         session,
@@ -126,7 +128,16 @@ def _publish_one(
         document.id,
         index_entries(resource),
         fresh=existing is None,
+        previous=previous,
     )
+
+
+def _indexed_by(existing: StoredResource | None) -> resource_store.IndexEntries | None:
+    """The entries a live stored resource's index rows were written from: those of its
+    content, which every write stores together with them."""
+    if existing is None or existing.deleted:
+        return None
+    return index_entries(json.loads(existing.content))
 
 
 def index_entries(resource: dict[str, Any]) -> resource_store.IndexEntries:

@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import jwt
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
-from service.db import Database
+from service.db import Database, fetch_first
 from service.errors import Conflict, NotFound, RuleViolation
 from service.models import ApiClient, UsedAssertion, new_id, utcnow
 
@@ -183,6 +183,20 @@ def find_by_id(database: Database, client_id: str) -> ApiClient | None:
         return None
     with database.reading() as session:
         return session.get(ApiClient, client_id)
+
+
+_ACTIVE = select(ApiClient.__table__.c.id).where(
+    ApiClient.__table__.c.id == bindparam("client_id"),
+    ApiClient.__table__.c.revoked_at.is_(None),
+)
+
+
+def is_active(connection: Connection, client_id: str) -> bool:
+    """Whether a client exists and is not revoked: asked on every authenticated request,
+    so it reads one column with a prepared statement and builds no ORM object."""
+    if not client_id or len(client_id) > 64:
+        return False
+    return fetch_first(connection, _ACTIVE, {"client_id": client_id}) is not None
 
 
 def find_by_name(database: Database, name: str) -> ApiClient | None:

@@ -7,7 +7,8 @@ SQLite), so a version check and the write it guards happen atomically.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -18,13 +19,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy import Connection, Engine, Select, create_engine, event, text
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///./ipt-careplans.db"
 _WRITE_OPTION = "ipt_write"
+_SINGLE_OPTION = "ipt_single_statement"
 
 
 def normalise_url(url: str) -> URL:
@@ -51,8 +54,89 @@ def _configure_sqlite(engine: Engine) -> None:
     def on_begin(connection: Any) -> None:
         # A writer takes the write lock up front so that two writers queue on the busy
         # timeout instead of failing when one upgrades a read lock.
-        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        options = connection.get_execution_options()
+        if options.get(_SINGLE_OPTION, False):
+            return  # one statement alone: SQLite makes it its own transaction
+        immediate = options.get(_WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+_Convert = Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A SELECT compiled for one dialect: its SQL, parameters and result conversions."""
+
+    sql: str
+    # Parameter names in the order a positional driver (SQLite's ?) takes them; None when
+    # the driver takes them by name (psycopg's %(name)s).
+    positions: tuple[str, ...] | None
+    binds: Mapping[str, _Convert]
+    results: tuple[_Convert, ...]
+
+    def arguments(self, params: Mapping[str, Any]) -> Any:
+        values = {
+            name: convert(params[name]) if convert else params[name]
+            for name, convert in self.binds.items()
+        }
+        return tuple(values[name] for name in self.positions) if self.positions else values
+
+    def row(self, found: Any) -> tuple[Any, ...]:
+        return tuple(
+            convert(value) if convert else value
+            for value, convert in zip(found, self.results, strict=True)
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _prepare(statement: Select[Any], dialect: Dialect) -> _Prepared:
+    compiled = statement.compile(dialect=dialect)
+    binds: dict[str, _Convert] = {
+        name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+        for name, bind in compiled.binds.items()
+    }
+    results = tuple(
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in statement.selected_columns
+    )
+    positions = tuple(compiled.positiontup or ()) if dialect.positional else None
+    return _Prepared(str(compiled), positions, binds, results)
+
+
+def fetch_first(
+    connection: Connection, statement: Select[Any], params: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """The first row of a one-row SELECT (bound by name), run on the driver's cursor.
+
+    For the reads every request makes (the token's client, the resource read) SQLAlchemy's
+    work per execution costs several times the query itself; here the statement is
+    compiled once and its values are converted by the columns' types as SQLAlchemy does.
+    Statement events do not see it. A driver error is raised as SQLAlchemy's, and a
+    connection found lost is invalidated.
+    """
+    prepared = _prepare(statement, connection.dialect)
+    arguments = prepared.arguments(params)
+    driver = connection.connection.dbapi_connection
+    try:
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(prepared.sql, arguments)
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+    except connection.dialect.loaded_dbapi.Error as error:
+        if connection.dialect.is_disconnect(error, driver, None):
+            connection.invalidate(error)
+        raise DBAPIError.instance(
+            prepared.sql,
+            arguments,
+            error,
+            connection.dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            dialect=connection.dialect,
+        ) from error
+    return prepared.row(found) if found is not None else None
 
 
 @dataclass
@@ -85,6 +169,9 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
         )
+        # SQLite's connections already run without implicit transactions (see above).
+        single = {_SINGLE_OPTION: True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"}
+        self._single = self.engine.execution_options(**single)
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,6 +193,15 @@ class Database:
             return
         with self._reader() as session:
             yield session
+
+    def single_statement_connection(self) -> Connection:
+        """An open connection whose statements each stand alone, outside any transaction;
+        the caller closes it.
+
+        A single SELECT is consistent on its own, so no BEGIN/ROLLBACK round trips are
+        spent on it: for the reads every request makes (the token's client, a resource).
+        """
+        return self._single.connect()
 
     @contextmanager
     def writing(self) -> Iterator[Session]:

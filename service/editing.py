@@ -36,12 +36,26 @@ def plan_query() -> Any:
     )
 
 
+_LOCKED_PLANS = "ipt_locked_plans"
+
+
 def load_plan(session: Session, plan_id: str, *, lock: bool = False) -> CarePlan:
-    """The plan with this id; NotFound if it never existed, Gone if it was deleted."""
-    query = plan_query().where(CarePlan.id == plan_id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    plan = session.scalars(query).first()
+    """The plan with this id; NotFound if it never existed, Gone if it was deleted.
+
+    A plan this session's transaction has already locked is taken as it is in the session:
+    nobody else can have changed it since, and reading it again (with its identifiers,
+    contracts and phases) would only repeat four statements.
+    """
+    if plan_id in session.info.get(_LOCKED_PLANS, ()):
+        session.flush()
+        plan = session.get(CarePlan, plan_id)
+    else:
+        query = plan_query().where(CarePlan.id == plan_id)
+        if lock:
+            query = query.with_for_update().execution_options(populate_existing=True)
+        plan = session.scalars(query).first()
+        if lock and plan is not None:
+            session.info.setdefault(_LOCKED_PLANS, set()).add(plan_id)
     if plan is None:
         raise NotFound(f"care plan {plan_id!r} does not exist")
     if plan.is_deleted:
@@ -49,11 +63,29 @@ def load_plan(session: Session, plan_id: str, *, lock: bool = False) -> CarePlan
     return plan
 
 
-def load_child(session: Session, model: type[T], plan: CarePlan, child_id: str, label: str) -> T:
+def require_plan(session: Session, plan_id: str) -> str:
+    """The plan's patient; NotFound if the plan never existed, Gone if it was deleted.
+
+    For reads that need the plan to exist but not the plan itself: one column is read,
+    none when the transaction has the plan already.
+    """
+    if plan_id in session.info.get(_LOCKED_PLANS, ()):
+        return load_plan(session, plan_id).patient
+    found = session.execute(
+        select(CarePlan.patient, CarePlan.deleted_at).where(CarePlan.id == plan_id)
+    ).first()
+    if found is None:
+        raise NotFound(f"care plan {plan_id!r} does not exist")
+    if found.deleted_at is not None:
+        raise Gone(f"care plan {plan_id!r} was deleted")
+    return str(found.patient)
+
+
+def load_child(session: Session, model: type[T], plan_id: str, child_id: str, label: str) -> T:
     """A goal or homework of this plan; NotFound or Gone otherwise."""
     child = session.get(model, child_id)
-    if child is None or getattr(child, "plan_id", None) != plan.id:
-        raise NotFound(f"{label} {child_id!r} does not exist in care plan {plan.id!r}")
+    if child is None or getattr(child, "plan_id", None) != plan_id:
+        raise NotFound(f"{label} {child_id!r} does not exist in care plan {plan_id!r}")
     if child.is_deleted:
         raise Gone(f"{label} {child_id!r} was deleted")
     return child

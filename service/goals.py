@@ -20,7 +20,14 @@ from service.codes import (
     PlanStatus,
 )
 from service.db import Database
-from service.editing import PlanEdit, assign, check_version, edit_plan, load_child, load_plan
+from service.editing import (
+    PlanEdit,
+    assign,
+    check_version,
+    edit_plan,
+    load_child,
+    require_plan,
+)
 from service.errors import Conflict, RuleViolation
 from service.models import CarePlan, Goal, Homework, new_id
 from service.rules import Problems, check_code, check_date_order, check_notes, check_text
@@ -50,7 +57,7 @@ _PLAIN_FIELDS = (
 
 def list_goals(database: Database, plan_id: str) -> list[Goal]:
     with database.reading() as session:
-        load_plan(session, plan_id)
+        require_plan(session, plan_id)
         return list(
             session.scalars(
                 select(Goal)
@@ -62,8 +69,8 @@ def list_goals(database: Database, plan_id: str) -> list[Goal]:
 
 def get_goal(database: Database, plan_id: str, goal_id: str) -> Goal:
     with database.reading() as session:
-        plan = load_plan(session, plan_id)
-        return load_child(session, Goal, plan, goal_id, "goal")
+        require_plan(session, plan_id)
+        return load_child(session, Goal, plan_id, goal_id, "goal")
 
 
 def _target_columns(target: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -172,7 +179,7 @@ def update_goal(
     expected_version: int | None = None,
 ) -> Goal:
     with edit_plan(database, plan_id, actor) as edit:
-        goal = load_child(edit.session, Goal, edit.plan, goal_id, "goal")
+        goal = load_child(edit.session, Goal, edit.plan.id, goal_id, "goal")
         check_version(goal, expected_version, "goal")
         _apply_goal_changes(edit, goal, data)
     return get_goal(database, plan_id, goal_id)
@@ -206,7 +213,7 @@ def delete_goal(
     """Mark a goal deleted; refused while live homework still serves it."""
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its goals")
-        goal = load_child(edit.session, Goal, edit.plan, goal_id, "goal")
+        goal = load_child(edit.session, Goal, edit.plan.id, goal_id, "goal")
         check_version(goal, expected_version, "goal")
         serving = edit.session.scalar(
             select(Homework.id).where(Homework.goal_id == goal.id, Homework.deleted_at.is_(None))

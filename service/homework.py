@@ -15,7 +15,14 @@ from service.codes import (
     PhaseStatus,
 )
 from service.db import Database
-from service.editing import PlanEdit, assign, check_version, edit_plan, load_child, load_plan
+from service.editing import (
+    PlanEdit,
+    assign,
+    check_version,
+    edit_plan,
+    load_child,
+    require_plan,
+)
 from service.errors import RuleViolation
 from service.models import CarePlan, Goal, Homework
 from service.rules import Problems, check_code, check_date_order, check_text
@@ -36,7 +43,7 @@ _FINISHED_EDITABLE = frozenset({"patient_report"})
 
 def list_homework(database: Database, plan_id: str) -> list[Homework]:
     with database.reading() as session:
-        load_plan(session, plan_id)
+        require_plan(session, plan_id)
         return list(
             session.scalars(
                 select(Homework)
@@ -48,8 +55,8 @@ def list_homework(database: Database, plan_id: str) -> list[Homework]:
 
 def get_homework(database: Database, plan_id: str, homework_id: str) -> Homework:
     with database.reading() as session:
-        plan = load_plan(session, plan_id)
-        return load_child(session, Homework, plan, homework_id, "homework")
+        require_plan(session, plan_id)
+        return load_child(session, Homework, plan_id, homework_id, "homework")
 
 
 def _current_phase(plan: CarePlan) -> str | None:
@@ -110,7 +117,7 @@ def update_homework(
 ) -> Homework:
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its homework")
-        homework = load_child(edit.session, Homework, edit.plan, homework_id, "homework")
+        homework = load_child(edit.session, Homework, edit.plan.id, homework_id, "homework")
         check_version(homework, expected_version, "homework")
         changes = {name: data[name] for name in _FIELDS if name in data}
         _check_status_change(homework, changes)
@@ -149,6 +156,6 @@ def delete_homework(
 ) -> None:
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its homework")
-        homework = load_child(edit.session, Homework, edit.plan, homework_id, "homework")
+        homework = load_child(edit.session, Homework, edit.plan.id, homework_id, "homework")
         check_version(homework, expected_version, "homework")
         edit.deleted("homework", homework)

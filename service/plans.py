@@ -25,7 +25,15 @@ from service.codes import (
     Variant,
 )
 from service.db import Database
-from service.editing import PlanEdit, assign, check_version, edit_plan, load_plan, plan_query
+from service.editing import (
+    PlanEdit,
+    assign,
+    check_version,
+    edit_plan,
+    load_plan,
+    plan_query,
+    require_plan,
+)
 from service.errors import RuleViolation
 from service.models import (
     CarePlan,
@@ -112,7 +120,7 @@ def list_plans(
 
 def list_changes(database: Database, plan_id: str) -> list[PlanChange]:
     with database.reading() as session:
-        load_plan(session, plan_id)
+        require_plan(session, plan_id)
         return list(
             session.scalars(
                 select(PlanChange).where(PlanChange.plan_id == plan_id).order_by(PlanChange.id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
 from sqlalchemy.orm import Session
 
 from service.models import CarePlan, SearchDate, SearchReference, SearchToken, StoredResource
@@ -86,9 +86,22 @@ class SearchQuery:
 
 
 @dataclass(frozen=True)
+class Found:
+    """A matching resource as a search serves it: its stored content, nothing else loaded."""
+
+    resource_type: str
+    id: str
+    content: str
+
+
+@dataclass(frozen=True)
 class Row:
-    resource: StoredResource
+    resource: Found
     sort_value: Any
+
+
+# What a search reads of a stored resource: no version data, digest or extras.
+_FOUND = (StoredResource.resource_type, StoredResource.id, StoredResource.content)
 
 
 _INDEX_MODELS: dict[str, Any] = {
@@ -98,9 +111,31 @@ _INDEX_MODELS: dict[str, Any] = {
 }
 
 
-def _ids(model: Any, resource_type: str, param: str, condition: ColumnElement[bool]) -> Select[Any]:
-    return select(model.resource_id).where(
-        model.resource_type == resource_type, model.param == param, condition
+def _indexed(
+    model: Any, resource_type: str, param: str, condition: ColumnElement[bool], drives: bool
+) -> ColumnElement[bool]:
+    """Resources with an index row of ``param`` meeting ``condition``.
+
+    The clause that ``drives`` the search lists its resources from the index's lookup
+    columns (``id IN (...)``); every other clause is checked per candidate through the
+    index on (type, resource id) (``EXISTS``). Two ``IN`` lists would make SQLite build
+    the full list of each, e.g. every active CarePlan, to intersect them.
+    """
+    if drives:
+        return StoredResource.id.in_(
+            select(model.resource_id).where(
+                model.resource_type == resource_type, model.param == param, condition
+            )
+        )
+    return (
+        select(model.resource_id)
+        .where(
+            model.resource_type == resource_type,
+            model.resource_id == StoredResource.id,
+            model.param == param,
+            condition,
+        )
+        .exists()
     )
 
 
@@ -140,31 +175,25 @@ def _date_option(
     return and_(low_col <= high + margin, high_col >= low - margin)
 
 
-def _condition(resource_type: str, clause: Clause) -> ColumnElement[bool]:
+def _condition(resource_type: str, clause: Clause, drives: bool) -> ColumnElement[bool]:
     if isinstance(clause, IdClause):
         return StoredResource.id.in_(clause.ids)
     if isinstance(clause, PatientClause):
-        return StoredResource.plan_id.in_(
-            select(CarePlan.id).where(CarePlan.patient == clause.patient)
-        )
+        plans = select(CarePlan.id).where(CarePlan.patient == clause.patient)
+        if drives:
+            return StoredResource.plan_id.in_(plans)
+        return plans.where(CarePlan.id == StoredResource.plan_id).exists()
     if isinstance(clause, MissingClause):
-        indexed = StoredResource.id.in_(
-            _ids(_INDEX_MODELS[clause.kind], resource_type, clause.param, true())
-        )
+        model = _INDEX_MODELS[clause.kind]
+        indexed = _indexed(model, resource_type, clause.param, true(), drives=False)
         return not_(indexed) if clause.missing else indexed
     if isinstance(clause, TokenClause):
         matching = or_(false(), *(_token_option(s, c) for s, c in clause.options))
-        found = StoredResource.id.in_(_ids(SearchToken, resource_type, clause.param, matching))
+        found = _indexed(SearchToken, resource_type, clause.param, matching, drives)
         return not_(found) if clause.negate else found
     if isinstance(clause, ReferenceClause):
-        found = StoredResource.id.in_(
-            _ids(
-                SearchReference,
-                resource_type,
-                clause.param,
-                SearchReference.target.in_(clause.targets),
-            )
-        )
+        targets = SearchReference.target.in_(clause.targets)
+        found = _indexed(SearchReference, resource_type, clause.param, targets, drives)
         return not_(found) if clause.negate else found
     if clause.param is None:
         column = StoredResource.last_updated
@@ -175,7 +204,33 @@ def _condition(resource_type: str, clause: Clause) -> ColumnElement[bool]:
         false(),
         *(_date_option(SearchDate.low, SearchDate.high, p, lo, hi) for p, lo, hi in clause.options),
     )
-    return StoredResource.id.in_(_ids(SearchDate, resource_type, clause.param, matching))
+    return _indexed(SearchDate, resource_type, clause.param, matching, drives)
+
+
+def _selectivity(clause: Clause) -> int | None:
+    """How few resources a clause is expected to match (lower is fewer); None when it
+    cannot list its resources (negations, :missing, _lastUpdated)."""
+    if isinstance(clause, IdClause):
+        return 0
+    if isinstance(clause, PatientClause):
+        return 1
+    if isinstance(clause, TokenClause | ReferenceClause) and clause.negate:
+        return None
+    if isinstance(clause, TokenClause):
+        return 1 if clause.param == "identifier" else 4
+    if isinstance(clause, ReferenceClause):
+        return 2
+    if isinstance(clause, DateClause) and clause.param is not None:
+        return 3
+    return None
+
+
+def _driver(clauses: list[Clause]) -> int | None:
+    """The position of the clause the search starts from, if any: the most selective one."""
+    ranked = [(rank, i) for i, c in enumerate(clauses) if (rank := _selectivity(c)) is not None]
+    if not ranked or any(isinstance(c, IdClause) for c in clauses):
+        return None  # with _id the primary key starts the search
+    return min(ranked)[1]
 
 
 def _sort_column(query: SearchQuery) -> Any:
@@ -196,10 +251,14 @@ def _sort_column(query: SearchQuery) -> Any:
 
 
 def _filtered(query: SearchQuery) -> list[ColumnElement[bool]]:
+    driver = _driver(query.clauses)
     return [
         StoredResource.resource_type == query.resource_type,
         StoredResource.deleted.is_(False),
-        *(_condition(query.resource_type, clause) for clause in query.clauses),
+        *(
+            _condition(query.resource_type, clause, drives=i == driver)
+            for i, clause in enumerate(query.clauses)
+        ),
     ]
 
 
@@ -227,26 +286,30 @@ def search(session: Session, query: SearchQuery) -> list[Row]:
         else:
             conditions.append(or_(sort > value, and_(sort == value, StoredResource.id > last_id)))
     order = [sort.desc(), StoredResource.id.desc()] if descending else [sort, StoredResource.id]
-    statement = select(StoredResource, sort).where(*conditions).order_by(*order).limit(query.limit)
-    rows = [Row(resource, value) for resource, value in session.execute(statement).all()]
+    statement = select(*_FOUND, sort).where(*conditions).order_by(*order).limit(query.limit)
+    rows = [
+        Row(Found(resource_type, resource_id, content), value)
+        for resource_type, resource_id, content, value in session.execute(statement)
+    ]
     return list(reversed(rows)) if backwards else rows
 
 
 def referenced(session: Session, resource_type: str, ids: Sequence[str], param: str) -> list[str]:
-    """The targets ("Type/id") the given resources point to through ``param``."""
+    """The targets ("Type/id") the given resources point to through ``param``, in order.
+
+    Duplicates are dropped here rather than by DISTINCT, which would lead SQLite to read
+    every reference of ``param`` in target order instead of those of the resources.
+    """
     if not ids:
         return []
-    return list(
-        session.scalars(
-            select(SearchReference.target)
-            .where(
-                SearchReference.resource_type == resource_type,
-                SearchReference.param == param,
-                SearchReference.resource_id.in_(ids),
-            )
-            .distinct()
+    targets = session.scalars(
+        select(SearchReference.target).where(
+            SearchReference.resource_type == resource_type,
+            SearchReference.param == param,
+            SearchReference.resource_id.in_(ids),
         )
     )
+    return sorted(set(targets))
 
 
 def referring(
@@ -268,16 +331,19 @@ def referring(
     )
 
 
-def load(session: Session, keys: Sequence[tuple[str, str]]) -> list[StoredResource]:
+def load(session: Session, keys: Sequence[tuple[str, str]]) -> list[Found]:
     """The live stored resources with these (type, id) keys."""
-    found: list[StoredResource] = []
+    found: list[Found] = []
     for resource_type in {t for t, _ in keys}:
         ids = [i for t, i in keys if t == resource_type]
-        found += session.scalars(
-            select(StoredResource).where(
-                StoredResource.resource_type == resource_type,
-                StoredResource.id.in_(ids),
-                StoredResource.deleted.is_(False),
+        found += (
+            Found(*row)
+            for row in session.execute(
+                select(*_FOUND).where(
+                    StoredResource.resource_type == resource_type,
+                    StoredResource.id.in_(ids),
+                    StoredResource.deleted.is_(False),
+                )
             )
-        ).all()
+        )
     return found

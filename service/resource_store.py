@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, insert, select, tuple_
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, delete, insert, select, tuple_
 from sqlalchemy.orm import Session
 
+from service.db import fetch_first
 from service.models import (
     CarePlan,
     ResourceIdentifier,
@@ -37,6 +38,29 @@ class Document:
 
 def current(session: Session, resource_type: str, resource_id: str) -> StoredResource | None:
     return session.get(StoredResource, (resource_type, resource_id))
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a read answers with: the current version's metadata and its stored content."""
+
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: str
+
+
+_stored = StoredResource.__table__.c
+_SERVED = select(_stored.version_id, _stored.last_updated, _stored.deleted, _stored.content).where(
+    _stored.resource_type == bindparam("resource_type"), _stored.id == bindparam("id")
+)
+
+
+def served(connection: Connection, resource_type: str, resource_id: str) -> Served | None:
+    """The current version as a read serves it: one prepared statement, no ORM object
+    (reads are the most frequent request). Outside a transaction, as a single statement."""
+    row = fetch_first(connection, _SERVED, {"resource_type": resource_type, "id": resource_id})
+    return Served(*row) if row is not None else None
 
 
 def of_plan(session: Session, plan_id: str) -> list[StoredResource]:
@@ -144,11 +168,19 @@ def history(session: Session, query: HistoryQuery) -> Sequence[ResourceVersion]:
         conditions.append(ResourceVersion.resource_type.in_(query.resource_types))
     if query.patient is not None:
         conditions.append(_of_patient(query.patient))
-    statement = select(ResourceVersion).where(*conditions)
+    page = select(ResourceVersion.sequence).where(*conditions)
     if query.at is not None:
-        statement = statement.where(_current_at(query.at))
-    statement = statement.order_by(ResourceVersion.sequence.desc()).limit(query.limit)
-    return session.scalars(statement).all()
+        page = page.where(_current_at(query.at))
+    # The page is chosen on the indexes alone, then only its versions are read: sorting
+    # whole versions (with their content) by sequence would read every version since
+    # ``_since`` for each page.
+    sequences = list(
+        session.scalars(page.order_by(ResourceVersion.sequence.desc()).limit(query.limit))
+    )
+    if not sequences:
+        return []
+    versions = select(ResourceVersion).where(ResourceVersion.sequence.in_(sequences))
+    return session.scalars(versions.order_by(ResourceVersion.sequence.desc())).all()
 
 
 def _of_patient(patient: str) -> ColumnElement[bool]:
@@ -196,6 +228,20 @@ class IndexEntries:
 EMPTY_INDEX = IndexEntries([], [], [])
 
 
+def _claimed(entries: IndexEntries) -> set[tuple[Any, ...]]:
+    return {(s or "", c) for p, s, c in entries.tokens if p == "identifier"}
+
+
+def _wanted(entries: IndexEntries) -> list[tuple[Any, list[str], set[tuple[Any, ...]]]]:
+    """Per index table: the model, its value columns and the rows ``entries`` make."""
+    return [
+        (SearchToken, ["param", "system", "code"], set(entries.tokens)),
+        (SearchReference, ["param", "target"], set(entries.references)),
+        (SearchDate, ["param", "low", "high"], set(entries.dates)),
+        (ResourceIdentifier, ["system", "value"], _claimed(entries)),
+    ]
+
+
 def reindex(
     session: Session,
     resource_type: str,
@@ -203,21 +249,20 @@ def reindex(
     entries: IndexEntries,
     *,
     fresh: bool = False,
+    previous: IndexEntries | None = None,
 ) -> None:
     """Make what a resource is found by ``entries``: only the rows that differ are written.
 
     ``fresh`` says the resource has never been indexed, so there is nothing to compare.
+    ``previous`` are the entries of its current (live) version, which its index rows were
+    written from: a table whose rows would stay the same is not read at all.
     Its identifiers are claimed too: one claimed by another live resource of the type makes
     the write fail with an IntegrityError (the caller's conflict).
     """
-    claimed = {(s or "", c) for p, s, c in entries.tokens if p == "identifier"}
-    wanted: list[tuple[Any, list[str], set[tuple[Any, ...]]]] = [
-        (SearchToken, ["param", "system", "code"], set(entries.tokens)),
-        (SearchReference, ["param", "target"], set(entries.references)),
-        (SearchDate, ["param", "low", "high"], set(entries.dates)),
-        (ResourceIdentifier, ["system", "value"], claimed),
-    ]
-    for model, columns, rows in wanted:
+    before = [rows for _, _, rows in _wanted(previous)] if previous is not None else None
+    for position, (model, columns, rows) in enumerate(_wanted(entries)):
+        if before is not None and before[position] == rows:
+            continue
         if not fresh:
             rows = _drop_unwanted(session, model, columns, resource_type, resource_id, rows)
         if rows:

@@ -20,9 +20,9 @@ from service.codes import (
     Technique,
 )
 from service.db import Database
-from service.editing import PlanEdit, assign, check_version, edit_plan, load_plan
+from service.editing import PlanEdit, assign, check_version, edit_plan, require_plan
 from service.errors import Conflict, Gone, NotFound, RuleViolation
-from service.models import CarePlan, TherapySession
+from service.models import TherapySession
 from service.phase_changes import log_phase_changes, snapshot
 from service.rules import MAX_SHORT_TEXT, Problems, check_code, check_distinct, check_text
 
@@ -33,7 +33,7 @@ _FUTURE_TOLERANCE = timedelta(days=1)
 
 def list_sessions(database: Database, plan_id: str) -> list[TherapySession]:
     with database.reading() as session:
-        load_plan(session, plan_id)
+        require_plan(session, plan_id)
         return list(
             session.scalars(
                 select(TherapySession)
@@ -43,24 +43,24 @@ def list_sessions(database: Database, plan_id: str) -> list[TherapySession]:
         )
 
 
-def _load_session(session: Session, plan: CarePlan, number: int) -> TherapySession:
+def _load_session(session: Session, plan_id: str, number: int) -> TherapySession:
     rows = session.scalars(
         select(TherapySession)
-        .where(TherapySession.plan_id == plan.id, TherapySession.number == number)
+        .where(TherapySession.plan_id == plan_id, TherapySession.number == number)
         .order_by(TherapySession.deleted_at.is_(None).desc())
     ).all()
     live = [r for r in rows if not r.is_deleted]
     if live:
         return live[0]
     if rows:
-        raise Gone(f"session {number} of care plan {plan.id!r} was deleted")
-    raise NotFound(f"session {number} of care plan {plan.id!r} has not been recorded")
+        raise Gone(f"session {number} of care plan {plan_id!r} was deleted")
+    raise NotFound(f"session {number} of care plan {plan_id!r} has not been recorded")
 
 
 def get_session(database: Database, plan_id: str, number: int) -> TherapySession:
     with database.reading() as session:
-        plan = load_plan(session, plan_id)
-        return _load_session(session, plan, number)
+        require_plan(session, plan_id)
+        return _load_session(session, plan_id, number)
 
 
 def _check_session(
@@ -172,7 +172,7 @@ def update_session(
 ) -> TherapySession:
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its sessions")
-        record = _load_session(edit.session, edit.plan, number)
+        record = _load_session(edit.session, edit.plan.id, number)
         check_version(record, expected_version, f"session {number}")
         changes = {name: data[name] for name in _FIELDS if name in data}
         current = SessionStatus(record.status)
@@ -205,6 +205,6 @@ def delete_session(
     """Mark a session deleted (recorded in error); its number can be recorded again."""
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its sessions")
-        record = _load_session(edit.session, edit.plan, number)
+        record = _load_session(edit.session, edit.plan.id, number)
         check_version(record, expected_version, f"session {number}")
         edit.deleted("session", record)

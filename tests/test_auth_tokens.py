@@ -27,6 +27,7 @@ from werkzeug.wrappers import Response
 
 from api.app import create_app
 from api.auth import keys, tokens
+from api.auth.principal import Principal
 from api.auth.tokens import AuthError, verify
 from api.config import ConfigError, Settings, load
 from service import clients
@@ -416,6 +417,40 @@ def test_verify_refuses_the_token_of_a_revoked_client(app: Flask, database: Data
         token, _ = tokens.issue(registered, ["system/*.rs"], app.extensions["ipt_settings"])
         assert verify(token).client_id == registered.id
         clients.revoke(database, "reporting")
+        with pytest.raises(AuthError, match="revoked"):
+            verify(token)
+
+
+def test_a_verified_token_is_remembered_only_until_it_expires() -> None:
+    cache = tokens.VerifiedTokens(size=2)
+    principal = Principal(client_id="reporting", scopes=frozenset({"system/*.rs"}))
+    cache.put("header.claims.signature", principal, expires=100.0)
+    assert cache.get("header.claims.signature", now=99.9) is principal
+    # The exact string only: another token (even a prefix or an extension) is not known.
+    assert cache.get("header.claims.signatur", now=99.9) is None
+    assert cache.get("header.claims.signature2", now=99.9) is None
+    assert cache.get("header.claims.signature", now=100.0) is None
+    assert cache.get("header.claims.signature", now=50.0) is None  # dropped once expired
+
+
+def test_the_verified_tokens_kept_are_bounded() -> None:
+    cache = tokens.VerifiedTokens(size=2)
+    principal = Principal(client_id="reporting")
+    for name in ("a.b.c", "d.e.f", "g.h.i"):
+        cache.put(name, principal, expires=100.0)
+    assert cache.get("a.b.c", now=1.0) is None
+    assert cache.get("g.h.i", now=1.0) is principal
+
+
+def test_a_remembered_token_stops_working_when_its_client_is_revoked(
+    app: Flask, database: Database
+) -> None:
+    registered, _ = clients.register(database, "nightly", ["system/*.rs"])
+    with app.app_context():
+        token, _ = tokens.issue(registered, ["system/*.rs"], app.extensions["ipt_settings"])
+        assert verify(token).client_id == registered.id
+        assert verify(token).client_id == registered.id  # now from the cache
+        clients.revoke(database, "nightly")
         with pytest.raises(AuthError, match="revoked"):
             verify(token)
 

@@ -8,6 +8,7 @@ c(reate), r(ead), u(pdate), d(elete), s(earch). v1's ``read`` is ``rs``, ``write
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,11 +39,13 @@ class Scope:
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> Scope | None:
     """A resource scope, or None for other scopes (``openid``, ``launch/patient``…).
 
     A v2 scope with a query (``?category=…``) is not granted: its restriction cannot be
-    honoured here.
+    honoured here. Results are remembered (scopes are immutable): every request checks
+    its token's few scopes.
     """
     match = _SCOPE.match(text)
     if not match or "?" in text or not match.group("permissions"):

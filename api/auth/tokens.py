@@ -13,6 +13,7 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from flask import Flask, current_app
 from api.auth import keys
 from api.auth.principal import Principal
 from api.config import Settings
+from api.http import read_connection
 from service import clients
-from service.db import Database
 from service.models import ApiClient
 
 LEEWAY_SECONDS = 30
@@ -44,6 +45,10 @@ EXTERNAL_ALGORITHMS = (
 )
 _OWN_REQUIRED = ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]
 _EXTENSION = "ipt_external_verifier"
+_CACHE_EXTENSION = "ipt_verified_tokens"
+# Verified tokens kept per process: a client holds one token for its lifetime, so a few
+# thousand cover every active client of a worker.
+VERIFIED_CACHE_SIZE = 4096
 _lock = threading.Lock()
 
 
@@ -126,9 +131,65 @@ def _decode(token: str, key: Any, algorithms: list[str], **checks: Any) -> dict[
     return claims
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A token whose signature and claims were checked, and when it stops being valid."""
+
+    principal: Principal
+    expires: float
+
+
+class VerifiedTokens:
+    """The service's own tokens already verified, by their exact string, until they expire.
+
+    Checking a signature costs far more than answering a read, and a client sends the same
+    token with every request. An entry is used only before the token's ``exp``; after that
+    the token is verified from scratch (and refused once past the leeway). The client's
+    revocation is not cached: it is looked up on every request.
+    """
+
+    def __init__(self, size: int = VERIFIED_CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str, now: float) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            if now >= entry.expires:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return entry.principal
+
+    def put(self, token: str, principal: Principal, expires: float) -> None:
+        with self._lock:
+            self._entries[token] = _Verified(principal, expires)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+def _verified_tokens(app: Flask) -> VerifiedTokens:
+    cache: VerifiedTokens | None = app.extensions.get(_CACHE_EXTENSION)
+    if cache is None:
+        with _lock:
+            cache = app.extensions.get(_CACHE_EXTENSION)
+            if cache is None:
+                cache = VerifiedTokens()
+                app.extensions[_CACHE_EXTENSION] = cache
+    return cache
+
+
+def _require_active_client(client_id: str) -> None:
+    if not clients.is_active(read_connection(), client_id):
+        raise AuthError("the token's client is unknown or revoked")
+
+
 def _verify_own(token: str, header: dict[str, Any], app: Flask) -> Principal:
     settings: Settings = app.extensions["ipt_settings"]
-    database: Database = app.extensions["ipt_database"]
     key = keys.key_for(app)
     if header.get("kid") != key.kid:
         raise AuthError("the token's signature is not valid (unknown signing key)")
@@ -143,17 +204,19 @@ def _verify_own(token: str, header: dict[str, Any], app: Flask) -> Principal:
     client_id = claims["client_id"]
     if not isinstance(client_id, str) or claims["sub"] != client_id:
         raise AuthError("the token names no valid client")
-    client = clients.find_by_id(database, client_id)
-    if client is None or client.revoked_at is not None:
-        raise AuthError("the token's client is unknown or revoked")
+    _require_active_client(client_id)
     scope = claims.get("scope")
-    return Principal(
+    principal = Principal(
         client_id=client_id,
         scopes=frozenset(scope.split() if isinstance(scope, str) else ()),
         user=None,
         patient=_patient(claims.get("patient")),
         issuer="self",
     )
+    expires = claims["exp"]
+    if isinstance(expires, int | float) and expires > time.time():
+        _verified_tokens(app).put(token, principal, float(expires))
+    return principal
 
 
 def bind_key(jwk: dict[str, Any], algorithm: str) -> jwt.PyJWK:
@@ -298,12 +361,16 @@ def verify(token: str) -> Principal:
         raise AuthError("no access token was given")
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise AuthError("the token is malformed")
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    known = _verified_tokens(app).get(token, time.time())
+    if known is not None:
+        _require_active_client(known.client_id)
+        return known
     try:
         header = jwt.get_unverified_header(token)
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
         raise AuthError("the token is malformed") from None
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     settings: Settings = app.extensions["ipt_settings"]
     issuer = unverified.get("iss")
     if issuer == settings.public_base_url:

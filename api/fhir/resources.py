@@ -25,7 +25,7 @@ from api.fhir.http import (
     weak_etag,
 )
 from api.fhir.openapi import responses
-from api.http import ApiBlueprint, database
+from api.http import ApiBlueprint, database, read_connection
 from fhir_mappings import conformance
 from fhir_mappings.projection import instant
 from service import resource_store
@@ -72,8 +72,7 @@ def read(resource_type: str, resource_id: str) -> Response:
     if resource_type in CONFORMANCE_TYPES:
         return _read_conformance(resource_type, resource_id)
     check_type(resource_type)
-    with database().reading() as session:
-        stored = resource_store.current(session, resource_type, resource_id)
+    stored = resource_store.served(read_connection(), resource_type, resource_id)
     if stored is None:
         raise NotFound(f"{resource_type}/{resource_id} does not exist")
     if stored.deleted:

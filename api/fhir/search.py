@@ -32,7 +32,6 @@ from fhir_mappings.search_parameters import (
 )
 from fhir_mappings.summary import SUMMARY_MODES, reshape
 from service import resource_search as rs
-from service.models import StoredResource
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 200
@@ -265,12 +264,13 @@ def matching_ids(search: Search, limit: int = 2) -> list[str]:
 
 def run(search: Search) -> str:
     with database().reading() as session:
-        total = rs.count(session, search.query) if search.total != "none" else None
         if search.summary == "count":
+            total = rs.count(session, search.query) if search.total != "none" else None
             return _bundle(search, [], [], total, None, None)
         rows = rs.search(session, search.query)
         backwards = search.query.cursor is not None and search.query.cursor.backwards
         more = len(rows) > search.count
+        total = _total(session, search, rows, more)
         if more:
             rows = rows[1:] if backwards else rows[:-1]
         next_cursor = prev_cursor = None
@@ -283,9 +283,19 @@ def run(search: Search) -> str:
     return _bundle(search, matches, included, total, next_cursor, prev_cursor)
 
 
-def _included(session: Any, search: Search, matches: list[StoredResource]) -> list[StoredResource]:
+def _total(session: Any, search: Search, rows: list[rs.Row], more: bool) -> int | None:
+    """The number of matches: a first page that holds them all is its own count, read in
+    the same transaction; any other page asks the database."""
+    if search.total == "none":
+        return None
+    if search.query.cursor is None and not more:
+        return len(rows)
+    return rs.count(session, search.query)
+
+
+def _included(session: Any, search: Search, matches: list[rs.Found]) -> list[rs.Found]:
     seen = {(r.resource_type, r.id) for r in matches}
-    found: list[StoredResource] = []
+    found: list[rs.Found] = []
     frontier = matches
     for depth in range(MAX_ITERATIONS):
         keys: list[tuple[str, str]] = []
@@ -314,8 +324,8 @@ def _included(session: Any, search: Search, matches: list[StoredResource]) -> li
 
 def _bundle(
     search: Search,
-    matches: list[StoredResource],
-    included: list[StoredResource],
+    matches: list[rs.Found],
+    included: list[rs.Found],
     total: int | None,
     next_cursor: str | None,
     prev_cursor: str | None,
@@ -337,7 +347,7 @@ def _bundle(
     return f'{encoded[:-1]},"entry":[{",".join(entries)}]}}'
 
 
-def _entry(stored: StoredResource, mode: str, search: Search) -> str:
+def _entry(stored: rs.Found, mode: str, search: Search) -> str:
     content = stored.content
     if search.summary not in (None, "false") or search.elements:
         content = json.dumps(reshape(json.loads(content), search.summary, search.elements))

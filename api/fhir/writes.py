@@ -16,7 +16,7 @@ from api.fhir.http import body_response, operation_outcome, parse_etag, version_
 from api.fhir.openapi import responses
 from api.fhir.resources import base_url, blp, check_type
 from api.fhir.search import Search, matching_ids
-from api.http import actor, database
+from api.http import actor, database, read_connection
 from fhir_mappings import apply
 from fhir_mappings.parse_common import MappingError
 from service import resource_store
@@ -57,8 +57,7 @@ def _if_match() -> int | None:
 
 def _respond(written: apply.Written, status: int) -> Response:
     """The outcome of a write as ``Prefer: return`` asks (the resource by default)."""
-    with database().reading() as session:
-        stored = resource_store.current(session, written.resource_type, written.id)
+    stored = resource_store.served(read_connection(), written.resource_type, written.id)
     assert stored is not None
     headers = version_headers(stored.version_id, stored.last_updated)
     location = f"{base_url()}/{written.resource_type}/{written.id}/_history/{stored.version_id}"
@@ -200,9 +199,7 @@ def conditional_update(resource_type: str) -> Response:
 def _authorize_update(resource_type: str, resource_id: str, resource: dict[str, Any]) -> None:
     """An update needs ``u``; one that creates the resource needs ``c`` as well."""
     authorize(resource_type, "u", resource_id, resource)
-    with database().reading() as session:
-        exists = resource_store.current(session, resource_type, resource_id) is not None
-    if not exists:
+    if resource_store.served(read_connection(), resource_type, resource_id) is None:
         authorize(resource_type, "c")
 
 

@@ -11,7 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, bindparam, delete, insert, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from service.db import fetch_first
@@ -260,17 +270,42 @@ def reindex(
     the write fail with an IntegrityError (the caller's conflict).
     """
     before = [rows for _, _, rows in _wanted(previous)] if previous is not None else None
+    # Index rows are never ORM objects: Core statements skip the ORM's bookkeeping.
+    connection = session.connection()
     for position, (model, columns, rows) in enumerate(_wanted(entries)):
-        if before is not None and before[position] == rows:
-            continue
-        if not fresh:
+        if before is not None:
+            # The rows held are those of the previous entries: change only the difference.
+            held = before[position]
+            if held == rows:
+                continue
+            gone = held - rows
+            if gone:
+                connection.execute(
+                    delete(model.__table__).where(
+                        model.resource_type == resource_type,
+                        model.resource_id == resource_id,
+                        or_(*(_matching(model, columns, row) for row in gone)),
+                    )
+                )
+            rows = rows - held
+        elif not fresh:
             rows = _drop_unwanted(session, model, columns, resource_type, resource_id, rows)
         if rows:
             key = {"resource_type": resource_type, "resource_id": resource_id}
-            session.execute(
-                insert(model),
+            connection.execute(
+                insert(model.__table__),
                 [{**key, **dict(zip(columns, row, strict=True))} for row in sorted(rows, key=repr)],
             )
+
+
+def _matching(model: Any, columns: list[str], row: tuple[Any, ...]) -> ColumnElement[bool]:
+    """The index row holding these values (a missing system is NULL, not equal to one)."""
+    return and_(
+        *(
+            getattr(model, name).is_(None) if value is None else getattr(model, name) == value
+            for name, value in zip(columns, row, strict=True)
+        )
+    )
 
 
 def _drop_unwanted(

@@ -26,9 +26,11 @@ BENCH_CLIENT = "bench-load"
 
 
 def register_client(env: dict[str, str]) -> tuple[str, str]:
-    """A system client with every scope, registered with the service's own command."""
+    """A system client with every scope, registered with the service's own command (under
+    a new name each time: a reused database keeps the clients of earlier runs)."""
     result = subprocess.run(
-        [str(BIN / "ipt-careplans"), "clients", "create", "--name", BENCH_CLIENT,
+        [str(BIN / "ipt-careplans"), "clients", "create", "--name",
+         f"{BENCH_CLIENT}-{time.time_ns()}",
          "--scopes", "system/*.cruds"],
         env=env, capture_output=True, text=True, cwd=ROOT, check=True,
     )  # fmt: skip

@@ -58,9 +58,15 @@ _RENEWED = re.compile(rf'({_UUID})|bench-p(\d{{6}})|bench-e(\d{{7}})|"lastUpdate
 # how a row is tied to its plan.
 _BY_PLAN = (CarePlan, PlanIdentifier, Contract, Phase, Goal, Homework, TherapySession, PlanChange)
 _BY_RESOURCE = (ResourceVersion, SearchToken, SearchReference, SearchDate, ResourceIdentifier)
-_GENERATED_KEYS = {"plan_identifiers": "id", "plan_contracts": "id", "plan_changes": "id"}
-_GENERATED_KEYS |= {"resource_versions": "sequence", "search_tokens": "row"}
-_GENERATED_KEYS |= {"search_references": "row", "search_dates": "row"}
+_GENERATED_KEYS = {
+    "plan_identifiers": "id",
+    "plan_contracts": "id",
+    "plan_changes": "id",
+    "resource_versions": "sequence",
+    "search_tokens": "row",
+    "search_references": "row",
+    "search_dates": "row",
+}
 
 
 def patient_reference(number: int) -> str:

@@ -4,6 +4,8 @@ set), the app served over real HTTP on a free port, and a small client for it.""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -210,3 +212,15 @@ def count_rows(database: Database, table: str) -> int:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``ipt-careplans ARGS`` in a child process, with ``env`` added to the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=120,
+    )

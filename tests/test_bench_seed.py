@@ -124,7 +124,7 @@ def test_copies_are_served_searched_and_written(population: Database, client: Cl
 
 def test_workload_and_its_lua_form(population: Database) -> None:
     data = workload(population, "a-token", threads=3)
-    assert set(data["episodes"]) <= {row for row in _plan_ids(population)}
+    assert set(data["episodes"]) <= set(_plan_ids(population))
     assert data["writable"] and all(w["area"] for w in data["writable"])
     assert all(n["next"] <= n["last"] for n in data["native"])
     assert "@@EPISODE@@" in data["goal_create"] and "@@AREA@@" in data["goal_create"]

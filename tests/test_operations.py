@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import ROOT, Client
+from conftest import ROOT, Client, run_cli
 
 from api.config import ConfigError, load
 from service.db import Database
@@ -65,31 +63,20 @@ def test_invalid_settings_are_refused_by_name(environ: dict[str, str], name: str
         load(environ)
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=ROOT,
-        timeout=120,
-    )
-
-
 def test_cli_upgrades_and_reports_the_schema(tmp_path: Path) -> None:
     env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
-    before = _cli("db", "current", env=env)
+    before = run_cli("db", "current", env=env)
     assert before.returncode == 1
     assert "current: none" in before.stdout
-    upgraded = _cli("db", "upgrade", env=env)
+    upgraded = run_cli("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    after = _cli("db", "current", env=env)
+    after = run_cli("db", "current", env=env)
     assert after.returncode == 0
     assert "current: 0003" in after.stdout
 
 
 def test_cli_refuses_an_invalid_configuration(tmp_path: Path) -> None:
-    result = _cli("check-config", env={"IPT_MAX_BODY_BYTES": "lots"})
+    result = run_cli("check-config", env={"IPT_MAX_BODY_BYTES": "lots"})
     assert result.returncode != 0
     assert "IPT_MAX_BODY_BYTES" in result.stderr
 
@@ -108,7 +95,7 @@ def test_server_options_are_checked_before_start(
     tmp_path: Path, command: str, name: str, value: str, says: str
 ) -> None:
     database = f"sqlite:///{tmp_path / 'never.db'}"
-    result = _cli(command, env={"IPT_DATABASE_URL": database, name: value})
+    result = run_cli(command, env={"IPT_DATABASE_URL": database, name: value})
     assert result.returncode == 2, result.stderr
     assert name in result.stderr and says in result.stderr
     assert "Traceback" not in result.stderr
@@ -121,6 +108,10 @@ def test_server_options_from_the_environment(tmp_path: Path) -> None:
     assert server_options({}) == ServerOptions(workers=None, threads=4, metrics_dir=None)
     given = {"IPT_WORKERS": "3", "IPT_THREADS": "8", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     assert server_options(given) == ServerOptions(3, 8, str(tmp_path))
+    a_file = tmp_path / "metrics.txt"
+    a_file.write_text("")
+    with pytest.raises(ConfigError, match="existing directory"):
+        server_options({"PROMETHEUS_MULTIPROC_DIR": str(a_file)})
     read_only = tmp_path / "read-only"
     read_only.mkdir(mode=0o500)
     if os.geteuid() != 0:  # root may write anywhere
@@ -131,9 +122,9 @@ def test_server_options_from_the_environment(tmp_path: Path) -> None:
 def test_cli_openapi_check_detects_a_stale_document(tmp_path: Path) -> None:
     stale = tmp_path / "openapi.json"
     stale.write_text("{}\n")
-    assert _cli("openapi", "check", str(stale), env={}).returncode == 1
-    assert _cli("openapi", "write", str(stale), env={}).returncode == 0
-    assert _cli("openapi", "check", str(stale), env={}).returncode == 0
+    assert run_cli("openapi", "check", str(stale), env={}).returncode == 1
+    assert run_cli("openapi", "write", str(stale), env={}).returncode == 0
+    assert run_cli("openapi", "check", str(stale), env={}).returncode == 0
 
 
 def test_readme_documents_every_setting() -> None:
@@ -146,12 +137,12 @@ def test_readme_documents_every_setting() -> None:
 
 def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path) -> None:
     env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'roundtrip.db'}"}
-    assert _cli("db", "upgrade", env=env).returncode == 0
-    down = _cli("db", "downgrade", "base", env=env)
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    down = run_cli("db", "downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
     assert "revision None" in down.stdout
-    assert _cli("db", "upgrade", env=env).returncode == 0
-    assert _cli("db", "current", env=env).returncode == 0
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    assert run_cli("db", "current", env=env).returncode == 0
 
 
 def test_security_headers(client: Client) -> None:

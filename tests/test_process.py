@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import ROOT, TEST_DATABASE_URL
+from conftest import ROOT, TEST_DATABASE_URL, run_cli
 from sqlalchemy import text
 
 from service.db import Database, normalise_url
@@ -43,14 +43,7 @@ def _free_port() -> int:
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=ROOT,
-        timeout=120,
-    )
+    result = run_cli(*args, env=env)
     assert result.returncode == 0, result.stderr
     return result
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from flask import Flask, current_app
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from sqlalchemy.exc import IntegrityError
 
+from api.app_state import once_per_app
 from api.config import ConfigError, Settings
 from service.db import Database
 from service.models import SigningKey, utcnow
@@ -29,7 +29,6 @@ from service.models import SigningKey, utcnow
 GENERATED_ROW = "generated-es256"
 _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}
 _EXTENSION = "ipt_token_key"
-_lock = threading.Lock()
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -135,14 +134,11 @@ def load(settings: Settings, database: Database) -> TokenKey:
 
 def key_for(app: Flask) -> TokenKey:
     """The app's signing key, loaded once per app."""
-    key: TokenKey | None = app.extensions.get(_EXTENSION)
-    if key is None:
-        with _lock:
-            key = app.extensions.get(_EXTENSION)
-            if key is None:
-                key = load(app.extensions["ipt_settings"], app.extensions["ipt_database"])
-                app.extensions[_EXTENSION] = key
-    return key
+    return once_per_app(
+        app,
+        _EXTENSION,
+        lambda: load(app.extensions["ipt_settings"], app.extensions["ipt_database"]),
+    )
 
 
 def current_key() -> TokenKey:

@@ -21,6 +21,7 @@ from typing import Any
 import jwt
 from flask import Flask, current_app
 
+from api.app_state import once_per_app
 from api.auth import keys
 from api.auth.principal import Principal
 from api.config import Settings
@@ -49,7 +50,6 @@ _CACHE_EXTENSION = "ipt_verified_tokens"
 # Verified tokens kept per process: a client holds one token for its lifetime, so a few
 # thousand cover every active client of a worker.
 VERIFIED_CACHE_SIZE = 4096
-_lock = threading.Lock()
 
 
 class AuthError(Exception):
@@ -173,14 +173,7 @@ class VerifiedTokens:
 
 
 def _verified_tokens(app: Flask) -> VerifiedTokens:
-    cache: VerifiedTokens | None = app.extensions.get(_CACHE_EXTENSION)
-    if cache is None:
-        with _lock:
-            cache = app.extensions.get(_CACHE_EXTENSION)
-            if cache is None:
-                cache = VerifiedTokens()
-                app.extensions[_CACHE_EXTENSION] = cache
-    return cache
+    return once_per_app(app, _CACHE_EXTENSION, VerifiedTokens)
 
 
 def _require_active_client(client_id: str) -> None:
@@ -341,14 +334,7 @@ def _scopes(value: Any) -> list[str]:
 
 
 def _external_for(app: Flask) -> _External:
-    verifier: _External | None = app.extensions.get(_EXTENSION)
-    if verifier is None:
-        with _lock:
-            verifier = app.extensions.get(_EXTENSION)
-            if verifier is None:
-                verifier = _External.build(app.extensions["ipt_settings"])
-                app.extensions[_EXTENSION] = verifier
-    return verifier
+    return once_per_app(app, _EXTENSION, lambda: _External.build(app.extensions["ipt_settings"]))
 
 
 def verify(token: str) -> Principal:

@@ -53,13 +53,23 @@ def _live(session: Any, model: Any, plan_id: str) -> list[Any]:
     )
 
 
-def render_plan(session: Any, plan: CarePlan) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """Every FHIR resource of a plan: (type, id, resource)."""
-    goals: list[Goal] = _live(session, Goal, plan.id)
-    sessions: list[TherapySession] = _live(session, TherapySession, plan.id)
-    homework: list[Homework] = _live(session, Homework, plan.id)
-    yield "CarePlan", plan.id, render_episode(plan, goals)
-    for phase in plan.phases:
+Key = tuple[str, str]
+
+
+def render_plan(
+    session: Any, plan: CarePlan, only: set[Key] | None = None
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """The FHIR resources of a plan, (type, id, resource): every one, or ``only`` those
+    (of its resources that exist)."""
+    episode = only is None or ("CarePlan", plan.id) in only
+    phases = [p for p in plan.phases if only is None or ("CarePlan", p.id) in only]
+    goal_ids = None if only is None else {i for kind, i in only if kind == "Goal"}
+    goals: list[Goal] = _live(session, Goal, plan.id) if episode or phases or goal_ids else []
+    sessions: list[TherapySession] = _live(session, TherapySession, plan.id) if phases else []
+    homework: list[Homework] = _live(session, Homework, plan.id) if phases else []
+    if episode:
+        yield "CarePlan", plan.id, render_episode(plan, goals)
+    for phase in phases:
         yield (
             "CarePlan",
             phase.id,
@@ -75,27 +85,76 @@ def render_plan(session: Any, plan: CarePlan) -> Iterator[tuple[str, str, dict[s
             ),
         )
     for goal in goals:
-        yield "Goal", goal.id, render_goal(plan, goal)
+        if goal_ids is None or goal.id in goal_ids:
+            yield "Goal", goal.id, render_goal(plan, goal)
+
+
+def affected(edit: PlanEdit) -> set[Key] | None:
+    """The resources an edit's changes can alter; None when it may be any of the plan's.
+
+    What each resource is rendered from (see ``render_plan``): the episode from the plan and
+    its goals; a phase from the plan, the phase, and the sessions, homework and goals in it;
+    a goal from the plan and the goal. A change to the plan or a phase can reach them all.
+    Resources a FHIR client wrote are included: their verbatim elements may be all it changed.
+    """
+    plan = edit.plan
+    keys: set[Key] = set(edit.attachments or {})
+    phase_of = {phase.code: phase.id for phase in plan.phases}
+
+    def phases(code: Any = None, number: Any = None) -> set[Key]:
+        return {
+            ("CarePlan", phase.id)
+            for phase in plan.phases
+            if phase.code == code
+            or (number is not None and phase.start_session <= number <= phase.end_session)
+        }
+
+    for change in edit.changes:
+        record = change.record
+        if change.entity == "goal":
+            if "phase" in change.fields:
+                return None  # the goal leaves one phase's list for another's
+            keys |= {("Goal", record.id), ("CarePlan", plan.id), *phases(code=record.phase)}
+        elif change.entity == "session":
+            if "number" in change.fields:
+                return None
+            keys |= phases(number=record.number)
+        elif change.entity == "homework":
+            if "phase" in change.fields or record.phase not in phase_of:
+                return None
+            keys |= phases(code=record.phase)
+        else:  # the plan itself, its phases, or anything else
+            return None
+    return keys
 
 
 def publish(edit: PlanEdit) -> None:
-    """Store a new version of every resource of the plan whose content changed.
+    """Store a new version of every resource the edit can alter whose content changed.
 
     ``edit.attachments`` holds, per (type, id), the extras of resources a FHIR client just
     wrote: the elements the domain does not model, kept verbatim.
     """
     written = edit.attachments
     session, plan, now = edit.session, edit.plan, edit.now
-    stored = {(s.resource_type, s.id): s for s in resource_store.of_plan(session, plan.id)}
+    only = None if plan.is_deleted else affected(edit)
+    stored = {
+        (s.resource_type, s.id): s
+        for s in (
+            resource_store.of_plan(session, plan.id)
+            if only is None
+            else resource_store.of_keys(session, plan.id, only)
+        )
+    }
     if not plan.is_deleted:
-        for resource_type, resource_id, resource in render_plan(session, plan):
+        for resource_type, resource_id, resource in render_plan(session, plan, only):
             key = (resource_type, resource_id)
             existing = stored.pop(key, None)
             extras = (written or {}).get(key)
             _publish_one(session, plan.id, resource, existing, extras, now)
+    # Resources no longer rendered: their goal (or the whole plan) was deleted.
     for leftover in stored.values():
         if not leftover.deleted:
-            resource_store.mark_deleted(session, leftover, now)
+            resource_store.mark_deleted(session, leftover, now, previous=_indexed_by(leftover))
 
 
 def _publish_one(
@@ -121,7 +180,9 @@ def _publish_one(
     document = Document(resource["resourceType"], resource["id"], serialise(resource), fingerprint)
     # Read before save() replaces the stored content with the new one.
     previous = _indexed_by(existing)
-    resource_store.save(session, plan_id, document, version, now, method, merged_extras)
+    resource_store.save(
+        session, plan_id, document, version, now, method, merged_extras, stored=existing
+    )
     resource_store.reindex(
         session,
         document.resource_type,

@@ -3,11 +3,18 @@
 Writes are serialised per plan: a write transaction locks the plan row first (``SELECT
 ... FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` takes the database write lock on
 SQLite), so a version check and the write it guards happen atomically.
+
+SQLite has one writer at a time, and a writer that finds the lock taken polls for it,
+sleeping longer each time. Writers of a SQLite file therefore queue for it first on a
+lock of their own (:class:`WriterQueue`): threads on a lock, processes on ``flock``
+of a file beside the database, so each waits without polling and in turn.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -38,7 +45,7 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, writers: WriterQueue) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below issue BEGIN itself.
@@ -58,7 +65,79 @@ def _configure_sqlite(engine: Engine) -> None:
         if options.get(_SINGLE_OPTION, False):
             return  # one statement alone: SQLite makes it its own transaction
         immediate = options.get(_WRITE_OPTION, False)
+        if immediate:
+            writers.acquire()  # given back by Database.writing/transaction at their end
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class WriterQueue:
+    """Where the writers of one SQLite file wait their turn: a thread lock in a process, an
+    exclusive ``flock`` across processes (where the platform has it).
+
+    A writer takes its turn once it holds a connection, just before ``BEGIN IMMEDIATE``,
+    and gives it back once its transaction has ended: a writer waiting for its turn never
+    keeps the one holding it from getting a connection.
+    """
+
+    def __init__(self, database_path: str | None) -> None:
+        self._path = f"{database_path}-writers.lock" if database_path else None
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+        self._pid: int | None = None
+        self._fd: int | None = None
+
+    def _file(self) -> int | None:
+        if self._path is None or _fcntl is None:
+            return None
+        if self._pid != os.getpid():
+            # After a fork the descriptor is shared with the parent: open one of our own.
+            self._pid, self._fd = os.getpid(), os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._fd
+
+    def acquire(self) -> None:
+        """Wait for this thread's turn (at once if it has it already)."""
+        if self._owner == threading.get_ident():
+            return
+        self._lock.acquire()
+        try:
+            fd = self._file()
+            if fd is not None:
+                _fcntl.flock(fd, _fcntl.LOCK_EX)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._owner = threading.get_ident()
+
+    def release(self) -> None:
+        """End this thread's turn, if it has one."""
+        if self._owner != threading.get_ident():
+            return
+        self._owner = None
+        if self._fd is not None and self._pid == os.getpid():
+            _fcntl.flock(self._fd, _fcntl.LOCK_UN)
+        self._lock.release()
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the turn for a block (released at its end unless it was held before)."""
+        held = self._owner == threading.get_ident()
+        self.acquire()
+        try:
+            yield
+        finally:
+            if not held:
+                self.release()
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = self._pid = None
+
+
+try:
+    import fcntl as _fcntl
+except ImportError:  # no flock: threads still queue, processes poll as SQLite does
+    _fcntl = None  # type: ignore[assignment]
 
 
 _Convert = Callable[[Any], Any] | None
@@ -159,8 +238,11 @@ class Database:
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
         self.engine = create_engine(self.url, **kwargs)
+        self._writers: WriterQueue | None = None
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            path = self.url.database
+            self._writers = WriterQueue(path if path not in (None, "", ":memory:") else None)
+            _configure_sqlite(self.engine, self._writers)
         self._shared: ContextVar[Session | None] = ContextVar(f"shared-{id(self)}", default=None)
         self._pending: ContextVar[_Pending | None] = ContextVar(f"pending-{id(self)}", default=None)
         # Called with every completed change to a plan, inside its transaction.
@@ -213,8 +295,17 @@ class Database:
         if shared is not None:
             yield shared
             return
-        with self._writer() as session, session.begin():
+        with self._writer() as session, self._turn_ends(), session.begin():
             yield session
+
+    @contextmanager
+    def _turn_ends(self) -> Iterator[None]:
+        """Give the SQLite writer's turn back once the transaction inside has ended."""
+        try:
+            yield
+        finally:
+            if self._writers is not None:
+                self._writers.release()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -227,7 +318,7 @@ class Database:
             # Already inside one: join it, and publish with it at its end.
             yield shared
             return
-        with self._writer() as session, session.begin():
+        with self._writer() as session, self._turn_ends(), session.begin():
             pending = _Pending()
             tokens = self._shared.set(session), self._pending.set(pending)
             try:
@@ -251,6 +342,10 @@ class Database:
         """A change to a plan is complete: tell the observers (at the end of a transaction)."""
         pending = self._pending.get()
         if pending is not None:
+            # Several edits of one plan in a transaction: the last one speaks for all.
+            earlier = pending.edits.get(edit.plan.id)
+            if earlier is not None:
+                edit.follow(earlier)
             pending.edits[edit.plan.id] = edit
         else:
             self._run_observers(edit)
@@ -265,6 +360,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._writers is not None:
+            self._writers.close()
 
     # --- migrations -----------------------------------------------------------------
 

@@ -111,8 +111,11 @@ def assign(entity: Any, changes: Mapping[str, Any]) -> list[str]:
     return changed
 
 
-@dataclass
-class _Logged:
+@dataclass(frozen=True)
+class Change:
+    """One logged change of a plan edit: the entity ("goal", "session", ...), its row,
+    the action (create, update, delete) and, for an update, the fields that changed."""
+
     entity: str
     record: Any
     action: str
@@ -130,7 +133,7 @@ class PlanEdit:
     notify: Callable[[PlanEdit], None] | None = None
     # What a caller hands to the observers with the change, by (resource type, id).
     attachments: dict[tuple[str, str], Any] = field(default_factory=dict)
-    _log: list[_Logged] = field(default_factory=list)
+    _log: list[Change] = field(default_factory=list)
 
     def require_open(self, what: str) -> None:
         """Closed plans keep only their notes (and status) editable."""
@@ -144,19 +147,19 @@ class PlanEdit:
         record.created_at = record.updated_at = self.now
         record.created_by = record.updated_by = self.actor
         self.session.add(record)
-        self._log.append(_Logged(entity, record, "create", []))
+        self._log.append(Change(entity, record, "create", []))
 
     def updated(self, entity: str, record: Tracked, fields: list[str]) -> None:
         if not fields:
             return
         record.updated_at = self.now
         record.updated_by = self.actor
-        self._log.append(_Logged(entity, record, "update", fields))
+        self._log.append(Change(entity, record, "update", fields))
 
     def deleted(self, entity: str, record: Tracked) -> None:
         record.deleted_at = record.updated_at = self.now
         record.deleted_by = record.updated_by = self.actor
-        self._log.append(_Logged(entity, record, "delete", []))
+        self._log.append(Change(entity, record, "delete", []))
 
     def last_attended(self) -> tuple[int, date | None] | None:
         """The number and date of the last session the patient attended in this plan.
@@ -179,6 +182,17 @@ class PlanEdit:
     @property
     def changed(self) -> bool:
         return bool(self._log)
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        """What this edit changed, in order (with the edits it follows)."""
+        return tuple(self._log)
+
+    def follow(self, earlier: PlanEdit) -> None:
+        """This edit continues ``earlier`` in the same transaction: observers told of this
+        one at its end hear of the changes of both."""
+        if earlier is not self:
+            self._log[:0] = earlier._log
 
     def finish(self) -> None:
         """Bump the plan's version once for the whole change and write the change log."""

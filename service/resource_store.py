@@ -6,6 +6,7 @@ keeps each version exactly as written so that it can be served again unchanged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,11 +15,11 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Delete,
     and_,
     bindparam,
     delete,
     insert,
-    or_,
     select,
     tuple_,
 )
@@ -85,9 +86,15 @@ def save(
     when: datetime,
     method: str,
     extras: dict | None = None,
+    *,
+    stored: StoredResource | None = None,
 ) -> StoredResource:
-    """Store a new current version and append it to the history."""
-    stored = current(session, document.resource_type, document.id)
+    """Store a new current version and append it to the history.
+
+    ``stored`` is the resource's current row when the caller has it (None: it is looked up).
+    """
+    if stored is None:
+        stored = current(session, document.resource_type, document.id)
     if stored is None:
         stored = StoredResource(resource_type=document.resource_type, id=document.id, extras={})
         session.add(stored)
@@ -113,12 +120,33 @@ def save(
     return stored
 
 
-def mark_deleted(session: Session, stored: StoredResource, when: datetime) -> None:
+_OF_KEYS = select(StoredResource).where(
+    StoredResource.plan_id == bindparam("plan_id"),
+    StoredResource.id.in_(bindparam("ids", expanding=True)),
+)
+
+
+def of_keys(session: Session, plan_id: str, keys: set[tuple[str, str]]) -> list[StoredResource]:
+    """The stored resources of a plan with these (type, id) keys."""
+    if not keys:
+        return []
+    found = session.scalars(_OF_KEYS, {"plan_id": plan_id, "ids": sorted({i for _, i in keys})})
+    return [s for s in found if (s.resource_type, s.id) in keys]
+
+
+def mark_deleted(
+    session: Session,
+    stored: StoredResource,
+    when: datetime,
+    *,
+    previous: IndexEntries | None = None,
+) -> None:
     """A deletion is a version too: the history keeps what was there before.
 
-    A deleted resource is found by no search.
+    A deleted resource is found by no search. ``previous`` are the entries its index rows
+    were written from, when the caller knows them (see :func:`reindex`).
     """
-    reindex(session, stored.resource_type, stored.id, EMPTY_INDEX)
+    reindex(session, stored.resource_type, stored.id, EMPTY_INDEX, previous=previous)
     stored.version_id += 1
     stored.last_updated = when
     stored.deleted = True
@@ -279,13 +307,13 @@ def reindex(
             if held == rows:
                 continue
             gone = held - rows
-            if gone:
+            key = {"resource_type": resource_type, "resource_id": resource_id}
+            if gone and not rows:
+                connection.execute(_delete_all(model), key)
+            elif gone:
                 connection.execute(
-                    delete(model.__table__).where(
-                        model.resource_type == resource_type,
-                        model.resource_id == resource_id,
-                        or_(*(_matching(model, columns, row) for row in gone)),
-                    )
+                    _delete_one(model, tuple(columns)),
+                    [{**key, **dict(zip(columns, row, strict=True))} for row in gone],
                 )
             rows = rows - held
         elif not fresh:
@@ -298,14 +326,32 @@ def reindex(
             )
 
 
-def _matching(model: Any, columns: list[str], row: tuple[Any, ...]) -> ColumnElement[bool]:
-    """The index row holding these values (a missing system is NULL, not equal to one)."""
+def _of_resource(model: Any) -> ColumnElement[bool]:
     return and_(
-        *(
-            getattr(model, name).is_(None) if value is None else getattr(model, name) == value
-            for name, value in zip(columns, row, strict=True)
-        )
+        model.resource_type == bindparam("resource_type"),
+        model.resource_id == bindparam("resource_id"),
     )
+
+
+@functools.cache
+def _delete_all(model: Any) -> Delete:
+    """Delete every index row of a resource in ``model``'s table (built once)."""
+    return delete(model.__table__).where(_of_resource(model))
+
+
+@functools.cache
+def _delete_one(model: Any, columns: tuple[str, ...]) -> Delete:
+    """Delete the index row of a resource holding these values (built once, run with many
+    parameter sets). A missing value is NULL, which only ``IS`` matches."""
+    values = []
+    for name in columns:
+        column = model.__table__.c[name]
+        values.append(
+            column.is_not_distinct_from(bindparam(name))
+            if column.nullable
+            else column == bindparam(name)
+        )
+    return delete(model.__table__).where(_of_resource(model), *values)
 
 
 def _drop_unwanted(

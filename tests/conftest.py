@@ -25,6 +25,7 @@ from api.auth import keys, tokens
 from api.config import Settings
 from service.db import Database, normalise_url
 from service.models import ApiClient, Base, new_id, utcnow
+from tests.published import mismatches
 
 TEST_DATABASE_URL = os.environ.get("IPT_TEST_DATABASE_URL")
 
@@ -68,12 +69,15 @@ ADMIN_SCOPES = ["system/*.cruds"]
 
 
 @pytest.fixture(autouse=True)
-def empty_tables(database: Database) -> None:
-    """Every test starts with no data."""
+def empty_tables(database: Database) -> Iterator[None]:
+    """Every test starts with no data, and ends with every plan published as a full render
+    of it would publish it (writes publish only the resources a change can alter)."""
     with database.engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             if table.name not in KEPT_TABLES:
                 connection.execute(table.delete())
+    yield
+    assert mismatches(database) == []
 
 
 class Client:

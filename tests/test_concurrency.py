@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import pytest
 import requests
 from conftest import Client, count_rows, plan_url
 
-from service.db import Database
+from service.db import Database, WriterQueue
 
 
 def run_together(*calls: Callable[[], requests.Response]) -> list[requests.Response]:
@@ -152,3 +156,82 @@ def test_parallel_conditional_updates_make_one_resource_and_lose_no_write(
     assert len(history["entry"]) == 10
     written = {json.loads(b)["description"] for b in bodies}
     assert {e["resource"]["description"] for e in history["entry"]} == written
+
+
+# --- SQLite writers take turns ---------------------------------------------------------------
+
+
+def test_sqlite_writer_threads_take_turns_and_a_thread_may_nest(tmp_path: Any) -> None:
+    queue = WriterQueue(str(tmp_path / "plans.db"))
+    order: list[str] = []
+    waiting = threading.Event()
+
+    def second() -> None:
+        waiting.set()
+        with queue.turn():
+            order.append("second")
+
+    with queue.turn():
+        with queue.turn():  # the same thread again: no deadlock
+            order.append("first")
+        thread = threading.Thread(target=second)
+        thread.start()
+        waiting.wait(5)
+        thread.join(0.3)
+        assert thread.is_alive(), "the second writer went ahead while the first held its turn"
+        order.append("first done")
+    thread.join(5)
+    assert order == ["first", "first done", "second"]
+    queue.close()
+
+
+def test_sqlite_writer_processes_take_turns_on_a_file_lock(tmp_path: Any) -> None:
+    database_file = str(tmp_path / "plans.db")
+    queue = WriterQueue(database_file)
+    child = (
+        "import sys, time; from service.db import WriterQueue\n"
+        "with WriterQueue(sys.argv[1]).turn():\n"
+        "    print(time.time(), flush=True)\n"
+    )
+    with queue.turn():
+        process = subprocess.Popen(
+            [sys.executable, "-c", child, database_file], stdout=subprocess.PIPE, text=True
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(1.5)  # it waits while this process holds the turn
+        released = time.time()
+    out, _ = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert float(out) >= released
+    queue.close()
+
+
+def test_more_parallel_writers_than_pooled_connections_all_land(
+    client: Client, plan: dict, database: Database
+) -> None:
+    """Twenty writers at once, more than the pool's connections: a writer waiting for its
+    turn holds its connection, so the one whose turn it is still gets its own."""
+    goals = client.get(plan_url(plan, "goals")).json()["items"]
+    landed: list[int] = []
+
+    def write(index: int) -> None:
+        response = client.post(
+            plan_url(plan, "homework"),
+            json={
+                "phase": "initial",
+                "kind": "reconnect",
+                "description": f"Call friend {index}",
+                "assigned_on": "2026-01-12",
+                "goal_id": goals[0]["id"],
+            },
+        )
+        assert response.status_code == 201, response.text
+        landed.append(index)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(landed) == list(range(20))
+    assert count_rows(database, "homework") == 20

@@ -191,8 +191,22 @@ class HistoryQuery:
     patient: str | None = None
 
 
-def history(session: Session, query: HistoryQuery) -> Sequence[ResourceVersion]:
-    """Versions newest first, as FHIR history lists them."""
+_versions = ResourceVersion.__table__.c
+_VERSIONS = select(
+    _versions.sequence,
+    _versions.resource_type,
+    _versions.id,
+    _versions.version_id,
+    _versions.last_updated,
+    _versions.deleted,
+    _versions.method,
+    _versions.content,
+).where(_versions.sequence.in_(bindparam("sequences", expanding=True)))
+
+
+def history(session: Session, query: HistoryQuery) -> Sequence[Any]:
+    """Versions newest first, as FHIR history lists them: rows with the columns of
+    ``ResourceVersion`` (a page is served as it is read, without ORM objects)."""
     conditions = []
     if query.resource_type is not None:
         conditions.append(ResourceVersion.resource_type == query.resource_type)
@@ -217,8 +231,8 @@ def history(session: Session, query: HistoryQuery) -> Sequence[ResourceVersion]:
     )
     if not sequences:
         return []
-    versions = select(ResourceVersion).where(ResourceVersion.sequence.in_(sequences))
-    return session.scalars(versions.order_by(ResourceVersion.sequence.desc())).all()
+    ordered = _VERSIONS.order_by(_versions.sequence.desc())
+    return session.execute(ordered, {"sequences": sequences}).all()
 
 
 def _of_patient(patient: str) -> ColumnElement[bool]:

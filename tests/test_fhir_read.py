@@ -178,6 +178,44 @@ def test_pretty_printing_on_request(client: Client, plan: dict) -> None:
     assert pretty.json() == compact.json()
 
 
+def test_history_entries_are_complete_for_create_update_and_delete(
+    client: Client, plan: dict
+) -> None:
+    goal_id = client.get(plan_url(plan, "goals")).json()["items"][0]["id"]
+    first = fhir_get(client, f"Goal/{goal_id}").json()
+    assert client.patch(plan_url(plan, "goals", goal_id), json={"priority": "low-priority"}).ok
+    second = fhir_get(client, f"Goal/{goal_id}").json()
+    assert client.delete(plan_url(plan, "goals", goal_id)).status_code == 204
+    history = fhir_get(client, f"Goal/{goal_id}/_history").json()
+    base = client.base_url + "/fhir"
+    deleted, updated, created = history["entry"]
+    assert set(deleted) == {"fullUrl", "request", "response"}
+    assert deleted["fullUrl"] == f"{base}/Goal/{goal_id}"
+    assert deleted["request"] == {"method": "DELETE", "url": f"Goal/{goal_id}"}
+    assert deleted["response"]["status"] == "204"
+    assert deleted["response"]["etag"] == 'W/"3"'
+    assert updated == {
+        "fullUrl": f"{base}/Goal/{goal_id}",
+        "request": {"method": "PUT", "url": f"Goal/{goal_id}"},
+        "response": {
+            "status": "200",
+            "etag": 'W/"2"',
+            "lastModified": second["meta"]["lastUpdated"],
+        },
+        "resource": second,
+    }
+    assert created == {
+        "fullUrl": f"{base}/Goal/{goal_id}",
+        "request": {"method": "POST", "url": "Goal"},
+        "response": {
+            "status": "201",
+            "etag": 'W/"1"',
+            "lastModified": first["meta"]["lastUpdated"],
+        },
+        "resource": first,
+    }
+
+
 def test_history_pages_newest_first_without_skipping_or_repeating(client: Client) -> None:
     plans = [client.create_plan(patient=f"Patient/{n}", default_goals=False) for n in range(3)]
     for created in plans:

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, request
+from sqlalchemy import Row
 from werkzeug.exceptions import BadRequest
 
 from api.auth.access import allowed, compartment, require
@@ -30,7 +31,6 @@ from fhir_mappings import conformance
 from fhir_mappings.projection import instant
 from service import resource_store
 from service.errors import Gone, NotFound
-from service.models import ResourceVersion
 from service.resource_store import HistoryQuery
 
 PLAN_TYPES = ("CarePlan", "Goal")
@@ -175,39 +175,39 @@ def _link(relation: str, params: dict[str, Any]) -> dict[str, str]:
     return {"relation": relation, "url": f"{request.base_url}{'?' + query if query else ''}"}
 
 
-def _history_bundle(page: list[ResourceVersion], more: bool, count: int) -> str:
+def _history_bundle(page: list[Row[Any]], more: bool, count: int) -> str:
     kept = {k: request.args[k] for k in ("_since", "_at", "_format") if k in request.args}
     links = [_link("self", {**kept, "_count": count, "_cursor": request.args.get("_cursor")})]
     if more:
         links.append(_link("next", {**kept, "_count": count, "_cursor": page[-1].sequence}))
     head = json.dumps({"resourceType": "Bundle", "type": "history", "link": links})
-    entries = ",".join(_history_entry(version) for version in page)
+    base = json.dumps(base_url())
+    entries = ",".join(_history_entry(version, base) for version in page)
     return f'{head[:-1]},"entry":[{entries}]}}'
 
 
-def _history_entry(version: ResourceVersion) -> str:
-    """One entry; the stored resource is embedded as stored, everything else is encoded."""
-    created = version.method == "POST"
+def _history_entry(version: Row[Any], base: str) -> str:
+    """One entry; the stored resource is embedded as stored.
+
+    Written out directly (an export pages through every version): the type is one this
+    server serves, ids are FHIR ids ([A-Za-z0-9-.]), the method and instant are fixed
+    forms, and the base URL is JSON-encoded, so nothing else needs escaping.
+    """
     reference = f"{version.resource_type}/{version.id}"
-    entry: dict[str, Any] = {"fullUrl": f"{base_url()}/{reference}"}
     if version.deleted:
-        entry["request"] = {"method": "DELETE", "url": reference}
-        status = "204"
+        method, url, status = "DELETE", reference, "204"
+    elif version.method == "POST":
+        method, url, status = "POST", version.resource_type, "201"
     else:
-        entry["request"] = {
-            "method": version.method,
-            "url": version.resource_type if created else reference,
-        }
-        status = "201" if created else "200"
-    entry["response"] = {
-        "status": status,
-        "etag": weak_etag(version.version_id),
-        "lastModified": instant(version.last_updated),
-    }
-    encoded = json.dumps(entry)
+        method, url, status = version.method, reference, "200"
+    entry = (
+        f'{{"fullUrl":{base[:-1]}/{reference}","request":{{"method":"{method}","url":"{url}"}},'
+        f'"response":{{"status":"{status}","etag":{json.dumps(weak_etag(version.version_id))},'
+        f'"lastModified":"{instant(version.last_updated)}"}}'
+    )
     if version.deleted or version.content is None:
-        return encoded
-    return f'{encoded[:-1]},"resource":{version.content}}}'
+        return entry + "}"
+    return f'{entry},"resource":{version.content}}}'
 
 
 @blp.route("/<resource_type>/<resource_id>/_history", methods=["GET"])

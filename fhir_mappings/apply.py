@@ -109,10 +109,15 @@ def _stored(session: Any, resource_type: str, resource_id: str) -> StoredResourc
     return resource_store.current(session, resource_type, resource_id)
 
 
-def _lock_and_check(session: Any, stored: StoredResource, expected_version: int | None) -> CarePlan:
+def _lock_and_check(
+    database: Database, session: Any, stored: StoredResource, expected_version: int | None
+) -> CarePlan:
     """Lock the plan, then compare versions: the check and the write are one transaction."""
     plan = load_plan(session, stored.plan_id, lock=True)
-    session.refresh(stored)
+    if database.supports_row_locks:
+        # Read again under the plan's lock (on SQLite the whole transaction holds the
+        # database's write lock, so what was read is current).
+        session.refresh(stored)
     if stored.deleted:
         raise Gone(f"{stored.resource_type}/{stored.id} was deleted")
     if expected_version is not None and expected_version != stored.version_id:
@@ -191,7 +196,7 @@ def update(
             if expected_version is not None:
                 raise NotFound(f"{resource_type}/{resource_id} does not exist (If-Match was sent)")
             return _create(database, resource, actor, resource_id)
-        plan = _lock_and_check(session, stored, expected_version)
+        plan = _lock_and_check(database, session, stored, expected_version)
         # Publish even when the domain has nothing to change: the elements it does not
         # model may be all the client changed. A change the domain makes replaces this one.
         database.notify(PlanEdit(session, plan, actor))
@@ -356,7 +361,7 @@ def delete(
             raise NotFound(f"{resource_type}/{resource_id} does not exist")
         if stored.deleted:
             return
-        _lock_and_check(session, stored, expected_version)
+        _lock_and_check(database, session, stored, expected_version)
         if resource_type == "Goal":
             goals.delete_goal(database, stored.plan_id, resource_id, actor)
         elif stored.id == stored.plan_id:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from service.codes import CLOSED_PLAN_STATUSES, SessionStatus
@@ -202,20 +202,23 @@ class PlanEdit:
             self.plan.updated_at = self.now
             self.plan.updated_by = self.actor
         self.session.flush()
-        for entry in self._log:
-            self.session.add(
-                PlanChange(
-                    plan_id=self.plan.id,
-                    plan_version=self.plan.version,
-                    entity=entry.entity,
-                    entity_id=str(entry.record.id),
-                    action=entry.action,
-                    fields=sorted(entry.fields),
-                    actor=self.actor,
-                    at=self.now,
-                )
-            )
-        self.session.flush()
+        # The log rows go in with one statement, not as objects of the unit of work.
+        self.session.execute(
+            insert(PlanChange),
+            [
+                {
+                    "plan_id": self.plan.id,
+                    "plan_version": self.plan.version,
+                    "entity": entry.entity,
+                    "entity_id": str(entry.record.id),
+                    "action": entry.action,
+                    "fields": sorted(entry.fields),
+                    "actor": self.actor,
+                    "at": self.now,
+                }
+                for entry in self._log
+            ],
+        )
         if self.notify is not None:
             self.notify(self)
 

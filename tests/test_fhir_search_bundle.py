@@ -185,3 +185,43 @@ def test_a_patient_token_searches_its_compartment_only(
     assert other["total"] == 0
     assert "entry" not in other
     assert json.dumps(other["link"]).count("Patient%2Ftheirs") == 1
+
+
+def test_searches_alike_but_for_their_values_find_each_their_own(client: Client) -> None:
+    plans = {p: client.create_plan(patient=f"Patient/{p}")["id"] for p in ("alike1", "alike2")}
+    for patient, plan_id in plans.items():
+        bundle = get_bundle(
+            client, "CarePlan", {"patient": f"Patient/{patient}", "category": "episode"}
+        )
+        assert [e["resource"]["id"] for e in bundle["entry"]] == [plan_id]
+
+
+def test_token_system_forms_are_told_apart(client: Client) -> None:
+    plan = client.create_plan(patient="Patient/systems")
+    episode = {"patient": "Patient/systems", "category": "episode"}
+    forms = {
+        "active": [plan["id"]],
+        "http://hl7.org/fhir/request-status|active": [plan["id"]],
+        "|active": [],  # the status has a system
+        "urn:other|active": [],
+        "http://hl7.org/fhir/request-status|": [plan["id"]],
+    }
+    for status, expected in forms.items():
+        bundle = get_bundle(client, "CarePlan", {**episode, "status": status})
+        assert [e["resource"]["id"] for e in bundle.get("entry", [])] == expected, status
+
+
+def test_an_escaped_comma_is_part_of_the_value(client: Client) -> None:
+    plan = client.create_plan(
+        patient="Patient/comma", identifiers=[{"system": "urn:comma", "value": "A,B"}]
+    )
+    found = get_bundle(client, "CarePlan", {"identifier": "urn:comma|A\\,B"})
+    assert [e["resource"]["id"] for e in found["entry"]] == [plan["id"]]
+    either = get_bundle(client, "CarePlan", {"identifier": "urn:comma|A,urn:comma|B"})
+    assert "entry" not in either
+
+
+def test_an_empty_total_is_refused(client: Client) -> None:
+    response = client.get("/fhir/Goal", params={"patient": "Patient/x", "_total": ""})
+    assert response.status_code == 400
+    assert response.json()["resourceType"] == "OperationOutcome"

@@ -308,8 +308,11 @@ class _Prepared:
         return dict(converted)
 
 
-@functools.lru_cache(maxsize=512)
-def _prepare(shape: _Shape, dialect: Dialect) -> _Prepared:
+# Shapes with more values than this (long OR lists) are compiled each time, not kept.
+_KEPT_VALUES = 512
+
+
+def _compile(shape: _Shape, dialect: Dialect) -> _Prepared:
     statement = shape.statement()
     compiled = statement.compile(dialect=dialect)
     binds = {name: bind for bind, name in compiled.bind_names.items()}
@@ -330,13 +333,16 @@ def _prepare(shape: _Shape, dialect: Dialect) -> _Prepared:
     return _Prepared(str(compiled), tuple(parameters), dialect.positional, results)
 
 
+_prepare = functools.lru_cache(maxsize=256)(_compile)
+
+
 def _fetch(connection: Connection, shape: _Shape, values: Mapping[str, Any]) -> list[Any]:
     """Every row of a shape's statement with these values, converted by the column types.
 
     A driver error is raised as SQLAlchemy's, and a connection found lost is invalidated.
     """
     dialect = connection.dialect
-    prepared = _prepare(shape, dialect)
+    prepared = (_prepare if len(values) <= _KEPT_VALUES else _compile)(shape, dialect)
     arguments = prepared.arguments(values)
     driver = connection.connection.dbapi_connection
     try:

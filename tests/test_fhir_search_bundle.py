@@ -225,3 +225,15 @@ def test_an_empty_total_is_refused(client: Client) -> None:
     response = client.get("/fhir/Goal", params={"patient": "Patient/x", "_total": ""})
     assert response.status_code == 400
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_long_list_of_ids(client: Client) -> None:
+    plans = [client.create_plan(patient="Patient/long")["id"] for _ in range(2)]
+    unknown = [f"unknown-{n}" for n in range(600)]
+    response = client.post(
+        "/fhir/CarePlan/_search", data={"_id": ",".join([*unknown, *plans]), "_count": "5"}
+    )
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert [e["resource"]["id"] for e in bundle["entry"]] == sorted(plans)
+    assert bundle["total"] == 2

@@ -9,11 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, request
+from sqlalchemy import Connection
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
@@ -21,7 +25,7 @@ from api.auth.access import compartment
 from api.fhir.http import body_response
 from api.fhir.openapi import responses
 from api.fhir.resources import PLAN_TYPES, base_url, blp, check_type
-from api.http import database
+from api.http import database, read_connection
 from fhir_mappings.search_parameters import (
     INCLUDES,
     REVINCLUDES,
@@ -51,6 +55,8 @@ RESULT_PARAMETERS = {
     "_pretty",
 }
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+# Ids that JSON takes as they are (every FHIR id is one).
+_PLAIN_ID = re.compile(r"[A-Za-z0-9.\-]+").fullmatch
 
 
 def _strict() -> bool:
@@ -60,6 +66,8 @@ def _strict() -> bool:
 
 def _split(value: str) -> list[str]:
     """Comma-separated values (OR); a backslash escapes a comma."""
+    if "\\" not in value:
+        return value.split(",")
     parts, current, escaped = [], "", False
     for char in value:
         if escaped:
@@ -76,7 +84,7 @@ def _split(value: str) -> list[str]:
     return parts
 
 
-def _token_options(value: str) -> list[tuple[Any, str | None]]:
+def _token_options(value: str) -> tuple[tuple[Any, str | None], ...]:
     options: list[tuple[Any, str | None]] = []
     for part in _split(value):
         if "|" not in part:
@@ -84,10 +92,10 @@ def _token_options(value: str) -> list[tuple[Any, str | None]]:
         else:
             system, code = part.split("|", 1)
             options.append((system or None, code or None))
-    return options
+    return tuple(options)
 
 
-def _reference_targets(value: str, target: str | None, name: str) -> list[str]:
+def _reference_targets(value: str, target: str | None, name: str) -> tuple[str, ...]:
     targets = []
     for part in _split(value):
         if "/" in part:
@@ -98,10 +106,10 @@ def _reference_targets(value: str, target: str | None, name: str) -> list[str]:
             targets.append(part)
         else:
             raise BadRequest(f"{name}: an empty reference")
-    return targets
+    return tuple(targets)
 
 
-def _date_options(value: str, name: str) -> list[tuple[Any, datetime, datetime]]:
+def _date_options(value: str, name: str) -> tuple[tuple[Any, datetime, datetime], ...]:
     options = []
     for part in _split(value):
         prefix = part[:2] if part[:2] in DATE_PREFIXES else "eq"
@@ -111,14 +119,14 @@ def _date_options(value: str, name: str) -> list[tuple[Any, datetime, datetime]]
         except ValueError:
             raise BadRequest(f"{name}: {part!r} is not a FHIR date, dateTime or instant") from None
         options.append((prefix, found.low, found.high))
-    return options
+    return tuple(options)
 
 
 def _clause(resource_type: str, name: str, value: str) -> rs.Clause | None:
     """The clause of one query parameter; None when the parameter is unknown."""
     base, _, modifier = name.partition(":")
     if base == "_id":
-        return rs.IdClause(_split(value))
+        return rs.IdClause(tuple(_split(value)))
     if base == "_lastUpdated":
         return rs.DateClause(None, _date_options(value, name))
     parameter = SEARCH_PARAMETERS[resource_type].get(base)
@@ -131,7 +139,7 @@ def _clause(resource_type: str, name: str, value: str) -> rs.Clause | None:
     if parameter.type == "token" and modifier in ("", "not"):
         return rs.TokenClause(base, _token_options(value), negate=modifier == "not")
     if parameter.canonical and modifier in ("", "not"):
-        return rs.ReferenceClause(base, _split(value), negate=modifier == "not")
+        return rs.ReferenceClause(base, tuple(_split(value)), negate=modifier == "not")
     if parameter.type == "reference" and (modifier in ("", "not") or modifier[:1].isupper()):
         target = modifier if modifier[:1].isupper() else parameter.target
         return rs.ReferenceClause(
@@ -174,13 +182,20 @@ class Search:
         self, resource_type: str, params: MultiDict[str, str], strict: bool | None = None
     ) -> None:
         self.resource_type = resource_type
+        self.base = base_url()
         self.strict = _strict() if strict is None else strict
         self.params = params
         self.used: list[tuple[str, str]] = []
         self.ignored: list[str] = []
+        # The result parameters given, each with its values, and all of them in order.
+        self.results: dict[str, list[str]] = {}
+        self.kept: list[tuple[str, str]] = []
         self.query = rs.SearchQuery(resource_type)
         for name, value in params.items(multi=True):
             if name in RESULT_PARAMETERS:
+                self.results.setdefault(name, []).append(value)
+                if name != "_cursor":
+                    self.kept.append((name, value))
                 continue
             clause = _clause(resource_type, name, value)
             if clause is None:
@@ -196,20 +211,26 @@ class Search:
         self.count = self._count()
         self.query.limit = self.count + 1
         self._sort()
-        self.query.cursor = _cursor(params.get("_cursor"))
-        self.summary = params.get("_summary")
+        self.cursor = self._first("_cursor")
+        self.query.cursor = _cursor(self.cursor)
+        self.summary = self._first("_summary")
         if self.summary is not None and self.summary not in SUMMARY_MODES:
             raise BadRequest(f"_summary must be one of {', '.join(SUMMARY_MODES)}")
-        elements = params.get("_elements")
+        elements = self._first("_elements")
         self.elements = [e.strip() for e in elements.split(",") if e.strip()] if elements else None
-        self.total = params.get("_total", "accurate")
+        total = self._first("_total")
+        self.total = "accurate" if total is None else total
         if self.total not in ("none", "estimate", "accurate"):
             raise BadRequest("_total must be none, estimate or accurate")
         self.includes = self._includes("_include", INCLUDES)
         self.revincludes = self._includes("_revinclude", REVINCLUDES)
 
+    def _first(self, name: str) -> str | None:
+        values = self.results.get(name)
+        return values[0] if values else None
+
     def _count(self) -> int:
-        value = self.params.get("_count")
+        value = self._first("_count")
         if value is None:
             return DEFAULT_COUNT
         if not value.isdigit():
@@ -217,7 +238,7 @@ class Search:
         return min(int(value), MAX_COUNT)
 
     def _sort(self) -> None:
-        value = self.params.get("_sort")
+        value = self._first("_sort")
         if not value:
             return
         keys = value.split(",")
@@ -234,7 +255,7 @@ class Search:
         """(source:param, iterate) pairs; ``_include:iterate`` follows includes of includes."""
         found = []
         for iterate in (False, True):
-            for value in self.params.getlist(f"{name}:iterate" if iterate else name):
+            for value in self.results.get(f"{name}:iterate" if iterate else name, ()):
                 known = any(value in values for values in allowed.values())
                 if value not in allowed.get(self.resource_type, ()) and not (iterate and known):
                     raise BadRequest(f"{name}={value} is not supported for {self.resource_type}")
@@ -243,34 +264,45 @@ class Search:
 
     def link(self, cursor: str | None = None) -> str:
         """A link to this search at a cursor, carrying every parameter that was applied."""
-        kept = [
-            (name, value)
-            for name, value in self.params.items(multi=True)
-            if name in RESULT_PARAMETERS and name != "_cursor"
-        ]
-        query = [*self.used, *kept]
+        query = [*self.used, *self.kept]
         if cursor:
             query.append(("_cursor", cursor))
-        return f"{base_url()}/{self.resource_type}?{urlencode(query)}"
+        return f"{self.base}/{self.resource_type}?{urlencode(query)}"
+
+
+@contextmanager
+def _reading() -> Iterator[Connection]:
+    """The connection a search reads on.
+
+    Inside a transaction (a Bundle's), the transaction's own. Otherwise the request's
+    connection for single-statement reads, its statements seeing one state of the database.
+    """
+    with database().reading() as session:
+        if session.in_transaction():
+            session.flush()
+            yield session.connection()
+            return
+    with rs.snapshot(read_connection()) as connection:
+        yield connection
 
 
 def matching_ids(search: Search, limit: int = 2) -> list[str]:
     """Ids of (up to ``limit``) live matches: enough for a conditional request to decide."""
     search.query.limit = limit
     search.query.clauses = list(search.query.clauses)
-    with database().reading() as session:
-        return [row.resource.id for row in rs.search(session, search.query)]
+    with _reading() as connection:
+        return [row.resource.id for row in rs.search(connection, search.query)]
 
 
 def run(search: Search) -> str:
-    with database().reading() as session:
+    with _reading() as connection:
         if search.summary == "count":
-            total = rs.count(session, search.query) if search.total != "none" else None
+            total = rs.count(connection, search.query) if search.total != "none" else None
             return _bundle(search, [], [], total, None, None)
-        rows = rs.search(session, search.query)
+        rows = rs.search(connection, search.query)
         backwards = search.query.cursor is not None and search.query.cursor.backwards
         more = len(rows) > search.count
-        total = _total(session, search, rows, more)
+        total = _total(connection, search, rows, more)
         if more:
             rows = rows[1:] if backwards else rows[:-1]
         next_cursor = prev_cursor = None
@@ -279,21 +311,23 @@ def run(search: Search) -> str:
         if rows and search.query.cursor is not None and (more or not backwards):
             prev_cursor = _encode_cursor(rows[0], True)
         matches = [row.resource for row in rows]
-        included = _included(session, search, matches)
+        included = _included(connection, search, matches) if matches else []
     return _bundle(search, matches, included, total, next_cursor, prev_cursor)
 
 
-def _total(session: Any, search: Search, rows: list[rs.Row], more: bool) -> int | None:
+def _total(connection: Connection, search: Search, rows: list[rs.Row], more: bool) -> int | None:
     """The number of matches: a first page that holds them all is its own count, read in
     the same transaction; any other page asks the database."""
     if search.total == "none":
         return None
     if search.query.cursor is None and not more:
         return len(rows)
-    return rs.count(session, search.query)
+    return rs.count(connection, search.query)
 
 
-def _included(session: Any, search: Search, matches: list[rs.Found]) -> list[rs.Found]:
+def _included(connection: Connection, search: Search, matches: list[rs.Found]) -> list[rs.Found]:
+    if not search.includes and not search.revincludes:
+        return []
     seen = {(r.resource_type, r.id) for r in matches}
     found: list[rs.Found] = []
     frontier = matches
@@ -304,20 +338,21 @@ def _included(session: Any, search: Search, matches: list[rs.Found]) -> list[rs.
             for value, iterate in search.includes:
                 source_type, param = value.split(":")
                 if source_type == source and (depth == 0 or iterate):
-                    for target in rs.referenced(session, source, ids, param):
+                    for target in rs.referenced(connection, source, ids, param):
                         keys.append(tuple(target.split("/", 1)))  # type: ignore[arg-type]
             for value, iterate in search.revincludes:
                 source_type, param = value.split(":")
                 if depth == 0 or iterate:
                     targets = [f"{source}/{i}" for i in ids]
                     keys += [
-                        (source_type, i) for i in rs.referring(session, source_type, param, targets)
+                        (source_type, i)
+                        for i in rs.referring(connection, source_type, param, targets)
                     ]
         new = [k for k in dict.fromkeys(keys) if k not in seen and k[0] in PLAN_TYPES]
         if not new:
             break
         seen.update(new)
-        frontier = rs.load(session, new)
+        frontier = rs.load(connection, new)
         found += frontier
     return found
 
@@ -330,7 +365,8 @@ def _bundle(
     next_cursor: str | None,
     prev_cursor: str | None,
 ) -> str:
-    links = [{"relation": "self", "url": search.link(search.params.get("_cursor"))}]
+    """The searchset Bundle, its entries spliced in from the stored JSON."""
+    links = [{"relation": "self", "url": search.link(search.cursor)}]
     if next_cursor:
         links.append({"relation": "next", "url": search.link(next_cursor)})
     if prev_cursor:
@@ -339,20 +375,27 @@ def _bundle(
     if total is not None:
         head["total"] = total
     head["link"] = links
-    entries = [_entry(r, "match", search) for r in matches]
-    entries += [_entry(r, "include", search) for r in included]
     encoded = json.dumps(head)
-    if not entries:
+    if not matches and not included:
         return encoded
-    return f'{encoded[:-1]},"entry":[{",".join(entries)}]}}'
-
-
-def _entry(stored: rs.Found, mode: str, search: Search) -> str:
-    content = stored.content
-    if search.summary not in (None, "false") or search.elements:
-        content = json.dumps(reshape(json.loads(content), search.summary, search.elements))
-    full_url = json.dumps(f"{base_url()}/{stored.resource_type}/{stored.id}")
-    return f'{{"fullUrl":{full_url},"resource":{content},"search":{{"mode":"{mode}"}}}}'
+    reshaping = search.summary not in (None, "false") or bool(search.elements)
+    prefixes: dict[str, str] = {}
+    parts = [encoded[:-1], ',"entry":[']
+    for mode, found in (("match", matches), ("include", included)):
+        closing = f',"search":{{"mode":"{mode}"}}}},'
+        for stored in found:
+            prefix = prefixes.get(stored.resource_type)
+            if prefix is None:
+                url = json.dumps(f"{search.base}/{stored.resource_type}/")
+                prefix = prefixes[stored.resource_type] = '{"fullUrl":' + url[:-1]
+            content = stored.content
+            if reshaping:
+                content = json.dumps(reshape(json.loads(content), search.summary, search.elements))
+            escaped = stored.id if _PLAIN_ID(stored.id) else json.dumps(stored.id)[1:-1]
+            parts += (prefix, escaped, '","resource":', content, closing)
+    parts[-1] = parts[-1][:-1]
+    parts.append("]}")
+    return "".join(parts)
 
 
 @blp.route("/<resource_type>", methods=["GET"])

@@ -371,7 +371,12 @@ class AuditBuffer:
             self._wake.clear()
             # Wait a little for more records: one transaction per batch, not per request.
             time.sleep(self.delay)
-            if self.flush():
+            with self._lock:
+                due = len(self._pending)
+            # Only the records that were waiting: those that come in meanwhile wait for the
+            # next round (they have woken it), instead of going in tiny batches one after
+            # the other while requests keep coming.
+            if self._write_pending(due):
                 failures = 0
             else:
                 failures += 1
@@ -381,15 +386,23 @@ class AuditBuffer:
     def flush(self) -> bool:
         """Write every pending record now; False when the database could not be reached
         (the records stay pending)."""
+        return self._write_pending(None)
+
+    def _write_pending(self, limit: int | None) -> bool:
+        """Write the first ``limit`` pending records (all of them with None), in batches."""
         with self._writing:
-            while True:
+            while limit is None or limit > 0:
                 with self._lock:
                     size = min(BATCH_SIZE, len(self._pending))
+                    if limit is not None:
+                        size = min(size, limit)
+                        limit -= size
                     batch = [self._pending.popleft() for _ in range(size)]
                 if not batch:
                     return True
                 if not self._write_batch(batch):
                     return False
+            return True
 
     def _write_batch(self, batch: list[_Pending]) -> bool:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -153,3 +154,29 @@ def test_a_forked_worker_writes_only_its_own_audit_records(database: Database) -
     assert os.waitstatus_to_exitcode(status) == 0
     assert [row for row, _ in buffer._pending] == [{"marker": "parent"}]
     buffer._pending.clear()
+
+
+def test_records_arriving_during_a_write_wait_for_the_next_round(database: Database) -> None:
+    """The writer takes what was waiting when it woke: records that come in while it
+    writes go in the next batch, a round later, not in a string of tiny transactions."""
+    flush()
+    delay = 0.3
+    buffer = AuditBuffer(database, delay=delay)
+    written: list[tuple[float, list[str]]] = []
+
+    def write(batch: list[tuple[dict[str, str], None]]) -> None:
+        written.append((time.monotonic(), [row["marker"] for row, _ in batch]))
+        if len(written) == 1:
+            buffer.put({"marker": "during-1"})
+            buffer.put({"marker": "during-2"})
+
+    buffer._write = write  # type: ignore[method-assign]
+    for marker in ("a", "b", "c"):
+        buffer.put({"marker": marker})
+    deadline = time.monotonic() + 5
+    while len(written) < 2:
+        assert time.monotonic() < deadline, "the second round was never written"
+        time.sleep(0.02)
+    (first_at, first), (second_at, second) = written
+    assert (first, second) == (["a", "b", "c"], ["during-1", "during-2"])
+    assert second_at - first_at >= delay * 0.9

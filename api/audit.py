@@ -21,7 +21,6 @@ import re
 import threading
 import time
 import weakref
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlencode
@@ -135,13 +134,13 @@ def route_entity() -> str | None:
     return None
 
 
-def _patient_hint() -> tuple[str, str] | None:
-    """Where the patient of the URL's plan or resource can be looked up."""
+def _patient_hint(entity: str | None) -> tuple[str, str] | None:
+    """Where the patient of the URL's plan or resource (``entity``, from
+    :func:`route_entity`) can be looked up."""
     plan_id = (request.view_args or {}).get("plan_id")
-    if request.path.startswith("/api/") and reference("CarePlan", plan_id):
+    if plan_id is not None and request.path.startswith("/api/") and reference("CarePlan", plan_id):
         return "plan", str(plan_id)
-    entity = route_entity() or ""
-    if entity.startswith(("CarePlan/", "Goal/")):
+    if entity is not None and entity.startswith(("CarePlan/", "Goal/")):
         resource_type, _, resource_id = entity.partition("/")
         return resource_type, resource_id
     return None
@@ -182,38 +181,58 @@ def _started() -> datetime:
     return started or utcnow()
 
 
-def _facts(**fields: Any) -> AuditFacts:
-    name, client_id, user = agent()
-    request_id = g.get("request_id")
-    defaults: dict[str, Any] = {
-        "id": new_id(),
-        "started": _started(),
-        "agent": name,
-        "client_id": client_id,
-        "user": user,
-        "address": request.remote_addr,
-        "request_id": request_id if request_id else None,
-    }
-    return AuditFacts(**{**defaults, **fields})
-
-
 # Rows go in through the table: every request adds one, without the ORM's bookkeeping.
 _AUDIT_EVENTS = cast(Table, AuditRecord.__table__)
 
 
-def _row(facts: AuditFacts) -> dict[str, Any]:
-    """The audit_events row of a request: inserted in bulk, without building ORM objects
-    (every request writes one)."""
+def _row(**fields: Any) -> dict[str, Any]:
+    """The audit_events row of the current request: its facts, column by column (the
+    AuditEvent is rendered from them when it is read). ``fields`` are the facts that depend
+    on what the request did; who asked, from where and when are added here."""
+    name, client_id, user = agent()
     return {
-        "id": facts.id,
-        "recorded": facts.recorded,
-        "action": facts.action,
-        "outcome": facts.outcome,
-        "agent": facts.agent,
-        "entity": facts.entity,
-        "patient": facts.patient,
-        "content": serialise(render_audit_event(facts)),
+        "id": new_id(),
+        "started": _started(),
+        "agent": name,
+        "client_id": client_id,
+        "user_name": user,
+        "address": request.remote_addr,
+        "request_id": g.get("request_id") or None,
+        "status": None,
+        "entity": None,
+        "query": None,
+        "patient": None,
+        **fields,
     }
+
+
+def facts_of(record: AuditRecord) -> AuditFacts:
+    """The facts of a stored record written with columns (not ``content``)."""
+    return AuditFacts(
+        id=record.id,
+        recorded=record.recorded,
+        started=record.started or record.recorded,
+        interaction=record.interaction or "",
+        action=record.action,
+        outcome=record.outcome,
+        agent=record.agent,
+        status=record.status,
+        client_id=record.client_id,
+        user=record.user_name,
+        address=record.address,
+        request_id=record.request_id,
+        entity=record.entity,
+        query=record.query,
+        patient=record.patient,
+    )
+
+
+def stored_event(record: AuditRecord) -> str:
+    """The AuditEvent of a record as served: the stored text of a record that has one,
+    else rendered from its facts (the same rendering either way)."""
+    if record.content is not None:
+        return record.content
+    return serialise(render_audit_event(facts_of(record)))
 
 
 # --- writes: recorded in their own transaction ----------------------------------------------
@@ -234,7 +253,7 @@ def record_write(edit: PlanEdit) -> None:
         action = "D" if plan.is_deleted else "C" if created else "U"
     else:
         action = ACTIONS.get(kind, "U")
-    facts = _facts(
+    row = _row(
         recorded=edit.now,
         interaction=kind,
         action=action,
@@ -242,7 +261,7 @@ def record_write(edit: PlanEdit) -> None:
         entity=_written_entity(edit),
         patient=plan.patient,
     )
-    edit.session.execute(insert(_AUDIT_EVENTS), [_row(facts)])
+    edit.session.execute(insert(_AUDIT_EVENTS), [row])
     g.audit_recorded = True
 
 
@@ -281,21 +300,22 @@ def _after_request(response: Response) -> Response:
         status = response.status_code
         if kind in WRITE_INTERACTIONS and status < 400 and g.get("audit_recorded"):
             return response  # committed with the write
-        entity = route_entity()
+        named = entity = route_entity()
         if entity is None and kind == "create" and status < 400:
             entity = _located(response)
-        facts = _facts(
+        searched = kind in SEARCH_INTERACTIONS
+        row = _row(
             recorded=utcnow(),
             interaction=kind,
             action=ACTIONS.get(kind, "R"),
             outcome=outcome_of(status),
             status=status,
             entity=entity,
-            query=search_query() if kind in SEARCH_INTERACTIONS else None,
-            patient=patient_searched(_parameters()) if kind in SEARCH_INTERACTIONS else None,
+            query=search_query() if searched else None,
+            patient=patient_searched(_parameters()) if searched else None,
         )
         buffer: AuditBuffer = current_app.extensions["ipt_audit"]
-        buffer.put(facts, None if facts.patient else _patient_hint())
+        buffer.put(row, None if row["patient"] else _patient_hint(named))
     except Exception:
         log.exception("the request could not be audited")
     return response
@@ -310,8 +330,8 @@ def _located(response: Response) -> str | None:
     return reference(parts[0], parts[1]) if len(parts) == 2 else None
 
 
-# A record to write, and where its patient is looked up first: ("plan", id) or (type, id).
-_Pending = tuple[AuditFacts, tuple[str, str] | None]
+# A row to write, and where its patient is looked up first: ("plan", id) or (type, id).
+_Pending = tuple[dict[str, Any], tuple[str, str] | None]
 
 
 class AuditBuffer:
@@ -332,14 +352,13 @@ class AuditBuffer:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def put(self, facts: AuditFacts, patient_hint: tuple[str, str] | None = None) -> None:
-        if self._pid != os.getpid():
-            self._reset()
+    def put(self, row: dict[str, Any], patient_hint: tuple[str, str] | None = None) -> None:
+        # A forked child starts afresh (_after_fork): no process id is asked per request.
         with self._lock:
             if len(self._pending) >= MAX_PENDING:
                 self._pending.popleft()
                 log.error("audit buffer full: the oldest pending record was dropped")
-            self._pending.append((facts, patient_hint))
+            self._pending.append((row, patient_hint))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
                 self._thread.start()
@@ -352,7 +371,12 @@ class AuditBuffer:
             self._wake.clear()
             # Wait a little for more records: one transaction per batch, not per request.
             time.sleep(self.delay)
-            if self.flush():
+            with self._lock:
+                due = len(self._pending)
+            # Only the records that were waiting: those that come in meanwhile wait for the
+            # next round (they have woken it), instead of going in tiny batches one after
+            # the other while requests keep coming.
+            if self._write_pending(due):
                 failures = 0
             else:
                 failures += 1
@@ -362,15 +386,23 @@ class AuditBuffer:
     def flush(self) -> bool:
         """Write every pending record now; False when the database could not be reached
         (the records stay pending)."""
+        return self._write_pending(None)
+
+    def _write_pending(self, limit: int | None) -> bool:
+        """Write the first ``limit`` pending records (all of them with None), in batches."""
         with self._writing:
-            while True:
+            while limit is None or limit > 0:
                 with self._lock:
                     size = min(BATCH_SIZE, len(self._pending))
+                    if limit is not None:
+                        size = min(size, limit)
+                        limit -= size
                     batch = [self._pending.popleft() for _ in range(size)]
                 if not batch:
                     return True
                 if not self._write_batch(batch):
                     return False
+            return True
 
     def _write_batch(self, batch: list[_Pending]) -> bool:
         try:
@@ -398,9 +430,9 @@ class AuditBuffer:
     def _write(self, batch: list[_Pending]) -> None:
         patients = self._patients([hint for _, hint in batch if hint])
         rows = []
-        for facts, hint in batch:
+        for row, hint in batch:
             patient = patients.get(hint) if hint else None
-            rows.append(_row(replace(facts, patient=patient) if patient else facts))
+            rows.append({**row, "patient": patient} if patient else row)
         with self.database.writing() as session:
             session.execute(insert(_AUDIT_EVENTS), rows)
 
@@ -438,7 +470,13 @@ def flush() -> None:
             buffer.flush()
 
 
+def _after_fork() -> None:
+    for buffer in list(_buffers):
+        buffer._reset()
+
+
 atexit.register(flush)
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def install(app: Flask, database: Database) -> None:

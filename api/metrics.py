@@ -42,6 +42,8 @@ FHIR_WRITES = {
 }
 BUNDLE_METHODS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 FHIR_TYPES = ("CarePlan", "Goal")
+# Label combinations whose metric children are kept at hand (routes x methods x statuses).
+MAX_CACHED_LABELS = 4096
 
 
 def multiprocess_dir() -> str | None:
@@ -174,6 +176,10 @@ def install(app: Flask, database: Database) -> None:
     def start_timer() -> None:
         g.metrics_started = time.perf_counter()
 
+    # The (request counter, duration histogram) of each (method, route, status): looking a
+    # labelled child up in prometheus_client costs more than counting with it.
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     @app.after_request
     def count(response: Response) -> Response:
         rule = request.url_rule.rule if request.url_rule else UNMATCHED
@@ -181,8 +187,15 @@ def install(app: Flask, database: Database) -> None:
             return response
         method, status = request.method, response.status_code
         elapsed = time.perf_counter() - g.get("metrics_started", time.perf_counter())
-        metrics.requests.labels(method, rule, str(status)).inc()
-        metrics.duration.labels(method, rule, str(status)).observe(elapsed)
+        key = (method, rule, status)
+        counted = children.get(key)
+        if counted is None:
+            labels = (method, rule, str(status))
+            counted = metrics.requests.labels(*labels), metrics.duration.labels(*labels)
+            if len(children) < MAX_CACHED_LABELS:
+                children[key] = counted
+        counted[0].inc()
+        counted[1].observe(elapsed)
         if status >= 500:
             metrics.errors.labels(method, rule).inc()
         if 200 <= status < 300:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import sys
 import time
 import traceback
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,24 +55,35 @@ def configure_logging(level: str) -> None:
 def install(app: Flask) -> None:
     @app.before_request
     def start() -> None:
-        given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        given = request.headers.get("X-Request-ID")
+        # 128 random bits, written like a uuid4's hex.
+        g.request_id = given if given and _REQUEST_ID.match(given) else secrets.token_hex(16)
         g.started = time.perf_counter()
 
     @app.after_request
     def finish(response: Response) -> Response:
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        rule = request.url_rule.rule if request.url_rule else "(no route)"
-        log.info(
-            "request",
-            extra={
-                "request_id": g.get("request_id"),
-                "method": request.method,
-                "route": rule,
-                "status": response.status_code,
-                "duration_ms": round(
-                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
-                ),
-            },
-        )
+        request_id = g.get("request_id")
+        response.headers["X-Request-ID"] = request_id or ""
+        if log.isEnabledFor(logging.INFO):
+            started = g.get("started")
+            elapsed = time.perf_counter() - started if started is not None else 0.0
+            # The record is made directly: the caller's file and line (which logging looks
+            # up by walking the stack) say nothing a request line needs.
+            record = log.makeRecord(
+                log.name,
+                logging.INFO,
+                __file__,
+                0,
+                "request",
+                (),
+                None,
+                extra={
+                    "request_id": request_id,
+                    "method": request.method,
+                    "route": request.url_rule.rule if request.url_rule else "(no route)",
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            log.handle(record)
         return response

@@ -9,7 +9,6 @@ request as written, because they are what was looked for.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -157,11 +156,6 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
 
 def _client(client_id: str) -> dict[str, str]:
     return {"system": CLIENT_ID_SYSTEM, "value": client_id}
-
-
-def client_fragment(client_id: str) -> str:
-    """How a client's identifier is written in a stored AuditEvent, to find it by."""
-    return json.dumps(_client(client_id), ensure_ascii=False, separators=(",", ":"))[1:-1]
 
 
 def _caller(facts: AuditFacts) -> dict[str, Any]:

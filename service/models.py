@@ -497,7 +497,10 @@ class SigningKey(Base):
 class AuditRecord(Base):
     """One audited request: who did what to which record, when, from where, with what outcome.
 
-    Rows are only ever inserted. ``content`` is the FHIR AuditEvent as served.
+    Rows are only ever inserted. They hold the facts of the request, from which the FHIR
+    AuditEvent is rendered when it is read (``fhir_mappings.audit_event``). ``content`` is
+    the AuditEvent as it was rendered when recorded, kept for the records written before the
+    facts had columns of their own (those are served as stored); it is empty for newer ones.
     """
 
     __tablename__ = "audit_events"
@@ -509,11 +512,22 @@ class AuditRecord(Base):
     agent: Mapped[str] = mapped_column(String(255))
     entity: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
     patient: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
-    content: Mapped[str] = mapped_column(Text)
+    content: Mapped[str | None] = mapped_column(Text)
+    # The other facts; empty in records that have ``content`` (apart from client_id).
+    started: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    interaction: Mapped[str | None] = mapped_column(String(32))  # a restful-interaction code
+    status: Mapped[int | None] = mapped_column(Integer)  # the HTTP status, when answered
+    # Unbounded: an external issuer's client and user ids have no length limit.
+    client_id: Mapped[str | None] = mapped_column(Text)
+    user_name: Mapped[str | None] = mapped_column(Text)  # AuditFacts.user
+    address: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    query: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_audit_events_recorded", "recorded"),
         Index("ix_audit_events_agent", "agent", "recorded"),
+        Index("ix_audit_events_client_id", "client_id", "recorded"),
         Index("ix_audit_events_entity", "entity", "recorded"),
         Index("ix_audit_events_patient", "patient", "recorded"),
     )

@@ -10,19 +10,24 @@ import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Client, Server, count_rows, plan_url, token_for
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 from test_fhir_bundle import new_goal, post_bundle, transaction
 from test_fhir_read import assert_valid, outcome_code
 
-from api.audit import flush
+from api.audit import flush, stored_event
+from fhir_mappings.audit_event import AuditFacts, render_audit_event
+from fhir_mappings.projection import instant, serialise
 from service.db import Database
+from service.models import AuditRecord
 
 RESTFUL = "http://hl7.org/fhir/restful-interaction"
 AUDITOR = {"X-Actor": "auditor"}
+STORED = [column.key for column in AuditRecord.__table__.columns]
 
 
 @pytest.fixture(autouse=True)
@@ -34,15 +39,18 @@ def empty_trail(database: Database) -> None:
 
 
 def rows(database: Database) -> list[dict[str, Any]]:
-    """Every stored audit record, oldest first, with its AuditEvent parsed."""
-    with database.engine.connect() as connection:
-        found = connection.execute(
-            text(
-                "SELECT id, action, outcome, agent, entity, patient, content "
-                "FROM audit_events ORDER BY recorded, id"
-            )
-        ).mappings()
-        return [{**row, "event": json.loads(row["content"])} for row in found]
+    """Every stored audit record, oldest first, with its AuditEvent as served (``served``)
+    and parsed (``event``)."""
+    with database.reading() as session:
+        found = session.scalars(select(AuditRecord).order_by(AuditRecord.recorded, AuditRecord.id))
+        return [
+            {
+                **{name: getattr(record, name) for name in STORED},
+                "served": stored_event(record),
+                "event": json.loads(stored_event(record)),
+            }
+            for record in found
+        ]
 
 
 def of_request(database: Database, request_id: str) -> list[dict[str, Any]]:
@@ -324,7 +332,7 @@ def test_one_audit_event_is_read_as_recorded(client: Client, database: Database)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("application/fhir+json")
     assert response.headers["ETag"] == 'W/"1"'
-    assert response.text == record["content"]
+    assert response.text == record["served"]
     assert_valid(response.json())
     missing = client.get("/fhir/AuditEvent/does-not-exist", headers=AUDITOR)
     assert missing.status_code == 404
@@ -455,3 +463,142 @@ def test_buffered_records_are_written_within_about_a_second(
         assert time.monotonic() < deadline, "the buffered record was not written in 3 s"
         time.sleep(0.05)
     assert len(rows(database)) == before + 1
+
+
+# --- stored facts, rendered when read -------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "data" / "audit_events_rendered_at_write.jsonl"
+# The facts of each line of GOLDEN: the AuditEvents the service rendered and stored when
+# each record was written, before records kept their facts in columns.
+GOLDEN_FACTS = [
+    AuditFacts(
+        id="0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b",
+        recorded=datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC),
+        started=datetime(2026, 3, 4, 5, 6, 7, 880000, tzinfo=UTC),
+        interaction="search-type",
+        action="E",
+        outcome="4",
+        agent="dr.rivera",
+        status=404,
+        client_id="client-1",
+        user="dr.rivera",
+        address="10.0.0.7",
+        request_id="req-1",
+        entity="CarePlan/abc",
+        query="patient=Patient%2F123&status=active",
+        patient="Patient/123",
+    ),
+    AuditFacts(
+        id="0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2c",
+        recorded=datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC),
+        # Started after recorded (clocks of two processes): the period starts at recorded.
+        started=datetime(2026, 3, 4, 5, 6, 7, 900000, tzinfo=UTC),
+        interaction="read",
+        action="R",
+        outcome="0",
+        agent="anonymous",
+    ),
+    AuditFacts(
+        id="0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2d",
+        recorded=datetime(2026, 3, 4, 5, 6, 8, 0, tzinfo=UTC),
+        started=datetime(2026, 3, 4, 5, 6, 7, 990000, tzinfo=UTC),
+        interaction="update",
+        action="U",
+        outcome="0",
+        agent="ehr-user@example.org",
+        client_id="ehr",
+        user="ehr-user@example.org",
+        address="::1",
+        request_id="0123456789abcdef",
+        entity="Goal/g-1",
+        patient="Patient/p 1é",
+    ),
+]
+
+
+def columns(facts: AuditFacts, content: str | None = None) -> dict[str, Any]:
+    """The audit_events row of ``facts``: their columns, and ``content`` if given."""
+    row = {("user_name" if name == "user" else name): value for name, value in vars(facts).items()}
+    return {**row, "content": content}
+
+
+def insert_rows(database: Database, *records: dict[str, Any]) -> None:
+    with database.writing() as session:
+        session.execute(insert(AuditRecord), list(records))
+
+
+def test_an_audit_event_is_served_as_it_was_rendered_when_recorded(
+    client: Client, database: Database
+) -> None:
+    rendered_at_write = GOLDEN.read_text(encoding="utf-8").splitlines()
+    assert len(rendered_at_write) == len(GOLDEN_FACTS)
+    insert_rows(database, *(columns(facts) for facts in GOLDEN_FACTS))
+    with database.reading() as session:
+        assert session.scalars(select(AuditRecord.content)).all() == [None] * len(GOLDEN_FACTS)
+    for facts, expected in zip(GOLDEN_FACTS, rendered_at_write, strict=True):
+        assert serialise(render_audit_event(facts)) == expected
+        response = client.get(f"/fhir/AuditEvent/{facts.id}", headers=AUDITOR)
+        assert response.status_code == 200
+        assert response.text == expected
+        assert response.headers["ETag"] == 'W/"1"'
+        assert_valid(response.json())
+    # A search serves the same AuditEvents.
+    bundle = search(client, date="2026-03-04")
+    served = {entry["resource"]["id"]: entry["resource"] for entry in bundle["entry"]}
+    assert served == {
+        facts.id: json.loads(text)
+        for facts, text in zip(GOLDEN_FACTS, rendered_at_write, strict=True)
+    }
+
+
+def test_a_record_stored_with_its_audit_event_is_served_as_stored(
+    client: Client, database: Database
+) -> None:
+    facts = GOLDEN_FACTS[0]
+    # Written before the facts had columns: the AuditEvent text, and the columns of then
+    # (client_id copied from the text by the migration).
+    stored = serialise({**render_audit_event(facts), "outcomeDesc": "as stored then"})
+    legacy = {
+        "id": facts.id,
+        "recorded": facts.recorded,
+        "action": facts.action,
+        "outcome": facts.outcome,
+        "agent": facts.agent,
+        "entity": facts.entity,
+        "patient": facts.patient,
+        "client_id": facts.client_id,
+        "content": stored,
+    }
+    insert_rows(database, legacy)
+    response = client.get(f"/fhir/AuditEvent/{facts.id}", headers=AUDITOR)
+    assert response.status_code == 200
+    assert response.text == stored
+    [entry] = search(client, agent="client-1")["entry"]
+    assert entry["resource"] == json.loads(stored)
+    assert ids(search(client, agent="dr.rivera")) == [facts.id]
+    assert ids(search(client, agent="other-client")) == []
+
+
+def test_records_keep_their_facts_in_columns_not_a_rendered_event(
+    client: Client, database: Database, plan: dict
+) -> None:
+    client.get(
+        "/fhir/CarePlan",
+        params={"patient": "Patient/123", "status": "active"},
+        headers={"X-Actor": "dr.rivera", "X-Request-ID": "facts-1"},
+    )
+    flush()
+    written, searched = rows(database)
+    assert written["content"] is None and searched["content"] is None
+    assert (written["interaction"], written["status"], written["query"]) == ("create", None, None)
+    assert written["client_id"] == client.client_id
+    assert searched["interaction"] == "search-type"
+    assert searched["status"] == 200
+    assert (searched["client_id"], searched["user_name"]) == (client.client_id, "dr.rivera")
+    assert (searched["address"], searched["request_id"]) == ("127.0.0.1", "facts-1")
+    assert searched["query"] == "patient=Patient%2F123&status=active"
+    assert searched["started"] <= searched["recorded"]
+    event = searched["event"]
+    assert event["period"]["start"] == instant(searched["started"])
+    assert event["outcomeDesc"] == "200 OK"
+    assert query_of(event) == searched["query"]

@@ -17,11 +17,12 @@ from flask import Response, request
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from werkzeug.exceptions import BadRequest
 
+from api.audit import stored_event
 from api.fhir.http import FHIR_JSON, body_response, operation_outcome, version_headers
 from api.fhir.openapi import responses
 from api.fhir.resources import base_url, blp
 from api.http import database
-from fhir_mappings.audit_event import OUTCOMES, SEARCH_PARAMETERS, client_fragment
+from fhir_mappings.audit_event import OUTCOMES, SEARCH_PARAMETERS
 from fhir_mappings.search_parameters import normalise_reference, parse_date_range
 from service.errors import NotFound
 from service.models import AuditRecord
@@ -123,9 +124,7 @@ def _references(value: str, name: str, default_type: str | None) -> list[str]:
 
 def _agent(name: str) -> ColumnElement[bool]:
     """The actor recorded, or the client whose identifier the AuditEvent names."""
-    fragment = client_fragment(name)
-    escaped = fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return or_(AuditRecord.agent == name, AuditRecord.content.like(f"%{escaped}%", escape="\\"))
+    return or_(AuditRecord.agent == name, AuditRecord.client_id == name)
 
 
 def _clause(name: str, value: str) -> ColumnElement[bool] | None:
@@ -241,7 +240,7 @@ def audit_search() -> Response:
         head["link"].append(_link("next", used, _encode_cursor(records[-1])))
     entries = ",".join(
         f'{{"fullUrl":{json.dumps(f"{base_url()}/AuditEvent/{r.id}")},'
-        f'"resource":{r.content},"search":{{"mode":"match"}}}}'
+        f'"resource":{stored_event(r)},"search":{{"mode":"match"}}}}'
         for r in records
     )
     encoded = json.dumps(head)
@@ -264,7 +263,7 @@ def audit_read(audit_id: str) -> Response:
         record = session.get(AuditRecord, audit_id)
     if record is None:
         raise NotFound(f"AuditEvent/{audit_id} does not exist")
-    return body_response(record.content, headers=version_headers(1, record.recorded))
+    return body_response(stored_event(record), headers=version_headers(1, record.recorded))
 
 
 def _refuse() -> Response:

@@ -399,7 +399,10 @@ class SearchToken(Base):
 
     __table_args__ = (
         Index("ix_search_tokens_lookup", "resource_type", "param", "code", "system"),
-        Index("ix_search_tokens_resource", "resource_type", "resource_id"),
+        # The status check of a search and a resource's reindex read only this index.
+        Index(
+            "ix_search_tokens_resource", "resource_type", "resource_id", "param", "code", "system"
+        ),
     )
 
 
@@ -415,8 +418,8 @@ class SearchReference(Base):
     target: Mapped[str] = mapped_column(String(REFERENCE_LENGTH))
 
     __table_args__ = (
-        Index("ix_search_references_lookup", "resource_type", "param", "target"),
-        Index("ix_search_references_resource", "resource_type", "resource_id"),
+        Index("ix_search_references_lookup", "resource_type", "param", "target", "resource_id"),
+        Index("ix_search_references_resource", "resource_type", "resource_id", "param", "target"),
     )
 
 
@@ -434,7 +437,7 @@ class SearchDate(Base):
 
     __table_args__ = (
         Index("ix_search_dates_lookup", "resource_type", "param", "low", "high"),
-        Index("ix_search_dates_resource", "resource_type", "resource_id"),
+        Index("ix_search_dates_resource", "resource_type", "resource_id", "param", "low", "high"),
     )
 
 

@@ -203,6 +203,9 @@ class _Rows:
     tables: list[Table]
     by_plan: dict[str, dict[str, list[dict[str, Any]]]]
     plan_ids: list[str]
+    # The ids of the prototypes' records, in order: a copy's ids keep that order, since
+    # records made at the same moment are listed by id.
+    record_ids: list[str]
 
 
 def _prototype_rows(database: Database) -> _Rows:
@@ -230,16 +233,31 @@ def _prototype_rows(database: Database) -> _Rows:
                     plan_id = owner[(values["resource_type"], resource_id)]
                 by_plan[plan_id][table.name].append(values)
         plan_ids = list(connection.scalars(select(CarePlan.id).order_by(CarePlan.id)))
-    return _Rows(tables, by_plan, plan_ids)
+    record_ids = sorted(
+        row["id"]
+        for plan_rows in by_plan.values()
+        for model in _BY_PLAN
+        for row in plan_rows.get(model.__tablename__, [])
+        if isinstance(row.get("id"), str)
+    )
+    return _Rows(tables, by_plan, plan_ids, record_ids)
 
 
 class _Renewer:
     """Renews every id, patient, identifier and instant of one copy, consistently."""
 
     def __init__(
-        self, copy: int, prototype_patients: int, patients: int, prototypes: int, shift: timedelta
+        self,
+        copy: int,
+        prototype_patients: int,
+        patients: int,
+        prototypes: int,
+        shift: timedelta,
+        record_ids: list[str],
     ) -> None:
-        self.ids: dict[str, str] = {}
+        # New ids are made in the order of the old ones (ids made by a process increase),
+        # so records made at the same moment list in the same order in the copy.
+        self.ids: dict[str, str] = {old: new_id() for old in record_ids}
         self.patient_offset = copy * prototype_patients
         self.patients = patients
         self.episode_offset = copy * prototypes
@@ -288,7 +306,9 @@ def _insert_copy(
     prototypes: int,
 ) -> None:
     # Each copy lies an hour before the one after it, so that history has a real spread.
-    renewer = _Renewer(copy, prototype_patients, patients, prototypes, timedelta(hours=-copy))
+    renewer = _Renewer(
+        copy, prototype_patients, patients, prototypes, timedelta(hours=-copy), rows.record_ids
+    )
     chosen = rows.plan_ids[:wanted]
     with database.engine.begin() as connection:
         for table in rows.tables:

@@ -4,6 +4,11 @@ The status check of a search (an EXISTS on a resource's tokens) and the ``_inclu
 reindex lookups of a resource's rows read only the index; the patient lookup carries the
 resource id. Rebuilding them locks writes to these tables for as long as it takes.
 
+The tables' planner statistics are refreshed with the indexes: a SQLite database that had
+statistics would otherwise keep them for the old indexes only, and its planner would
+misjudge the new ones (a search by identifier chose the resource index and read every
+row of the type). A SQLite database without statistics is left without them.
+
 Revision ID: 0005
 Revises: 0004
 """
@@ -52,9 +57,23 @@ def upgrade() -> None:
     for name, table, _, after in _CHANGES:
         op.drop_index(name, table_name=table)
         op.create_index(name, table, after)
+    _refresh_statistics()
 
 
 def downgrade() -> None:
     for name, table, before, _ in _CHANGES:
         op.drop_index(name, table_name=table)
         op.create_index(name, table, before)
+    _refresh_statistics()
+
+
+def _refresh_statistics() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        analysed = bind.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+        ).first()
+        if analysed is None:
+            return
+    for table in sorted({table for _, table, _, _ in _CHANGES}):
+        op.execute(f"ANALYZE {table}")

@@ -195,27 +195,37 @@ def fetch_first(
     connection found lost is invalidated.
     """
     prepared = _prepare(statement, connection.dialect)
-    arguments = prepared.arguments(params)
+    found = run_on_driver(connection, prepared.sql, prepared.arguments(params), first=True)
+    return prepared.row(found) if found is not None else None
+
+
+def run_on_driver(connection: Connection, sql: str, arguments: Any, *, first: bool) -> Any:
+    """Run compiled SQL on the driver's cursor: its first row (or None) when ``first``,
+    else every row, as the driver returns them.
+
+    A driver error is raised as SQLAlchemy's (without its parameters), and a connection
+    found lost is invalidated.
+    """
+    dialect = connection.dialect
     driver = connection.connection.dbapi_connection
     try:
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(prepared.sql, arguments)
-            found = cursor.fetchone()
+            cursor.execute(sql, arguments)
+            return cursor.fetchone() if first else cursor.fetchall()
         finally:
             cursor.close()
-    except connection.dialect.loaded_dbapi.Error as error:
-        if connection.dialect.is_disconnect(error, driver, None):
+    except dialect.loaded_dbapi.Error as error:
+        if dialect.is_disconnect(error, driver, None):
             connection.invalidate(error)
         raise DBAPIError.instance(
-            prepared.sql,
+            sql,
             arguments,
             error,
-            connection.dialect.loaded_dbapi.Error,
+            dialect.loaded_dbapi.Error,
             hide_parameters=True,
-            dialect=connection.dialect,
+            dialect=dialect,
         ) from error
-    return prepared.row(found) if found is not None else None
 
 
 @dataclass

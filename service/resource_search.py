@@ -35,8 +35,8 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 
+from service.db import run_on_driver
 from service.models import CarePlan, SearchDate, SearchReference, SearchToken, StoredResource
 
 ANY_SYSTEM = object()  # a token without "system|": any system matches
@@ -343,26 +343,7 @@ def _fetch(connection: Connection, shape: _Shape, values: Mapping[str, Any]) -> 
     """
     dialect = connection.dialect
     prepared = (_prepare if len(values) <= _KEPT_VALUES else _compile)(shape, dialect)
-    arguments = prepared.arguments(values)
-    driver = connection.connection.dbapi_connection
-    try:
-        cursor = driver.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(prepared.sql, arguments)
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
-    except dialect.loaded_dbapi.Error as error:
-        if dialect.is_disconnect(error, driver, None):
-            connection.invalidate(error)
-        raise DBAPIError.instance(
-            prepared.sql,
-            arguments,
-            error,
-            dialect.loaded_dbapi.Error,
-            hide_parameters=True,
-            dialect=dialect,
-        ) from error
+    rows = run_on_driver(connection, prepared.sql, prepared.arguments(values), first=False)
     if not any(prepared.results):
         return list(rows)
     results = prepared.results

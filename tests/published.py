@@ -9,6 +9,7 @@ those of its stored content.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import select
@@ -26,22 +27,26 @@ from service.models import (
 )
 
 
-def _index_rows(session: Any, resource_type: str, resource_id: str) -> dict[str, set[Any]]:
-    def rows(model: Any, *columns: str) -> set[tuple[Any, ...]]:
-        query = select(*(getattr(model, c) for c in columns)).where(
-            model.resource_type == resource_type, model.resource_id == resource_id
+def _index_rows(session: Any) -> dict[tuple[str, str], dict[str, set[Any]]]:
+    """Every resource's index rows, read with one statement per table."""
+    held: dict[tuple[str, str], dict[str, set[Any]]] = defaultdict(
+        lambda: {"tokens": set(), "references": set(), "dates": set(), "identifiers": set()}
+    )
+    tables = (
+        ("tokens", SearchToken, ("param", "system", "code")),
+        ("references", SearchReference, ("param", "target")),
+        ("dates", SearchDate, ("param", "low", "high")),
+        ("identifiers", ResourceIdentifier, ("system", "value")),
+    )
+    for kind, model, columns in tables:
+        query = select(
+            model.resource_type, model.resource_id, *(getattr(model, c) for c in columns)
         )
-        return {tuple(row) for row in session.execute(query)}
-
-    return {
-        "tokens": rows(SearchToken, "param", "system", "code"),
-        "references": rows(SearchReference, "param", "target"),
-        "dates": {
-            (p, low.replace(tzinfo=None), high.replace(tzinfo=None))
-            for p, low, high in rows(SearchDate, "param", "low", "high")
-        },
-        "identifiers": rows(ResourceIdentifier, "system", "value"),
-    }
+        for resource_type, resource_id, *values in session.execute(query):
+            if kind == "dates":
+                values = [values[0], values[1].replace(tzinfo=None), values[2].replace(tzinfo=None)]
+            held[(resource_type, resource_id)][kind].add(tuple(values))
+    return held
 
 
 def _expected_rows(content: str | None) -> dict[str, set[Any]]:
@@ -63,6 +68,7 @@ def mismatches(database: Database) -> list[str]:
     """What differs between the published resources and a full render, plan by plan."""
     problems: list[str] = []
     with database.reading() as session:
+        index = _index_rows(session)
         for plan in session.scalars(plan_query()):
             stored = {(s.resource_type, s.id): s for s in resource_store.of_plan(session, plan.id)}
             rendered = {}
@@ -80,7 +86,7 @@ def mismatches(database: Database) -> list[str]:
             for key, found in stored.items():
                 if key not in rendered and not found.deleted:
                     problems.append(f"{key} is published but no longer rendered")
-                held = _index_rows(session, *key)
+                held = index.get(key) or _expected_rows(None)
                 wanted = _expected_rows(None if found.deleted else found.content)
                 if held != wanted:
                     problems.append(f"{key} has index rows {held} instead of {wanted}")

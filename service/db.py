@@ -8,6 +8,12 @@ SQLite has one writer at a time, and a writer that finds the lock taken polls fo
 sleeping longer each time. Writers of a SQLite file therefore queue for it first on a
 lock of their own (:class:`WriterQueue`): threads on a lock, processes on ``flock``
 of a file beside the database, so each waits without polling and in turn.
+
+Every version a write publishes is stamped with its transaction's write time
+(:func:`transaction_time`), and a history read lists only versions stamped before its
+horizon (:meth:`Database.history_horizon`): an instant before which no write can still
+commit. A client that polls ``_since`` the horizon it was given therefore misses no
+version, however long a write took to commit.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,8 @@ from sqlalchemy import Connection, Engine, Select, create_engine, event, text
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from service.models import utcnow
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///./ipt-careplans.db"
@@ -138,6 +147,61 @@ try:
     import fcntl as _fcntl
 except ImportError:  # no flock: threads still queue, processes poll as SQLite does
     _fcntl = None  # type: ignore[assignment]
+
+
+# PostgreSQL writers hold this advisory lock, shared, from the moment they take their write
+# time until their transaction ends; nothing takes it exclusively. A history read finds the
+# writers still open in pg_locks (the two-key form is listed with objsubid 2). The second
+# key is the schema's, so that services in other schemas of the database do not count.
+_WRITERS_CLASS = 0x49505443
+_SCHEMA_KEY = "(hashtext(current_schema()) & 2147483647)"
+_PG_WRITE_TIME = text(
+    "WITH held AS MATERIALIZED "
+    f"(SELECT pg_advisory_xact_lock_shared({_WRITERS_CLASS}, {_SCHEMA_KEY})) "
+    "SELECT clock_timestamp() FROM held"
+)
+# The horizon: when this statement started, or earlier if a writer holding the lock started
+# its transaction earlier (its write time came after its start). A writer whose start this
+# role may not see counts as started at the epoch, which holds the horizon back safely.
+_PG_HORIZON = text(
+    "SELECT least(statement_timestamp(), "
+    "min(coalesce(a.xact_start, timestamptz '1970-01-01T00:00:00Z'))) "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    f"WHERE l.locktype = 'advisory' AND l.classid = {_WRITERS_CLASS} "
+    f"AND l.objid::bigint = {_SCHEMA_KEY} AND l.objsubid = 2 AND l.granted "
+    "AND l.pid <> pg_backend_pid() "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+_WRITE_TIME = "ipt_write_time"
+
+
+def transaction_time(session: Session) -> datetime:
+    """The write time of the session's transaction: when every version it publishes was
+    written, the same for all of them.
+
+    It is taken once the transaction may write. On SQLite that is once the writer has its
+    turn, so write times follow the order of commits. On PostgreSQL it is the database's
+    clock (the same for every server), read after the transaction takes the writers'
+    advisory lock, which it holds until it ends; :meth:`Database.history_horizon` looks
+    for open writers there.
+    """
+    transaction = session.get_transaction()
+    known = session.info.get(_WRITE_TIME)
+    if known is not None and known[0] is transaction:
+        return known[1]
+    connection = session.connection()  # a SQLite writer has its turn from here
+    if connection.dialect.name == "postgresql":
+        when = _to_millisecond(connection.execute(_PG_WRITE_TIME).scalar_one())
+    else:
+        when = utcnow()
+    session.info[_WRITE_TIME] = (transaction, when)
+    return when
+
+
+def _to_millisecond(moment: datetime) -> datetime:
+    """In UTC, cut to the millisecond as :func:`utcnow` is (instants carry milliseconds)."""
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 _Convert = Callable[[Any], Any] | None
@@ -363,6 +427,22 @@ class Database:
     def _run_observers(self, edit: Any) -> None:
         for observer in self.observers:
             observer(edit)
+
+    def history_horizon(self) -> datetime:
+        """An instant before which every write has committed: a write not yet visible to a
+        read that starts after this call is stamped at or after it (see
+        :func:`transaction_time`).
+
+        SQLite: taken in the writers' turn, so it waits for the write in progress, if any.
+        PostgreSQL: now, or the start of the oldest transaction still holding the writers'
+        lock; it waits for nobody.
+        """
+        if self._writers is not None:
+            with self._writers.turn():
+                return utcnow()
+        with self._single.connect() as connection:
+            horizon: datetime = connection.execute(_PG_HORIZON).scalar_one()
+        return _to_millisecond(horizon)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:

@@ -8,6 +8,7 @@ never overwritten. Each change is logged in ``plan_changes`` with its author and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,9 +19,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, selectinload
 
 from service.codes import CLOSED_PLAN_STATUSES, SessionStatus
-from service.db import Database
+from service.db import Database, transaction_time
 from service.errors import Gone, NotFound, RuleViolation, VersionMismatch
-from service.models import CarePlan, PlanChange, TherapySession, Tracked, utcnow
+from service.models import CarePlan, PlanChange, TherapySession, Tracked
 
 T = TypeVar("T", bound=Tracked)
 # Called inside the write transaction once a change is complete, e.g. to publish views of it.
@@ -129,11 +130,16 @@ class PlanEdit:
     session: Session
     plan: CarePlan
     actor: str
-    now: datetime = field(default_factory=utcnow)
     notify: Callable[[PlanEdit], None] | None = None
     # What a caller hands to the observers with the change, by (resource type, id).
     attachments: dict[tuple[str, str], Any] = field(default_factory=dict)
     _log: list[Change] = field(default_factory=list)
+
+    @functools.cached_property
+    def now(self) -> datetime:
+        """The transaction's write time: every record and version the edit writes carries
+        it (see :func:`service.db.transaction_time`)."""
+        return transaction_time(self.session)
 
     def require_open(self, what: str) -> None:
         """Closed plans keep only their notes (and status) editable."""

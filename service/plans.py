@@ -44,7 +44,6 @@ from service.models import (
     PlanIdentifier,
     TherapySession,
     new_id,
-    utcnow,
 )
 from service.phase_changes import log_phase_changes, snapshot
 from service.rules import (
@@ -172,7 +171,6 @@ def create_plan(
     )
     problems.raise_if_any()
 
-    now = utcnow()
     plan = CarePlan(
         id=plan_id or new_id(),
         patient=data["patient"],
@@ -200,14 +198,14 @@ def create_plan(
             planned_sessions=sessions,
             session_frequency=frequency,
             reason=data.get("contract_change_reason"),
-            agreed_at=now,
             agreed_by=actor,
         )
     ]
     try:
         with database.writing() as session:
             plan_checks.check_identifiers_free(session, data.get("identifiers") or [], None)
-            edit = PlanEdit(session, plan, actor, now, notify=database.notify)
+            edit = PlanEdit(session, plan, actor, notify=database.notify)
+            plan.contracts[0].agreed_at = edit.now
             edit.created("care_plan", plan)
             for r in phase_rules.default_ranges(variant, sessions):
                 phase = Phase(

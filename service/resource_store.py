@@ -182,6 +182,8 @@ class HistoryQuery:
     resource_type: str | None = None
     resource_id: str | None = None
     since: datetime | None = None
+    # Only versions written before this instant (the read's horizon).
+    until: datetime | None = None
     at: datetime | None = None
     # Keyset position: versions strictly before (newest first) this sequence number.
     before_sequence: int | None = None
@@ -214,6 +216,8 @@ def history(session: Session, query: HistoryQuery) -> Sequence[Any]:
         conditions.append(ResourceVersion.id == query.resource_id)
     if query.since is not None:
         conditions.append(ResourceVersion.last_updated >= query.since)
+    if query.until is not None:
+        conditions.append(ResourceVersion.last_updated < query.until)
     if query.before_sequence is not None:
         conditions.append(ResourceVersion.sequence < query.before_sequence)
     if query.resource_types is not None:

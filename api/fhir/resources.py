@@ -7,7 +7,7 @@ built or serialised on this path.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,6 +37,7 @@ PLAN_TYPES = ("CarePlan", "Goal")
 CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition")
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 blp = ApiBlueprint(
     "fhir",
@@ -137,12 +138,20 @@ def _int_param(name: str, default: int | None, maximum: int | None = None) -> in
 
 def _history(resource_type: str | None, resource_id: str | None) -> Response:
     count = _int_param("_count", DEFAULT_COUNT, MAX_COUNT) or DEFAULT_COUNT
+    since = _instant_param("_since")
+    before_sequence, horizon = _cursor()
+    if horizon is None:
+        # The first page: what every later page and the next poll are measured against.
+        horizon = database().history_horizon()
+        if since is not None:
+            horizon = max(horizon, since)
     query = HistoryQuery(
         resource_type=resource_type,
         resource_id=resource_id,
-        since=_instant_param("_since"),
+        since=since,
+        until=horizon,
         at=_instant_param("_at"),
-        before_sequence=_int_param("_cursor", None),
+        before_sequence=before_sequence,
         limit=count + 1,
         resource_types=None if resource_type else _searchable_types(),
         patient=compartment(),
@@ -152,7 +161,21 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
             _require_existing(session, resource_type or "", resource_id)
         versions = list(resource_store.history(session, query))
     page, more = versions[:count], len(versions) > count
-    return body_response(_history_bundle(page, more, count))
+    return body_response(_history_bundle(page, more, count, horizon))
+
+
+def _cursor() -> tuple[int | None, datetime | None]:
+    """Where a ``next`` link goes on: before a version's sequence number, within the first
+    page's horizon (``<sequence>-<horizon in epoch milliseconds>``)."""
+    value = request.args.get("_cursor")
+    if value is None:
+        return None, None
+    sequence, _, millis = value.partition("-")
+    if not (sequence.isdigit() and millis.isdigit()) or len(millis) > 15:
+        raise BadRequest(
+            f"_cursor {value!r} is not one this server wrote: follow the Bundle's next link"
+        )
+    return int(sequence), datetime.fromtimestamp(int(millis) / 1000, UTC)
 
 
 def _searchable_types() -> tuple[str, ...] | None:
@@ -175,15 +198,30 @@ def _link(relation: str, params: dict[str, Any]) -> dict[str, str]:
     return {"relation": relation, "url": f"{request.base_url}{'?' + query if query else ''}"}
 
 
-def _history_bundle(page: list[Row[Any]], more: bool, count: int) -> str:
+def _history_bundle(page: list[Row[Any]], more: bool, count: int, horizon: datetime) -> str:
+    """The page as a history Bundle. Its ``meta.lastUpdated`` is the horizon: every version
+    written before it and matching the request is in this page or the pages after it, and
+    every version not yet visible was written at or after it; the next poll's ``_since``."""
     kept = {k: request.args[k] for k in ("_since", "_at", "_format") if k in request.args}
     links = [_link("self", {**kept, "_count": count, "_cursor": request.args.get("_cursor")})]
     if more:
-        links.append(_link("next", {**kept, "_count": count, "_cursor": page[-1].sequence}))
-    head = json.dumps({"resourceType": "Bundle", "type": "history", "link": links})
+        cursor = f"{page[-1].sequence}-{_epoch_millis(horizon)}"
+        links.append(_link("next", {**kept, "_count": count, "_cursor": cursor}))
+    head = json.dumps(
+        {
+            "resourceType": "Bundle",
+            "meta": {"lastUpdated": instant(horizon)},
+            "type": "history",
+            "link": links,
+        }
+    )
     base = json.dumps(base_url())
     entries = ",".join(_history_entry(version, base) for version in page)
     return f'{head[:-1]},"entry":[{entries}]}}'
+
+
+def _epoch_millis(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _history_entry(version: Row[Any], base: str) -> str:
@@ -239,5 +277,8 @@ def system_history() -> Response:
     """History of every resource
 
     Newest first, with `_since`, `_at` and `_count`: what a synchronising EHR pages through.
+    The Bundle's `meta.lastUpdated` is the poll's horizon: it lists the versions written
+    before it, and a version not yet visible is written at or after it, so the next poll
+    takes it as `_since` and misses nothing. `next` links keep the first page's horizon.
     """
     return _history(None, None)

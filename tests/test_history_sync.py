@@ -1,0 +1,132 @@
+"""Synchronising through ``_history``: a client that polls ``_since`` the horizon each
+Bundle gives (``meta.lastUpdated``) sees every version once, however long a write took to
+commit."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from conftest import Client, plan_url
+
+from service import goals
+from service.db import Database
+
+
+def poll(client: Client, since: str | None = None) -> dict[str, Any]:
+    params = {"_count": "500", **({"_since": since} if since else {})}
+    response = client.get("/fhir/_history", params=params)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def versions(bundle: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(e["fullUrl"].rsplit("/", 1)[-1], e["response"]["etag"]) for e in bundle["entry"]]
+
+
+def instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_a_write_committing_after_a_poll_is_in_the_next_poll_from_its_horizon(
+    client: Client, plan: dict, database: Database
+) -> None:
+    goal_id = client.get(plan_url(plan, "goals")).json()["items"][0]["id"]
+    start = poll(client)["meta"]["lastUpdated"]
+    stamped, commit = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def slow_write() -> None:
+        """A goal change whose transaction stays open after it has taken its write time."""
+        try:
+            with database.transaction():
+                goals.update_goal(database, plan["id"], goal_id, {"priority": "low-priority"}, "slow")
+                stamped.set()
+                assert commit.wait(10)
+        except BaseException as error:  # reported by the test thread
+            failures.append(error)
+            stamped.set()
+
+    writer = threading.Thread(target=slow_write)
+    writer.start()
+    assert stamped.wait(10)
+    during: dict[str, Any] = {}
+    poller = threading.Thread(target=lambda: during.update(poll(client, start)))
+    poller.start()
+    if database.is_sqlite:
+        # A SQLite poll waits for the write in progress: writes take turns.
+        time.sleep(0.3)
+        assert poller.is_alive()
+        commit.set()
+        poller.join(10)
+    else:
+        # A PostgreSQL poll waits for nobody: it answers with a horizon no later than the
+        # start of the open write, and lists nothing from it.
+        poller.join(10)
+        commit.set()
+    writer.join(10)
+    assert not failures, failures
+    after = poll(client, during["meta"]["lastUpdated"])
+
+    changed = (goal_id, 'W/"2"')
+    seen = versions(during) + versions(after)
+    assert seen.count(changed) == 1
+    assert (changed in versions(during)) is database.is_sqlite
+    # Horizons move forward; nothing is listed at or after the horizon of its Bundle.
+    assert instant(start) <= instant(during["meta"]["lastUpdated"])
+    for bundle in (during, after):
+        horizon = instant(bundle["meta"]["lastUpdated"])
+        for entry in bundle["entry"]:
+            assert instant(entry["response"]["lastModified"]) < horizon
+
+
+def test_polls_from_each_horizon_list_every_version_exactly_once(client: Client) -> None:
+    since = poll(client)["meta"]["lastUpdated"]
+    written: list[tuple[str, str]] = []
+    seen: list[tuple[str, str]] = []
+    for n in range(3):
+        created = client.create_plan(patient=f"Patient/sync-{n}", default_goals=False)
+        written.append((created["id"], 'W/"1"'))
+        bundle = poll(client, since)
+        seen += [v for v in versions(bundle) if v[0] in {w[0] for w in written}]
+        since = bundle["meta"]["lastUpdated"]
+    bundle = poll(client, since)
+    seen += [v for v in versions(bundle) if v[0] in {w[0] for w in written}]
+    assert sorted(seen) == sorted(written)
+
+
+def test_every_page_keeps_the_horizon_of_the_first(client: Client) -> None:
+    for n in range(3):
+        client.create_plan(patient=f"Patient/page-{n}", default_goals=False)
+    first = client.get("/fhir/CarePlan/_history", params={"_count": "2"}).json()
+    later = client.create_plan(patient="Patient/page-later", default_goals=False)
+    url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    pages = [first]
+    while url:
+        bundle = client.get(url.replace(client.base_url, "")).json()
+        pages.append(bundle)
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+    assert {page["meta"]["lastUpdated"] for page in pages} == {first["meta"]["lastUpdated"]}
+    # Each plan is an episode and its three phases; the plan created after the first page
+    # is left to the next poll.
+    listed = [entry["resource"] for page in pages for entry in page["entry"]]
+    assert len(listed) == 3 * 4
+    assert all(later["id"] not in json.dumps(resource) for resource in listed)
+
+
+def test_a_since_later_than_the_horizon_is_kept_as_the_horizon(client: Client) -> None:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat(timespec="milliseconds")
+    bundle = poll(client, later.replace("+00:00", "Z"))
+    assert bundle["meta"]["lastUpdated"] == later.replace("+00:00", "Z")
+    assert bundle["entry"] == []
+
+
+@pytest.mark.parametrize("cursor", ["12", "12-", "-1700000000000", "x-1", "12-99999999999999999"])
+def test_a_cursor_the_server_did_not_write_is_refused(client: Client, cursor: str) -> None:
+    response = client.get("/fhir/_history", params={"_cursor": cursor})
+    assert response.status_code == 400
+    assert "_cursor" in response.json()["issue"][0]["diagnostics"]

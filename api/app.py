@@ -99,6 +99,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.extensions["ipt_database"] = db
     app.extensions["ipt_settings"] = settings
     app.teardown_appcontext(release_read_connection)
+    if release_read_connection not in db.before_writes:
+        db.before_writes.append(release_read_connection)
 
     api = ProblemApi(app)
     app.extensions["ipt_api"] = api

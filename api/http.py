@@ -7,7 +7,7 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Response, current_app, g, request
+from flask import Response, current_app, g, has_app_context, request
 from flask_smorest import Blueprint
 from sqlalchemy import Connection
 from webargs.flaskparser import FlaskParser
@@ -42,6 +42,12 @@ def read_connection() -> Connection:
 
 
 def release_read_connection(_error: BaseException | None = None) -> None:
+    """Give the request's read connection back to the pool (a later read takes another).
+
+    At the end of the request, and before a write transaction of it begins.
+    """
+    if not has_app_context():
+        return
     connection: Connection | None = g.pop(_READ_CONNECTION, None)
     if connection is not None:
         connection.close()

@@ -321,6 +321,11 @@ class Database:
         self._pending: ContextVar[_Pending | None] = ContextVar(f"pending-{id(self)}", default=None)
         # Called with every completed change to a plan, inside its transaction.
         self.observers: list[Any] = []
+        # Called before a write transaction takes a connection: a caller holding one for
+        # its reads gives it back, so that a writer never holds two (with more writers
+        # than pooled connections, writers holding one each and waiting for a second would
+        # wait for each other until the pool's timeout).
+        self.before_writes: list[Callable[[], None]] = []
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(
             self.engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
@@ -369,8 +374,13 @@ class Database:
         if shared is not None:
             yield shared
             return
+        self._before_write()
         with self._writer() as session, self._turn_ends(), session.begin():
             yield session
+
+    def _before_write(self) -> None:
+        for hook in self.before_writes:
+            hook()
 
     @contextmanager
     def _turn_ends(self) -> Iterator[None]:
@@ -392,6 +402,7 @@ class Database:
             # Already inside one: join it, and publish with it at its end.
             yield shared
             return
+        self._before_write()
         with self._writer() as session, self._turn_ends(), session.begin():
             pending = _Pending()
             tokens = self._shared.set(session), self._pending.set(pending)

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import Client, count_rows, plan_url
+from conftest import Client, Server, count_rows, plan_url
 
+from api.http import read_connection
 from service.db import Database, WriterQueue
 
 
@@ -204,6 +205,20 @@ def test_sqlite_writer_processes_take_turns_on_a_file_lock(tmp_path: Any) -> Non
     assert process.returncode == 0
     assert float(out) >= released
     queue.close()
+
+
+def test_a_write_gives_back_the_connection_its_request_read_with(
+    live: Server, database: Database
+) -> None:
+    """A request reads (its token's client, a conditional match) on one connection; a
+    write of it gives that one back first, so no writer holds two connections at once."""
+    with live.app.test_request_context("/fhir/Goal", method="POST"):
+        before = read_connection()
+        with database.writing() as session:
+            assert before.closed
+            session.connection()
+        after = read_connection()
+        assert after is not before and not after.closed
 
 
 def test_more_parallel_writers_than_pooled_connections_all_land(

@@ -44,7 +44,8 @@ def test_a_write_committing_after_a_poll_is_in_the_next_poll_from_its_horizon(
         """A goal change whose transaction stays open after it has taken its write time."""
         try:
             with database.transaction():
-                goals.update_goal(database, plan["id"], goal_id, {"priority": "low-priority"}, "slow")
+                change = {"priority": "low-priority"}
+                goals.update_goal(database, plan["id"], goal_id, change, "slow")
                 stamped.set()
                 assert commit.wait(10)
         except BaseException as error:  # reported by the test thread

@@ -43,7 +43,7 @@ from fhir_mappings.audit_event import (
 )
 from fhir_mappings.projection import serialise
 from fhir_mappings.search_parameters import normalise_reference
-from service.db import Database
+from service.db import Database, insert_rows
 from service.editing import PlanEdit
 from service.models import AuditRecord, CarePlan, PlanChange, StoredResource, new_id, utcnow
 
@@ -52,6 +52,8 @@ log = logging.getLogger("ipt_careplans.audit")
 MAX_DELAY = 1.0
 MAX_PENDING = 100_000
 BATCH_SIZE = 500
+# 50 rows of 18 columns: well under any driver's limit on parameters per statement.
+ROWS_PER_STATEMENT = 50
 _ACTOR = re.compile(r"^[\w.@:/+\- ]{1,255}$")
 # FHIR paths that serve no patient data: the CapabilityStatement and conformance resources.
 _UNAUDITED_FHIR = ("metadata", "StructureDefinition", "CodeSystem", "ValueSet")
@@ -144,6 +146,12 @@ def _patient_hint(entity: str | None) -> tuple[str, str] | None:
         resource_type, _, resource_id = entity.partition("/")
         return resource_type, resource_id
     return None
+
+
+def note_patient(patient: str | None) -> None:
+    """The patient whose record the request read, when its handler has it at hand: the
+    audit record names it as it is, without looking the plan up when it is written."""
+    g.audit_patient = patient
 
 
 def _parameters() -> list[tuple[str, str]]:
@@ -312,7 +320,7 @@ def _after_request(response: Response) -> Response:
             status=status,
             entity=entity,
             query=search_query() if searched else None,
-            patient=patient_searched(_parameters()) if searched else None,
+            patient=patient_searched(_parameters()) if searched else g.get("audit_patient"),
         )
         buffer: AuditBuffer = current_app.extensions["ipt_audit"]
         buffer.put(row, None if row["patient"] else _patient_hint(named))
@@ -434,7 +442,11 @@ class AuditBuffer:
             patient = patients.get(hint) if hint else None
             rows.append({**row, "patient": patient} if patient else row)
         with self.database.writing() as session:
-            session.execute(insert(_AUDIT_EVENTS), rows)
+            connection = session.connection()
+            # Several rows per statement (see insert_rows): with one per row on SQLite, a
+            # batch held the write lock many times longer while request threads were busy.
+            for start in range(0, len(rows), ROWS_PER_STATEMENT):
+                insert_rows(connection, _AUDIT_EVENTS, rows[start : start + ROWS_PER_STATEMENT])
 
     def _patients(self, hints: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The patient of each plan or resource named."""

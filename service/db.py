@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -33,7 +33,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Select, create_engine, event, text
+from sqlalchemy import Connection, Engine, Select, Table, create_engine, event, text
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -263,9 +263,10 @@ def fetch_first(
     return prepared.row(found) if found is not None else None
 
 
-def run_on_driver(connection: Connection, sql: str, arguments: Any, *, first: bool) -> Any:
+def run_on_driver(connection: Connection, sql: str, arguments: Any, *, first: bool | None) -> Any:
     """Run compiled SQL on the driver's cursor: its first row (or None) when ``first``,
-    else every row, as the driver returns them.
+    every row, as the driver returns them, when it is False, and nothing (a statement that
+    returns no rows) when it is None.
 
     A driver error is raised as SQLAlchemy's (without its parameters), and a connection
     found lost is invalidated.
@@ -276,6 +277,8 @@ def run_on_driver(connection: Connection, sql: str, arguments: Any, *, first: bo
         cursor = driver.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, arguments)
+            if first is None:
+                return None
             return cursor.fetchone() if first else cursor.fetchall()
         finally:
             cursor.close()
@@ -290,6 +293,44 @@ def run_on_driver(connection: Connection, sql: str, arguments: Any, *, first: bo
             hide_parameters=True,
             dialect=dialect,
         ) from error
+
+
+@functools.lru_cache(maxsize=32)
+def _multi_row_insert(
+    table: Table, rows: int, dialect: Dialect
+) -> tuple[str, tuple[_Convert, ...]]:
+    """``INSERT INTO table (every column) VALUES (...), (...)`` for this many rows, with
+    positional parameters, and each column's conversion of its values."""
+    preparer = dialect.identifier_preparer
+    names = ", ".join(preparer.quote(column.name) for column in table.columns)
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    one = "(" + ", ".join([mark] * len(table.columns)) + ")"
+    sql = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES " + ", ".join([one] * rows)
+    converts = tuple(
+        column.type.dialect_impl(dialect).bind_processor(dialect) for column in table.columns
+    )
+    return sql, converts
+
+
+def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows with one statement on the driver's cursor; a column a row leaves out is
+    NULL (column defaults are not applied).
+
+    For many small rows at once: one statement for all of them, where a driver running an
+    ``executemany`` per row (SQLite's) gives up Python's interpreter lock around each and
+    waits to take it back while request threads are busy. Keep ``len(rows)`` within the
+    driver's limit on parameters (SQLite: 32,766).
+    """
+    if not rows:
+        return
+    sql, converts = _multi_row_insert(table, len(rows), connection.dialect)
+    names = [column.name for column in table.columns]
+    arguments = []
+    for row in rows:
+        for name, convert in zip(names, converts, strict=True):
+            value = row.get(name)
+            arguments.append(convert(value) if convert is not None and value is not None else value)
+    run_on_driver(connection, sql, arguments, first=None)
 
 
 @dataclass

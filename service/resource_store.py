@@ -59,17 +59,24 @@ class Served:
     last_updated: datetime
     deleted: bool
     content: str
+    # The patient of the plan it was published from (what the read's audit record names).
+    patient: str | None
 
 
 _stored = StoredResource.__table__.c
-_SERVED = select(_stored.version_id, _stored.last_updated, _stored.deleted, _stored.content).where(
-    _stored.resource_type == bindparam("resource_type"), _stored.id == bindparam("id")
+_plans = CarePlan.__table__.c
+_SERVED = (
+    select(_stored.version_id, _stored.last_updated, _stored.deleted, _stored.content)
+    .add_columns(_plans.patient)
+    .outerjoin_from(StoredResource.__table__, CarePlan.__table__, _plans.id == _stored.plan_id)
+    .where(_stored.resource_type == bindparam("resource_type"), _stored.id == bindparam("id"))
 )
 
 
 def served(connection: Connection, resource_type: str, resource_id: str) -> Served | None:
-    """The current version as a read serves it: one prepared statement, no ORM object
-    (reads are the most frequent request). Outside a transaction, as a single statement."""
+    """The current version as a read serves it, with its plan's patient: one prepared
+    statement, no ORM object (reads are the most frequent request). Outside a
+    transaction, as a single statement."""
     row = fetch_first(connection, _SERVED, {"resource_type": resource_type, "id": resource_id})
     return Served(*row) if row is not None else None
 

@@ -227,6 +227,28 @@ def test_reads_and_searches_are_recorded_with_the_query(
     assert (listed["entity"], listed["patient"]) == (f"CarePlan/{plan['id']}", "Patient/123")
 
 
+def test_every_read_of_a_patient_record_names_the_patient(
+    client: Client, database: Database
+) -> None:
+    plan = client.create_plan(patient="Patient/read-me")
+    goals = client.get(plan_url(plan, "goals")).json()["items"]
+    goal_read = client.get(f"/fhir/Goal/{goals[0]['id']}", headers={"X-Request-ID": "goal-1"})
+    etag = goal_read.headers["ETag"]
+    unchanged = client.get(
+        f"/fhir/Goal/{goals[0]['id']}", headers={"X-Request-ID": "goal-2", "If-None-Match": etag}
+    )
+    assert unchanged.status_code == 304
+    assert client.delete(plan_url(plan, "goals", goals[1]["id"])).status_code == 204
+    gone = client.get(f"/fhir/Goal/{goals[1]['id']}", headers={"X-Request-ID": "goal-3"})
+    assert gone.status_code == 410
+    missing = client.get("/fhir/Goal/no-such-goal", headers={"X-Request-ID": "goal-4"})
+    assert missing.status_code == 404
+    flush()
+    named = {rid: of_request(database, rid)[0]["patient"] for rid in ("goal-1", "goal-2", "goal-3")}
+    assert named == dict.fromkeys(("goal-1", "goal-2", "goal-3"), "Patient/read-me")
+    assert of_request(database, "goal-4")[0]["patient"] is None
+
+
 def test_not_found_on_a_data_route_is_recorded(client: Client, database: Database) -> None:
     assert client.get("/fhir/Goal/missing", headers={"X-Request-ID": "nf-1"}).status_code == 404
     assert (
@@ -602,3 +624,22 @@ def test_records_keep_their_facts_in_columns_not_a_rendered_event(
     assert event["period"]["start"] == instant(searched["started"])
     assert event["outcomeDesc"] == "200 OK"
     assert query_of(event) == searched["query"]
+
+
+def test_a_large_batch_is_written_whole_with_every_column(
+    client: Client, database: Database, plan: dict
+) -> None:
+    """More reads than one statement's rows: every record lands, its times and facts as
+    recorded."""
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    request_ids = [f"many-{n}" for n in range(130)]
+    for request_id in request_ids:
+        read = client.get(f"/fhir/CarePlan/{plan['id']}", headers={"X-Request-ID": request_id})
+        assert read.status_code == 200
+    flush()
+    stored = {request_id_of(row["event"]): row for row in rows(database)}
+    for request_id in request_ids:
+        row = stored[request_id]
+        assert (row["entity"], row["patient"]) == (f"CarePlan/{plan['id']}", "Patient/123")
+        assert before <= row["recorded"] <= datetime.now(UTC)
+        assert row["event"]["recorded"] == instant(row["recorded"])

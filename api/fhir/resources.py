@@ -15,6 +15,7 @@ from flask import Response, request
 from sqlalchemy import Row
 from werkzeug.exceptions import BadRequest
 
+from api import audit
 from api.auth.access import allowed, compartment, require
 from api.auth.principal import current_principal
 from api.fhir.http import (
@@ -76,6 +77,7 @@ def read(resource_type: str, resource_id: str) -> Response:
     stored = resource_store.served(read_connection(), resource_type, resource_id)
     if stored is None:
         raise NotFound(f"{resource_type}/{resource_id} does not exist")
+    audit.note_patient(stored.patient)
     if stored.deleted:
         raise Gone(f"{resource_type}/{resource_id} was deleted")
     headers = version_headers(stored.version_id, stored.last_updated)

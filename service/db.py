@@ -64,6 +64,8 @@ def _configure_sqlite(engine: Engine, writers: WriterQueue) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
+        # Every commit reaches the disk before it is answered, whatever the build's default.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -77,6 +79,15 @@ def _configure_sqlite(engine: Engine, writers: WriterQueue) -> None:
         if immediate:
             writers.acquire()  # given back by Database.writing/transaction at their end
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # A commit is answered once it is on disk, whatever the server's default.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO on")
+        dbapi_connection.commit()
 
 
 class WriterQueue:
@@ -358,6 +369,8 @@ class Database:
             path = self.url.database
             self._writers = WriterQueue(path if path not in (None, "", ":memory:") else None)
             _configure_sqlite(self.engine, self._writers)
+        else:
+            _configure_postgresql(self.engine)
         self._shared: ContextVar[Session | None] = ContextVar(f"shared-{id(self)}", default=None)
         self._pending: ContextVar[_Pending | None] = ContextVar(f"pending-{id(self)}", default=None)
         # Called with every completed change to a plan, inside its transaction.

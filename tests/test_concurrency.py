@@ -250,3 +250,22 @@ def test_more_parallel_writers_than_pooled_connections_all_land(
         thread.join(60)
     assert sorted(landed) == list(range(20))
     assert count_rows(database, "homework") == 20
+
+
+def test_commits_are_durable(database: Database) -> None:
+    """A write the service answered survives a power loss: SQLite syncs the WAL (readers
+    and one writer at once) at every commit; PostgreSQL waits for its WAL flush, which the
+    service asks for even where the connection's default says otherwise (``fsync`` is the
+    server's own setting)."""
+    if database.is_sqlite:
+        with database.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        return
+    options = f"{database.url.query.get('options', '')} -csynchronous_commit=off".strip()
+    lax = Database(database.url.update_query_dict({"options": options}).render_as_string(False))
+    try:
+        with lax.engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    finally:
+        lax.dispose()

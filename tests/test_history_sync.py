@@ -126,7 +126,21 @@ def test_a_since_later_than_the_horizon_is_kept_as_the_horizon(client: Client) -
     assert bundle["entry"] == []
 
 
-@pytest.mark.parametrize("cursor", ["12", "12-", "-1700000000000", "x-1", "12-99999999999999999"])
+def test_a_cursor_without_a_horizon_goes_on_with_a_new_one(client: Client) -> None:
+    """As a server of the previous release wrote them (during a rolling upgrade)."""
+    for n in range(2):
+        client.create_plan(patient=f"Patient/old-{n}", default_goals=False)
+    first = client.get("/fhir/CarePlan/_history", params={"_count": "3"}).json()
+    cursor = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    sequence = cursor.split("_cursor=")[1].split("-")[0]
+    rest = client.get("/fhir/CarePlan/_history", params={"_count": "50", "_cursor": sequence})
+    assert rest.status_code == 200
+    listed = versions(first) + versions(rest.json())
+    assert len(listed) == len(set(listed)) == 2 * 4
+    assert rest.json()["meta"]["lastUpdated"] >= first["meta"]["lastUpdated"]
+
+
+@pytest.mark.parametrize("cursor", ["12-", "-1700000000000", "x-1", "12-99999999999999999"])
 def test_a_cursor_the_server_did_not_write_is_refused(client: Client, cursor: str) -> None:
     response = client.get("/fhir/_history", params={"_cursor": cursor})
     assert response.status_code == 400

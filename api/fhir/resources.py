@@ -172,6 +172,10 @@ def _cursor() -> tuple[int | None, datetime | None]:
     value = request.args.get("_cursor")
     if value is None:
         return None, None
+    if value.isdigit():
+        # A link from a server without horizons (during an upgrade): go on from here, with
+        # the horizon of this request.
+        return int(value), None
     sequence, _, millis = value.partition("-")
     if not (sequence.isdigit() and millis.isdigit()) or len(millis) > 15:
         raise BadRequest(

@@ -398,7 +398,7 @@ class SearchToken(Base):
     code: Mapped[str] = mapped_column(String(255))
 
     __table_args__ = (
-        Index("ix_search_tokens_lookup", "resource_type", "param", "code", "system"),
+        Index("ix_search_tokens_lookup", "resource_type", "param", "code", "system", "resource_id"),
         # The status check of a search and a resource's reindex read only this index.
         Index(
             "ix_search_tokens_resource", "resource_type", "resource_id", "param", "code", "system"
@@ -436,7 +436,7 @@ class SearchDate(Base):
     high: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        Index("ix_search_dates_lookup", "resource_type", "param", "low", "high"),
+        Index("ix_search_dates_lookup", "resource_type", "param", "low", "high", "resource_id"),
         Index("ix_search_dates_resource", "resource_type", "resource_id", "param", "low", "high"),
     )
 

@@ -1,5 +1,6 @@
-"""Migration 0005 rebuilds the search tables' indexes and refreshes the planner's
-statistics where the database keeps them."""
+"""Migrations 0005 and 0006 rebuild the search tables' indexes and refresh the planner's
+statistics where the database keeps them; without statistics, searches by value still
+read the lookup indexes."""
 
 from __future__ import annotations
 
@@ -53,4 +54,24 @@ def test_a_database_without_statistics_is_left_without(tmp_path: Path) -> None:
     assert _statistics(database) is None
     database.downgrade("0004")
     assert _statistics(database) is None
+    database.dispose()
+
+
+def test_without_statistics_a_search_by_value_reads_the_lookup_index(tmp_path: Path) -> None:
+    """What a database the service created itself is like: nothing has analysed it."""
+    database = _with_tokens(tmp_path / "fresh.db")
+    database.upgrade()
+    assert _statistics(database) is None
+    searches = {
+        "ix_search_tokens_lookup": "SELECT resource_id FROM search_tokens WHERE resource_type"
+        " = 'Goal' AND param = 'identifier' AND code = 'abc' AND system = 'urn:x'",
+        "ix_search_dates_lookup": "SELECT resource_id FROM search_dates WHERE resource_type"
+        " = 'Goal' AND param = 'target-date' AND low >= '2026-01-01' AND high < '2026-02-01'",
+    }
+    with database.engine.connect() as connection:
+        for index, query in searches.items():
+            plan = " ".join(
+                row[-1] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}")
+            )
+            assert f"COVERING INDEX {index}" in plan, plan
     database.dispose()

@@ -52,7 +52,8 @@ log = logging.getLogger("ipt_careplans.audit")
 MAX_DELAY = 1.0
 MAX_PENDING = 100_000
 BATCH_SIZE = 500
-# 50 rows of 18 columns: well under any driver's limit on parameters per statement.
+# Rows per INSERT: 50 rows of the table's 16 columns stay far below any driver's limit on
+# parameters per statement.
 ROWS_PER_STATEMENT = 50
 _ACTOR = re.compile(r"^[\w.@:/+\- ]{1,255}$")
 # FHIR paths that serve no patient data: the CapabilityStatement and conformance resources.

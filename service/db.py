@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.models import utcnow
+from service.models import to_millisecond, utcnow
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///./ipt-careplans.db"
@@ -202,17 +202,11 @@ def transaction_time(session: Session) -> datetime:
         return known[1]
     connection = session.connection()  # a SQLite writer has its turn from here
     if connection.dialect.name == "postgresql":
-        when = _to_millisecond(connection.execute(_PG_WRITE_TIME).scalar_one())
+        when = to_millisecond(connection.execute(_PG_WRITE_TIME).scalar_one())
     else:
         when = utcnow()
     session.info[_WRITE_TIME] = (transaction, when)
     return when
-
-
-def _to_millisecond(moment: datetime) -> datetime:
-    """In UTC, cut to the millisecond as :func:`utcnow` is (instants carry milliseconds)."""
-    moment = moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 _Convert = Callable[[Any], Any] | None
@@ -309,18 +303,19 @@ def run_on_driver(connection: Connection, sql: str, arguments: Any, *, first: bo
 @functools.lru_cache(maxsize=32)
 def _multi_row_insert(
     table: Table, rows: int, dialect: Dialect
-) -> tuple[str, tuple[_Convert, ...]]:
+) -> tuple[str, tuple[tuple[str, _Convert], ...]]:
     """``INSERT INTO table (every column) VALUES (...), (...)`` for this many rows, with
-    positional parameters, and each column's conversion of its values."""
+    positional parameters, and each column's name and conversion of its values."""
     preparer = dialect.identifier_preparer
     names = ", ".join(preparer.quote(column.name) for column in table.columns)
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     one = "(" + ", ".join([mark] * len(table.columns)) + ")"
     sql = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES " + ", ".join([one] * rows)
-    converts = tuple(
-        column.type.dialect_impl(dialect).bind_processor(dialect) for column in table.columns
+    columns = tuple(
+        (column.name, column.type.dialect_impl(dialect).bind_processor(dialect))
+        for column in table.columns
     )
-    return sql, converts
+    return sql, columns
 
 
 def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -334,11 +329,10 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     """
     if not rows:
         return
-    sql, converts = _multi_row_insert(table, len(rows), connection.dialect)
-    names = [column.name for column in table.columns]
+    sql, columns = _multi_row_insert(table, len(rows), connection.dialect)
     arguments = []
     for row in rows:
-        for name, convert in zip(names, converts, strict=True):
+        for name, convert in columns:
             value = row.get(name)
             arguments.append(convert(value) if convert is not None and value is not None else value)
     run_on_driver(connection, sql, arguments, first=None)
@@ -507,7 +501,7 @@ class Database:
                 return utcnow()
         with self._single.connect() as connection:
             horizon: datetime = connection.execute(_PG_HORIZON).scalar_one()
-        return _to_millisecond(horizon)
+        return to_millisecond(horizon)
 
     def ping(self) -> None:
         with self.engine.connect() as connection:

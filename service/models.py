@@ -69,8 +69,13 @@ def new_id() -> str:
 
 def utcnow() -> datetime:
     """Now, in UTC, to the millisecond (the precision FHIR instants and HTTP dates carry)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return to_millisecond(datetime.now(UTC))
+
+
+def to_millisecond(moment: datetime) -> datetime:
+    """An aware instant in UTC, cut to the millisecond as :func:`utcnow` is."""
+    moment = moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

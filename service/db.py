@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -35,7 +36,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Select, Table, create_engine, event, text
 from sqlalchemy.engine import URL, Dialect, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.models import to_millisecond, utcnow
@@ -81,6 +82,12 @@ def _configure_sqlite(engine: Engine, writers: WriterQueue) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# Seconds a pooled PostgreSQL connection may rest before it is checked with a round trip
+# when it is taken again (see _configure_postgresql).
+PING_AFTER_IDLE = 1.0
+_RETURNED_AT = "ipt_returned_at"
+
+
 def _configure_postgresql(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -88,6 +95,29 @@ def _configure_postgresql(engine: Engine) -> None:
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit TO on")
         dbapi_connection.commit()
+
+    # A connection taken from the pool is checked with a round trip before it is used
+    # (as SQLAlchemy's pre-ping does) only when it has rested for a second or more. Under
+    # load connections go round in milliseconds, and a round trip per request would cost
+    # a read about a tenth of its time; a connection the server closed (a restart, a
+    # failover, idle_session_timeout) has rested longer than that by the time the server
+    # answers again. A dead one is replaced, and every connection pooled before it with it.
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get(_RETURNED_AT)
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE:
+            return  # new, or back from its last use a moment ago
+        dialect = engine.dialect
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            if dialect.is_disconnect(error, dbapi_connection, None):
+                raise InvalidatePoolError() from error
+            raise
 
 
 class WriterQueue:
@@ -354,7 +384,6 @@ class Database:
         # Parameters stay out of error messages: they can hold patient data.
         kwargs: dict[str, Any] = {"hide_parameters": True}
         if not self.is_sqlite:
-            kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = pool_size
             kwargs["max_overflow"] = pool_size
         self.engine = create_engine(self.url, **kwargs)

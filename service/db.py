@@ -485,13 +485,27 @@ class Database:
             tokens = self._shared.set(session), self._pending.set(pending)
             try:
                 yield session
-                for edit in pending.edits.values():
-                    edit.attachments = pending.attachments.get(edit.plan.id, {})
-                    self._run_observers(edit)
-                session.flush()
+                self.publish_pending()
             finally:
                 self._shared.reset(tokens[0])
                 self._pending.reset(tokens[1])
+
+    def publish_pending(self) -> None:
+        """Tell the observers now of the open transaction's changes so far, so that its
+        later reads see them published (a transaction Bundle's GET entries, which FHIR runs
+        after its writes). They are not told again at its end; a change after this call is.
+        """
+        pending = self._pending.get()
+        session = self._shared.get()
+        if pending is None or session is None:
+            return
+        edits = list(pending.edits.values())
+        for edit in edits:
+            edit.attachments = pending.attachments.get(edit.plan.id, {})
+            self._run_observers(edit)
+        pending.edits.clear()
+        pending.attachments.clear()
+        session.flush()
 
     def attach(self, plan_id: str, key: tuple[str, str], value: Any) -> None:
         """Hand ``value`` to the observers of the open transaction's change to a plan."""

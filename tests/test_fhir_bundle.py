@@ -159,6 +159,34 @@ def test_conditional_create_in_a_transaction(client: Client, plan: dict) -> None
     assert second["entry"][0]["resource"]["id"] == first["entry"][0]["resource"]["id"]
 
 
+def test_reads_in_a_transaction_see_its_writes(client: Client, plan: dict) -> None:
+    """FHIR runs a transaction's GET entries after its writes: they see what it wrote."""
+    goal = new_goal(client, plan, f"CarePlan/{plan['id']}")
+    goal["identifier"] = [{"system": "urn:t", "value": "G-in-bundle"}]
+    episode_before = client.get(f"/fhir/CarePlan/{plan['id']}").json()
+    response = post_bundle(
+        client,
+        transaction(
+            {"request": {"method": "GET", "url": "Goal?identifier=urn:t|G-in-bundle"}},
+            {"request": {"method": "GET", "url": f"CarePlan/{plan['id']}"}},
+            {"fullUrl": GOAL_URN, "resource": goal, "request": {"method": "POST", "url": "Goal"}},
+        ),
+    )
+    assert response.status_code == 200, response.text
+    found, episode, created = response.json()["entry"]
+    assert created["response"]["status"] == "201 Created"
+    goal_id = created["resource"]["id"]
+    assert [e["resource"]["id"] for e in found["resource"]["entry"]] == [goal_id]
+    assert found["resource"]["total"] == 1
+    assert f"Goal/{goal_id}" in [g["reference"] for g in episode["resource"]["goal"]]
+    assert episode["resource"]["meta"]["versionId"] != episode_before["meta"]["versionId"]
+    # Published once: the stored episode is the version the Bundle showed.
+    now = client.get(f"/fhir/CarePlan/{plan['id']}").json()
+    assert now["meta"]["versionId"] == episode["resource"]["meta"]["versionId"]
+    history = client.get(f"/fhir/Goal/{goal_id}/_history").json()
+    assert len(history["entry"]) == 1
+
+
 def test_bad_bundles_are_refused(client: Client) -> None:
     not_a_bundle = post_bundle(client, {"resourceType": "CarePlan"})
     assert not_a_bundle.status_code == 400

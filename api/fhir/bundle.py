@@ -203,8 +203,9 @@ def bundle() -> Response:
     """Process a batch or transaction Bundle
 
     A transaction is all or nothing and rewrites `urn:uuid:` references to the ids it
-    assigns; entries run in FHIR order (DELETE, POST, PUT, GET). A batch reports each
-    entry's outcome on its own.
+    assigns; entries run in FHIR order (DELETE, POST, PUT, PATCH, GET), and its GET
+    entries (reads and searches) see what its writes stored. A batch reports each entry's
+    outcome on its own.
     """
     if request.mimetype not in ("application/fhir+json", "application/json"):
         raise BadRequest("send the Bundle as application/fhir+json")
@@ -246,9 +247,14 @@ def _transaction(entries: list[dict[str, Any]]) -> dict[str, Any]:
     results: dict[int, Callable[[], dict[str, Any]]] = {}
     try:
         with database().transaction():
+            published = False
             for index in order:
                 try:
                     entry = {**rewritten[index], "fullUrl": entries[index].get("fullUrl")}
+                    if not published and (entry.get("request") or {}).get("method") == "GET":
+                        # The reads come last and see the Bundle's writes, as published.
+                        database().publish_pending()
+                        published = True
                     results[index] = _run_entry(entry, assigned)
                 except Exception as error:
                     raise _failure(index, error) from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -126,10 +127,14 @@ def actor() -> str:
     return name
 
 
-def page_links(page: int, page_size: int, total: int) -> dict[str, str | None]:
-    """self/first/prev/next/last links that keep every other query parameter."""
+def page_links(
+    page: int, page_size: int, total: int, added: Mapping[str, str] | None = None
+) -> dict[str, str | None]:
+    """self/first/prev/next/last links that keep every other query parameter, and add
+    ``added`` (parameters the server picked for the first page, kept by the others)."""
     last = max(1, math.ceil(total / page_size))
     params = [(k, v) for k, v in request.args.items(multi=True) if k not in ("page", "page_size")]
+    params += [(k, v) for k, v in (added or {}).items() if k not in request.args]
 
     def link(number: int) -> str:
         query = urlencode([*params, ("page", number), ("page_size", page_size)])
@@ -144,13 +149,15 @@ def page_links(page: int, page_size: int, total: int) -> dict[str, str | None]:
     }
 
 
-def page_body(items: list[Any], page: int, page_size: int, total: int) -> dict[str, Any]:
+def page_body(
+    items: list[Any], page: int, page_size: int, total: int, added: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "items": items,
         "total": total,
         "page": page,
         "page_size": page_size,
-        "links": page_links(page, page_size, total),
+        "links": page_links(page, page_size, total, added),
     }
 
 

@@ -33,6 +33,7 @@ from api.schemas import (
     PlanQuerySchema,
     PlanSchema,
     page_of,
+    plan_page_schema,
 )
 from service import plans
 
@@ -55,32 +56,57 @@ def plan_filter(query: dict[str, Any]) -> plans.PlanFilter:
         problem_area=query.get("problem_area"),
         variant=query.get("variant"),
         updated_since=query.get("updated_since"),
+        updated_before=query.get("updated_before"),
         identifier_system=system,
         identifier_value=value,
     )
 
 
+def _plan_page(
+    items: list[Any],
+    page: int,
+    size: int,
+    total: int,
+    criteria: plans.PlanFilter,
+    added: dict[str, str],
+) -> dict[str, Any]:
+    body = page_body(items, page, size, total, added)
+    if criteria.updated_since is not None:
+        body["updated_before"] = criteria.updated_before
+    return body
+
+
 @blp.route("")
 class CarePlans(MethodView):
     @blp.arguments(PlanQuerySchema, location="query")
-    @blp.response(200, page_of(PlanSchema))
+    @blp.response(200, plan_page_schema())
     @documented(blp, 422)
     def get(self, query: dict[str, Any]) -> Any:
         """List care plans
 
         Filter by patient, status (repeatable), problem area, variant, an identifier
-        (`system|value`) or `updated_since`. Oldest first, paginated; `total` counts every
-        match and `links` lead to the other pages.
+        (`system|value`), `updated_since` or `updated_before`. Oldest first, paginated;
+        `total` counts every match and `links` lead to the other pages.
+
+        To follow changes, poll with `updated_since` set to the previous page's
+        `updated_before`: every plan changed since is listed once it has committed,
+        however long its write took (the server picks `updated_before` so that no write
+        still in progress is stamped before it, and the page links keep it).
         """
         page, size = query["page"], query["page_size"]
         criteria = plan_filter(query)
+        added: dict[str, str] = {}
+        if criteria.updated_since is not None and criteria.updated_before is None:
+            horizon = database().history_horizon()
+            criteria = replace(criteria, updated_before=horizon)
+            added["updated_before"] = horizon.isoformat()
         bound = compartment()
         if bound is not None:
             if criteria.patient not in (None, bound):
-                return page_body([], page, size, 0)
+                return _plan_page([], page, size, 0, criteria, added)
             criteria = replace(criteria, patient=bound)
         items, total = plans.list_plans(database(), criteria, (page - 1) * size, size)
-        return page_body(items, page, size, total)
+        return _plan_page(items, page, size, total, criteria, added)
 
     @blp.arguments(PlanCreateSchema, example=examples.PLAN_CREATE)
     @blp.response(201, PlanSchema, example=examples.PLAN, headers=ETAG_HEADER)

@@ -459,7 +459,17 @@ class PlanQuerySchema(PageQuerySchema):
     updated_since = fields.AwareDateTime(
         default_timezone=None,
         metadata={
-            "description": "Only plans changed at or after this ISO 8601 date-time (with offset)"
+            "description": "Only plans changed at or after this ISO 8601 date-time (with "
+            "offset). The page then gives `updated_before`: poll next with it as "
+            "`updated_since` to see every later change once"
+        },
+    )
+    updated_before = fields.AwareDateTime(
+        default_timezone=None,
+        metadata={
+            "description": "Only plans changed before this ISO 8601 date-time (with offset). "
+            "With `updated_since` and without it, the server picks it (see the page's "
+            "`updated_before`) and its page links keep it"
         },
     )
     identifier = fields.String(
@@ -476,6 +486,24 @@ class PageLinksSchema(Schema):
     prev = fields.String(allow_none=True)
     next = fields.String(allow_none=True)
     last = fields.String()
+
+
+def plan_page_schema() -> type[Schema]:
+    """A page of plans; with ``updated_since``, also the bound the listing was made to."""
+    base = page_of(PlanSchema)
+    return type(
+        "PlanPageSchema",
+        (base,),
+        {
+            "updated_before": fields.AwareDateTime(
+                metadata={
+                    "description": "With `updated_since`: every change made before this "
+                    "instant is listed (a write still in progress when the request ran is "
+                    "stamped at or after it). Poll next with it as `updated_since`"
+                }
+            )
+        },
+    )
 
 
 def page_of(item: type[Schema]) -> type[Schema]:

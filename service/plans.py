@@ -74,6 +74,7 @@ class PlanFilter:
     problem_area: str | None = None
     variant: str | None = None
     updated_since: datetime | None = None
+    updated_before: datetime | None = None
     identifier_system: str | None = None
     identifier_value: str | None = None
 
@@ -98,6 +99,8 @@ def list_plans(
         conditions.append(CarePlan.variant == criteria.variant)
     if criteria.updated_since:
         conditions.append(CarePlan.updated_at >= criteria.updated_since)
+    if criteria.updated_before:
+        conditions.append(CarePlan.updated_at < criteria.updated_before)
     if criteria.identifier_value is not None:
         match = select(PlanIdentifier.plan_id).where(
             PlanIdentifier.value == criteria.identifier_value

@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from conftest import Client, plan_url
@@ -145,3 +146,73 @@ def test_a_cursor_the_server_did_not_write_is_refused(client: Client, cursor: st
     response = client.get("/fhir/_history", params={"_cursor": cursor})
     assert response.status_code == 400
     assert "_cursor" in response.json()["issue"][0]["diagnostics"]
+
+
+def native_poll(client: Client, since: str, **params: Any) -> dict[str, Any]:
+    response = client.get("/api/v1/care-plans", params={"updated_since": since, **params})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_native_polls_from_each_bound_see_a_slow_write_once(
+    client: Client, plan: dict, database: Database
+) -> None:
+    """The native list's ``updated_since`` follows changes as ``_history`` does: the page
+    gives the bound to poll from next, and a write still open then is listed after it."""
+    goal_id = client.get(plan_url(plan, "goals")).json()["items"][0]["id"]
+    start = native_poll(client, "2000-01-01T00:00:00+00:00")["updated_before"]
+    stamped, commit = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def slow_write() -> None:
+        try:
+            with database.transaction():
+                goals.update_goal(database, plan["id"], goal_id, {"priority": "low-priority"}, "s")
+                stamped.set()
+                assert commit.wait(10)
+        except BaseException as error:  # reported by the test thread
+            failures.append(error)
+            stamped.set()
+
+    writer = threading.Thread(target=slow_write)
+    writer.start()
+    assert stamped.wait(10)
+    during: dict[str, Any] = {}
+    poller = threading.Thread(target=lambda: during.update(native_poll(client, start)))
+    poller.start()
+    if database.is_sqlite:
+        time.sleep(0.3)
+        assert poller.is_alive()  # it waits for the write in progress
+        commit.set()
+        poller.join(10)
+    else:
+        poller.join(10)  # it waits for nobody, and lists nothing of the open write
+        commit.set()
+    writer.join(10)
+    assert not failures, failures
+    after = native_poll(client, during["updated_before"])
+    listed = [p["id"] for p in during["items"]] + [p["id"] for p in after["items"]]
+    assert listed.count(plan["id"]) == 1
+    assert (plan["id"] in [p["id"] for p in during["items"]]) is database.is_sqlite
+    assert instant(start) <= instant(during["updated_before"]) <= instant(after["updated_before"])
+    for page in (during, after):
+        for item in page["items"]:
+            assert instant(item["updated_at"]) < instant(page["updated_before"])
+
+
+def test_native_pages_keep_the_bound_of_the_first(client: Client) -> None:
+    since = native_poll(client, "2000-01-01T00:00:00+00:00")["updated_before"]
+    made = [client.create_plan(patient=f"Patient/np-{n}", default_goals=False) for n in range(3)]
+    first = native_poll(client, since, page_size=2)
+    later = client.create_plan(patient="Patient/np-later", default_goals=False)
+    second = client.get(first["links"]["next"]).json()
+    assert second["updated_before"] == first["updated_before"]
+    assert f"updated_before={quote(first['updated_before'], safe='')}" in first["links"]["next"]
+    listed = [p["id"] for p in first["items"] + second["items"]]
+    assert sorted(listed) == sorted(p["id"] for p in made)
+    assert later["id"] not in listed
+    assert later["id"] in [p["id"] for p in native_poll(client, first["updated_before"])["items"]]
+    # Without updated_since nothing is bounded, and no bound is given.
+    plain = client.get("/api/v1/care-plans").json()
+    assert "updated_before" not in plain
+    assert later["id"] in [p["id"] for p in plain["items"]]

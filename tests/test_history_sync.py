@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -33,20 +34,19 @@ def instant(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def test_a_write_committing_after_a_poll_is_in_the_next_poll_from_its_horizon(
-    client: Client, plan: dict, database: Database
-) -> None:
-    goal_id = client.get(plan_url(plan, "goals")).json()["items"][0]["id"]
-    start = poll(client)["meta"]["lastUpdated"]
+def poll_during_a_slow_write(
+    database: Database, plan_id: str, goal_id: str, make_poll: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """What ``make_poll`` answers while a goal change's transaction stays open after it
+    has taken its write time; the change commits before this returns."""
     stamped, commit = threading.Event(), threading.Event()
     failures: list[BaseException] = []
 
     def slow_write() -> None:
-        """A goal change whose transaction stays open after it has taken its write time."""
         try:
             with database.transaction():
                 change = {"priority": "low-priority"}
-                goals.update_goal(database, plan["id"], goal_id, change, "slow")
+                goals.update_goal(database, plan_id, goal_id, change, "slow")
                 stamped.set()
                 assert commit.wait(10)
         except BaseException as error:  # reported by the test thread
@@ -57,7 +57,7 @@ def test_a_write_committing_after_a_poll_is_in_the_next_poll_from_its_horizon(
     writer.start()
     assert stamped.wait(10)
     during: dict[str, Any] = {}
-    poller = threading.Thread(target=lambda: during.update(poll(client, start)))
+    poller = threading.Thread(target=lambda: during.update(make_poll()))
     poller.start()
     if database.is_sqlite:
         # A SQLite poll waits for the write in progress: writes take turns.
@@ -72,6 +72,15 @@ def test_a_write_committing_after_a_poll_is_in_the_next_poll_from_its_horizon(
         commit.set()
     writer.join(10)
     assert not failures, failures
+    return during
+
+
+def test_a_write_committing_after_a_poll_is_in_the_next_poll_from_its_horizon(
+    client: Client, plan: dict, database: Database
+) -> None:
+    goal_id = client.get(plan_url(plan, "goals")).json()["items"][0]["id"]
+    start = poll(client)["meta"]["lastUpdated"]
+    during = poll_during_a_slow_write(database, plan["id"], goal_id, lambda: poll(client, start))
     after = poll(client, during["meta"]["lastUpdated"])
 
     changed = (goal_id, 'W/"2"')
@@ -161,35 +170,9 @@ def test_native_polls_from_each_bound_see_a_slow_write_once(
     gives the bound to poll from next, and a write still open then is listed after it."""
     goal_id = client.get(plan_url(plan, "goals")).json()["items"][0]["id"]
     start = native_poll(client, "2000-01-01T00:00:00+00:00")["updated_before"]
-    stamped, commit = threading.Event(), threading.Event()
-    failures: list[BaseException] = []
-
-    def slow_write() -> None:
-        try:
-            with database.transaction():
-                goals.update_goal(database, plan["id"], goal_id, {"priority": "low-priority"}, "s")
-                stamped.set()
-                assert commit.wait(10)
-        except BaseException as error:  # reported by the test thread
-            failures.append(error)
-            stamped.set()
-
-    writer = threading.Thread(target=slow_write)
-    writer.start()
-    assert stamped.wait(10)
-    during: dict[str, Any] = {}
-    poller = threading.Thread(target=lambda: during.update(native_poll(client, start)))
-    poller.start()
-    if database.is_sqlite:
-        time.sleep(0.3)
-        assert poller.is_alive()  # it waits for the write in progress
-        commit.set()
-        poller.join(10)
-    else:
-        poller.join(10)  # it waits for nobody, and lists nothing of the open write
-        commit.set()
-    writer.join(10)
-    assert not failures, failures
+    during = poll_during_a_slow_write(
+        database, plan["id"], goal_id, lambda: native_poll(client, start)
+    )
     after = native_poll(client, during["updated_before"])
     listed = [p["id"] for p in during["items"]] + [p["id"] for p in after["items"]]
     assert listed.count(plan["id"]) == 1

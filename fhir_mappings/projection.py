@@ -145,16 +145,20 @@ def publish(edit: PlanEdit) -> None:
             else resource_store.of_keys(session, plan.id, only)
         )
     }
+    versions: list[resource_store.VersionRow] = []
     if not plan.is_deleted:
         for resource_type, resource_id, resource in render_plan(session, plan, only):
             key = (resource_type, resource_id)
             existing = stored.pop(key, None)
             extras = (written or {}).get(key)
-            _publish_one(session, plan.id, resource, existing, extras, now)
+            _publish_one(session, plan.id, resource, existing, extras, now, versions)
     # Resources no longer rendered: their goal (or the whole plan) was deleted.
     for leftover in stored.values():
         if not leftover.deleted:
-            resource_store.mark_deleted(session, leftover, now, previous=_indexed_by(leftover))
+            resource_store.mark_deleted(
+                session, leftover, now, previous=_indexed_by(leftover), versions=versions
+            )
+    resource_store.write_versions(session, versions)
 
 
 def _publish_one(
@@ -164,6 +168,7 @@ def _publish_one(
     existing: StoredResource | None,
     extras: dict[str, Any] | None,
     now: datetime,
+    versions: list[resource_store.VersionRow],
 ) -> None:
     merged_extras = extras if extras is not None else (existing.extras if existing else {})
     resource = apply_extras(resource, merged_extras or {})
@@ -181,7 +186,15 @@ def _publish_one(
     # Read before save() replaces the stored content with the new one.
     previous = _indexed_by(existing)
     resource_store.save(
-        session, plan_id, document, version, now, method, merged_extras, stored=existing
+        session,
+        plan_id,
+        document,
+        version,
+        now,
+        method,
+        merged_extras,
+        stored=existing,
+        versions=versions,
     )
     resource_store.reindex(
         session,

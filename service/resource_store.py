@@ -85,6 +85,11 @@ def of_plan(session: Session, plan_id: str) -> list[StoredResource]:
     return list(session.scalars(select(StoredResource).where(StoredResource.plan_id == plan_id)))
 
 
+# A version's row, as history stores it (its sequence is the database's to number).
+VersionRow = dict[str, Any]
+_INSERT_VERSION = insert(ResourceVersion)
+
+
 def save(
     session: Session,
     plan_id: str,
@@ -95,10 +100,13 @@ def save(
     extras: dict | None = None,
     *,
     stored: StoredResource | None = None,
+    versions: list[VersionRow] | None = None,
 ) -> StoredResource:
     """Store a new current version and append it to the history.
 
     ``stored`` is the resource's current row when the caller has it (None: it is looked up).
+    The version is added to ``versions`` when given, for the caller to write with others
+    (:func:`write_versions`); else it is written at once.
     """
     if stored is None:
         stored = current(session, document.resource_type, document.id)
@@ -113,18 +121,31 @@ def save(
     stored.digest = document.digest
     if extras is not None:
         stored.extras = extras
-    session.add(
-        ResourceVersion(
-            resource_type=document.resource_type,
-            id=document.id,
-            version_id=version_id,
-            last_updated=when,
-            deleted=False,
-            method=method,
-            content=document.content,
-        )
-    )
+    row = {
+        "resource_type": document.resource_type,
+        "id": document.id,
+        "version_id": version_id,
+        "last_updated": when,
+        "deleted": False,
+        "method": method,
+        "content": document.content,
+    }
+    _add_version(session, row, versions)
     return stored
+
+
+def _add_version(session: Session, row: VersionRow, versions: list[VersionRow] | None) -> None:
+    if versions is None:
+        write_versions(session, [row])
+    else:
+        versions.append(row)
+
+
+def write_versions(session: Session, versions: list[VersionRow]) -> None:
+    """Append versions to the history, in this order, in one statement (no ORM objects:
+    nothing in a write reads them back)."""
+    if versions:
+        session.connection().execute(_INSERT_VERSION, versions)
 
 
 _OF_KEYS = select(StoredResource).where(
@@ -147,6 +168,7 @@ def mark_deleted(
     when: datetime,
     *,
     previous: IndexEntries | None = None,
+    versions: list[VersionRow] | None = None,
 ) -> None:
     """A deletion is a version too: the history keeps what was there before.
 
@@ -157,17 +179,16 @@ def mark_deleted(
     stored.version_id += 1
     stored.last_updated = when
     stored.deleted = True
-    session.add(
-        ResourceVersion(
-            resource_type=stored.resource_type,
-            id=stored.id,
-            version_id=stored.version_id,
-            last_updated=when,
-            deleted=True,
-            method="DELETE",
-            content=None,
-        )
-    )
+    row = {
+        "resource_type": stored.resource_type,
+        "id": stored.id,
+        "version_id": stored.version_id,
+        "last_updated": when,
+        "deleted": True,
+        "method": "DELETE",
+        "content": None,
+    }
+    _add_version(session, row, versions)
 
 
 def version(

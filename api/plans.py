@@ -63,17 +63,14 @@ def plan_filter(query: dict[str, Any]) -> plans.PlanFilter:
 
 
 def _plan_page(
-    items: list[Any],
-    page: int,
-    size: int,
-    total: int,
-    criteria: plans.PlanFilter,
-    added: dict[str, str],
+    items: list[Any], page: int, size: int, total: int, criteria: plans.PlanFilter
 ) -> dict[str, Any]:
-    body = page_body(items, page, size, total, added)
-    if criteria.updated_since is not None:
-        body["updated_before"] = criteria.updated_before
-    return body
+    """A page of plans; with ``updated_since``, the bound it was listed to, which its
+    links keep (when the server picked it, the request did not name it)."""
+    if criteria.updated_since is None or criteria.updated_before is None:
+        return page_body(items, page, size, total)
+    bound = {"updated_before": criteria.updated_before.isoformat()}
+    return {**page_body(items, page, size, total, bound), "updated_before": criteria.updated_before}
 
 
 @blp.route("")
@@ -95,18 +92,15 @@ class CarePlans(MethodView):
         """
         page, size = query["page"], query["page_size"]
         criteria = plan_filter(query)
-        added: dict[str, str] = {}
         if criteria.updated_since is not None and criteria.updated_before is None:
-            horizon = database().history_horizon()
-            criteria = replace(criteria, updated_before=horizon)
-            added["updated_before"] = horizon.isoformat()
+            criteria = replace(criteria, updated_before=database().history_horizon())
         bound = compartment()
         if bound is not None:
             if criteria.patient not in (None, bound):
-                return _plan_page([], page, size, 0, criteria, added)
+                return _plan_page([], page, size, 0, criteria)
             criteria = replace(criteria, patient=bound)
         items, total = plans.list_plans(database(), criteria, (page - 1) * size, size)
-        return _plan_page(items, page, size, total, criteria, added)
+        return _plan_page(items, page, size, total, criteria)
 
     @blp.arguments(PlanCreateSchema, example=examples.PLAN_CREATE)
     @blp.response(201, PlanSchema, example=examples.PLAN, headers=ETAG_HEADER)

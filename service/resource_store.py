@@ -99,14 +99,13 @@ def save(
     method: str,
     extras: dict | None = None,
     *,
-    stored: StoredResource | None = None,
-    versions: list[VersionRow] | None = None,
+    stored: StoredResource | None,
+    versions: list[VersionRow],
 ) -> StoredResource:
-    """Store a new current version and append it to the history.
+    """Store a new current version, and add it to ``versions``: the caller appends them
+    to the history with the others of its write (:func:`write_versions`).
 
     ``stored`` is the resource's current row when the caller has it (None: it is looked up).
-    The version is added to ``versions`` when given, for the caller to write with others
-    (:func:`write_versions`); else it is written at once.
     """
     if stored is None:
         stored = current(session, document.resource_type, document.id)
@@ -121,24 +120,21 @@ def save(
     stored.digest = document.digest
     if extras is not None:
         stored.extras = extras
-    row = {
-        "resource_type": document.resource_type,
-        "id": document.id,
-        "version_id": version_id,
-        "last_updated": when,
-        "deleted": False,
-        "method": method,
-        "content": document.content,
-    }
-    _add_version(session, row, versions)
+    versions.append(_version_row(stored, method, document.content))
     return stored
 
 
-def _add_version(session: Session, row: VersionRow, versions: list[VersionRow] | None) -> None:
-    if versions is None:
-        write_versions(session, [row])
-    else:
-        versions.append(row)
+def _version_row(stored: StoredResource, method: str, content: str | None) -> VersionRow:
+    """The history row of the version ``stored`` now holds."""
+    return {
+        "resource_type": stored.resource_type,
+        "id": stored.id,
+        "version_id": stored.version_id,
+        "last_updated": stored.last_updated,
+        "deleted": stored.deleted,
+        "method": method,
+        "content": content,
+    }
 
 
 def write_versions(session: Session, versions: list[VersionRow]) -> None:
@@ -168,27 +164,19 @@ def mark_deleted(
     when: datetime,
     *,
     previous: IndexEntries | None = None,
-    versions: list[VersionRow] | None = None,
+    versions: list[VersionRow],
 ) -> None:
     """A deletion is a version too: the history keeps what was there before.
 
     A deleted resource is found by no search. ``previous`` are the entries its index rows
-    were written from, when the caller knows them (see :func:`reindex`).
+    were written from, when the caller knows them (see :func:`reindex`). The version is
+    added to ``versions``, as :func:`save` does.
     """
     reindex(session, stored.resource_type, stored.id, EMPTY_INDEX, previous=previous)
     stored.version_id += 1
     stored.last_updated = when
     stored.deleted = True
-    row = {
-        "resource_type": stored.resource_type,
-        "id": stored.id,
-        "version_id": stored.version_id,
-        "last_updated": when,
-        "deleted": True,
-        "method": "DELETE",
-        "content": None,
-    }
-    _add_version(session, row, versions)
+    versions.append(_version_row(stored, "DELETE", None))
 
 
 def version(

@@ -20,7 +20,7 @@ from fhir_mappings.parse_common import MappingError
 from fhir_mappings.render import HOMEWORK_ACTIVITY_PREFIX, SESSION_ACTIVITY_PREFIX
 from service import goals, homework, phase_changes, plans, resource_store, sessions
 from service.db import Database
-from service.editing import PlanEdit, load_plan, require_plan
+from service.editing import PlanEdit, load_plan
 from service.errors import Gone, NotFound, RuleViolation, VersionMismatch
 from service.models import CarePlan, StoredResource, new_id
 
@@ -139,11 +139,23 @@ def create(
     return _create(database, resource, actor, resource_id or new_id())
 
 
-def _create(database: Database, resource: dict[str, Any], actor: str, resource_id: str) -> Written:
+# A Goal as read from its resource: (its episode's id, goal data, extras).
+ReadGoal = tuple[str, dict[str, Any], dict[str, Any]]
+
+
+def _create(
+    database: Database,
+    resource: dict[str, Any],
+    actor: str,
+    resource_id: str,
+    read: ReadGoal | None = None,
+) -> Written:
     resource_type = resource.get("resourceType")
+    if resource_type == "Goal" and read is None:
+        read = goal_from_fhir(resource)
     with database.transaction():
-        if resource_type == "Goal":
-            plan_id, data, extras = goal_from_fhir(resource)
+        if read is not None:
+            plan_id, data, extras = read
             _check_goal_plan(database, plan_id, data)
             with _as_fhir(_GOAL_PATHS, "Goal"):
                 goals.add_goal(database, plan_id, data, actor, goal_id=resource_id)
@@ -169,9 +181,11 @@ def _create(database: Database, resource: dict[str, Any], actor: str, resource_i
 
 
 def _check_goal_plan(database: Database, plan_id: str, data: Mapping[str, Any]) -> None:
-    with database.reading() as session:
+    """The goal's plan exists and is the subject's; it is locked for the write that follows
+    (which finds it loaded)."""
+    with database.writing() as session:
         try:
-            patient = require_plan(session, plan_id)
+            patient = load_plan(session, plan_id, lock=True).patient
         except (NotFound, Gone) as error:
             raise MappingError(
                 [(f"Goal.extension('{t.EXT_GOAL_EPISODE}')", error.message)]
@@ -190,18 +204,21 @@ def update(
 ) -> Written:
     """PUT: replace a resource's content; create it with this id when it does not exist."""
     check_id(resource_type, resource_id)
+    # A Goal is read before the transaction: on SQLite a writer holds the database's write
+    # lock for the whole of it, and reading the body needs none.
+    read = goal_from_fhir(resource) if resource_type == "Goal" else None
     with database.transaction() as session:
         stored = _stored(session, resource_type, resource_id)
         if stored is None:
             if expected_version is not None:
                 raise NotFound(f"{resource_type}/{resource_id} does not exist (If-Match was sent)")
-            return _create(database, resource, actor, resource_id)
+            return _create(database, resource, actor, resource_id, read)
         plan = _lock_and_check(database, session, stored, expected_version)
         # Publish even when the domain has nothing to change: the elements it does not
         # model may be all the client changed. A change the domain makes replaces this one.
         database.notify(PlanEdit(session, plan, actor))
-        if resource_type == "Goal":
-            _update_goal(database, stored, resource, actor)
+        if read is not None:
+            _update_goal(database, stored, read, actor)
         elif stored.id == stored.plan_id:
             _update_episode(database, stored, resource, actor)
         else:
@@ -218,8 +235,8 @@ def _update_episode(database: Database, stored: StoredResource, resource: dict, 
     database.attach(stored.plan_id, ("CarePlan", stored.id), extras)
 
 
-def _update_goal(database: Database, stored: StoredResource, resource: dict, actor: str) -> None:
-    plan_id, data, extras = goal_from_fhir(resource)
+def _update_goal(database: Database, stored: StoredResource, read: ReadGoal, actor: str) -> None:
+    plan_id, data, extras = read
     if plan_id != stored.plan_id:
         raise MappingError(
             [

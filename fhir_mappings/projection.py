@@ -145,20 +145,20 @@ def publish(edit: PlanEdit) -> None:
             else resource_store.of_keys(session, plan.id, only)
         )
     }
-    versions: list[resource_store.VersionRow] = []
+    appends = resource_store.Appends()
     if not plan.is_deleted:
         for resource_type, resource_id, resource in render_plan(session, plan, only):
             key = (resource_type, resource_id)
             existing = stored.pop(key, None)
             extras = (written or {}).get(key)
-            _publish_one(session, plan.id, resource, existing, extras, now, versions)
+            _publish_one(session, plan.id, resource, existing, extras, now, appends)
     # Resources no longer rendered: their goal (or the whole plan) was deleted.
     for leftover in stored.values():
         if not leftover.deleted:
             resource_store.mark_deleted(
-                session, leftover, now, previous=_indexed_by(leftover), versions=versions
+                session, leftover, now, previous=_indexed_by(leftover), appends=appends
             )
-    resource_store.write_versions(session, versions)
+    resource_store.write_appends(session, appends)
 
 
 def _publish_one(
@@ -168,7 +168,7 @@ def _publish_one(
     existing: StoredResource | None,
     extras: dict[str, Any] | None,
     now: datetime,
-    versions: list[resource_store.VersionRow],
+    appends: resource_store.Appends,
 ) -> None:
     merged_extras = extras if extras is not None else (existing.extras if existing else {})
     resource = apply_extras(resource, merged_extras or {})
@@ -194,7 +194,7 @@ def _publish_one(
         method,
         merged_extras,
         stored=existing,
-        versions=versions,
+        appends=appends,
     )
     resource_store.reindex(
         session,
@@ -203,6 +203,7 @@ def _publish_one(
         index_entries(resource),
         fresh=existing is None,
         previous=previous,
+        appends=appends,
     )
 
 

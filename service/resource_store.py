@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Delete,
+    Insert,
     and_,
     bindparam,
     delete,
@@ -90,6 +91,16 @@ VersionRow = dict[str, Any]
 _INSERT_VERSION = insert(ResourceVersion)
 
 
+@dataclass
+class Appends:
+    """The rows one write appends, collected while it publishes and written at its end
+    with one statement per table (:func:`write_appends`): the versions for the history,
+    and the new search index rows of every resource it published."""
+
+    versions: list[VersionRow] = field(default_factory=list)
+    index_rows: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
+
+
 def save(
     session: Session,
     plan_id: str,
@@ -100,15 +111,14 @@ def save(
     extras: dict | None = None,
     *,
     stored: StoredResource | None,
-    versions: list[VersionRow],
+    appends: Appends,
 ) -> StoredResource:
-    """Store a new current version, and add it to ``versions``: the caller appends them
-    to the history with the others of its write (:func:`write_versions`).
+    """Store a new current version, and add it to ``appends``: the caller appends them
+    to the history with the others of its write (:func:`write_appends`).
 
-    ``stored`` is the resource's current row when the caller has it (None: it is looked up).
+    ``stored`` is the resource's current row, None when it has none (the caller has
+    looked: a publish reads the rows of every resource it renders).
     """
-    if stored is None:
-        stored = current(session, document.resource_type, document.id)
     if stored is None:
         stored = StoredResource(resource_type=document.resource_type, id=document.id, extras={})
         session.add(stored)
@@ -120,7 +130,7 @@ def save(
     stored.digest = document.digest
     if extras is not None:
         stored.extras = extras
-    versions.append(_version_row(stored, method, document.content))
+    appends.versions.append(_version_row(stored, method, document.content))
     return stored
 
 
@@ -137,11 +147,16 @@ def _version_row(stored: StoredResource, method: str, content: str | None) -> Ve
     }
 
 
-def write_versions(session: Session, versions: list[VersionRow]) -> None:
-    """Append versions to the history, in this order, in one statement (no ORM objects:
-    nothing in a write reads them back)."""
-    if versions:
-        session.connection().execute(_INSERT_VERSION, versions)
+def write_appends(session: Session, appends: Appends) -> None:
+    """Append a write's versions to the history and its new index rows to their tables, in
+    the order collected, with one statement per table (no ORM objects: nothing in a write
+    reads them back). An identifier another live resource has claimed fails here, with an
+    IntegrityError."""
+    connection = session.connection()
+    for model, rows in appends.index_rows.items():
+        connection.execute(_insert(model), rows)
+    if appends.versions:
+        connection.execute(_INSERT_VERSION, appends.versions)
 
 
 _OF_KEYS = select(StoredResource).where(
@@ -164,19 +179,20 @@ def mark_deleted(
     when: datetime,
     *,
     previous: IndexEntries | None = None,
-    versions: list[VersionRow],
+    appends: Appends,
 ) -> None:
     """A deletion is a version too: the history keeps what was there before.
 
     A deleted resource is found by no search. ``previous`` are the entries its index rows
     were written from, when the caller knows them (see :func:`reindex`). The version is
-    added to ``versions``, as :func:`save` does.
+    added to ``appends``, as :func:`save` does.
     """
-    reindex(session, stored.resource_type, stored.id, EMPTY_INDEX, previous=previous)
+    reindex(session, stored.resource_type, stored.id, EMPTY_INDEX, previous=previous,
+            appends=appends)  # fmt: skip
     stored.version_id += 1
     stored.last_updated = when
     stored.deleted = True
-    versions.append(_version_row(stored, "DELETE", None))
+    appends.versions.append(_version_row(stored, "DELETE", None))
 
 
 def version(
@@ -322,14 +338,17 @@ def reindex(
     *,
     fresh: bool = False,
     previous: IndexEntries | None = None,
+    appends: Appends,
 ) -> None:
     """Make what a resource is found by ``entries``: only the rows that differ are written.
+    Rows that go are deleted now; new ones are added to ``appends``, for the caller to
+    insert with those of the other resources of its write (:func:`write_appends`).
 
     ``fresh`` says the resource has never been indexed, so there is nothing to compare.
     ``previous`` are the entries of its current (live) version, which its index rows were
     written from: a table whose rows would stay the same is not read at all.
     Its identifiers are claimed too: one claimed by another live resource of the type makes
-    the write fail with an IntegrityError (the caller's conflict).
+    the write fail with an IntegrityError (the caller's conflict) once they are inserted.
     """
     before = [rows for _, _, rows in _wanted(previous)] if previous is not None else None
     # Index rows are never ORM objects: Core statements skip the ORM's bookkeeping.
@@ -354,10 +373,14 @@ def reindex(
             rows = _drop_unwanted(session, model, columns, resource_type, resource_id, rows)
         if rows:
             key = {"resource_type": resource_type, "resource_id": resource_id}
-            connection.execute(
-                insert(model.__table__),
-                [{**key, **dict(zip(columns, row, strict=True))} for row in sorted(rows, key=repr)],
+            appends.index_rows.setdefault(model, []).extend(
+                {**key, **dict(zip(columns, row, strict=True))} for row in sorted(rows, key=repr)
             )
+
+
+@functools.cache
+def _insert(model: Any) -> Insert:
+    return insert(model.__table__)
 
 
 def _of_resource(model: Any) -> ColumnElement[bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -39,6 +40,10 @@ class Server(BaseApplication):
 def _after_fork(_server: Any, worker: Any) -> None:
     # Each worker opens its own database connections; none are shared across a fork.
     worker.app.application.extensions["ipt_database"].engine.dispose(close=False)
+    # What the worker inherits (the app, its modules and their tables) lives as long as
+    # the worker: kept out of the garbage collector's full collections, which otherwise
+    # walk all of it every few seconds under load and stop every thread while they do.
+    gc.freeze()
 
 
 def _before_exit(_server: Any, worker: Any) -> None:

@@ -53,7 +53,7 @@ def load_plan(session: Session, plan_id: str, *, lock: bool = False) -> CarePlan
 
     A plan this session's transaction has already locked is taken as it is in the session:
     nobody else can have changed it since, and reading it again (with its identifiers,
-    contracts and phases) would only repeat four statements.
+    contracts and phases) would only repeat two statements.
     """
     locked: dict[str, CarePlan] | None = session.info.get(_LOCKED_PLANS)
     plan: CarePlan | None

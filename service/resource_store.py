@@ -187,8 +187,9 @@ def mark_deleted(
     were written from, when the caller knows them (see :func:`reindex`). The version is
     added to ``appends``, as :func:`save` does.
     """
-    reindex(session, stored.resource_type, stored.id, EMPTY_INDEX, previous=previous,
-            appends=appends)  # fmt: skip
+    reindex(
+        session, stored.resource_type, stored.id, EMPTY_INDEX, previous=previous, appends=appends
+    )
     stored.version_id += 1
     stored.last_updated = when
     stored.deleted = True

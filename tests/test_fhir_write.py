@@ -389,6 +389,42 @@ def test_post_goal_adds_it_to_its_episode(client: Client, plan: Json) -> None:
     assert {"reference": f"Goal/{created['id']}"} in episode["goal"]
 
 
+def test_goal_writes_keep_every_identifier_and_contract_of_the_episode(client: Client) -> None:
+    """A goal write re-renders its episode from the plan it locked: all of the plan's
+    identifiers and treatment contracts (loaded with its row, several of each) are kept."""
+    plan = client.create_plan(
+        identifiers=[
+            {"system": "https://clinic.example.org/care-plans", "value": "CP-1"},
+            {"system": "https://clinic.example.org/referrals", "value": "R-7"},
+            {"system": "urn:example:ehr", "value": "E-3"},
+        ]
+    )
+    for sessions, reason in ((14, "slow progress"), (16, "a second loss")):
+        renegotiated = client.patch(
+            plan_url(plan),
+            json={"planned_sessions": sessions, "contract_change_reason": reason},
+        )
+        assert renegotiated.status_code == 200, renegotiated.text
+    before = read(client, f"CarePlan/{plan['id']}")
+
+    created = returned(send(client, "POST", "/fhir/Goal", new_goal(client, plan)), 201)
+    changed = {**created, "description": {"text": "Sing at the spring concert."}}
+    response = send(client, "PUT", f"/fhir/Goal/{created['id']}", changed, **{"If-Match": 'W/"1"'})
+    returned(response, 200)
+
+    episode = read(client, f"CarePlan/{plan['id']}")
+    assert [i["value"] for i in episode["identifier"]] == ["CP-1", "R-7", "E-3"]
+    assert len(episode["identifier"]) == len(before["identifier"])
+
+    def contracts(resource: Json) -> list[Json]:
+        return [e for e in resource["extension"] if e["url"] == t.EXT_CONTRACT]
+
+    assert len(contracts(episode)) == 3
+    assert contracts(episode) == contracts(before)
+    assert {"reference": f"Goal/{created['id']}"} in episode["goal"]
+    assert "Sing at the spring concert." in episode["text"]["div"]
+
+
 def test_post_goal_without_its_episode_extension_is_refused(client: Client, plan: Json) -> None:
     body = new_goal(client, plan)
     body["extension"] = [e for e in body["extension"] if e["url"] != t.EXT_GOAL_EPISODE]

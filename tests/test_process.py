@@ -1,7 +1,7 @@
 """The production server as real processes: `ipt-careplans serve` under gunicorn.
 
-Graceful shutdown on SIGTERM, several servers on one PostgreSQL database, and /metrics
-adding up the counts of several workers.
+Graceful shutdown on SIGTERM, several servers on one PostgreSQL database, /metrics
+adding up the counts of several workers, and what a worker does after the fork.
 """
 
 from __future__ import annotations

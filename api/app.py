@@ -8,6 +8,7 @@ from flask import Flask, request
 
 from api import (
     audit,
+    body,
     docs,
     goals,
     headers,
@@ -117,6 +118,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     problems.register(app)
     request_log.install(app)
     metrics.install(app, db)
+    # Before the guard: it reads the path's ids, which must be text the database takes.
+    body.install(app)
     guard.install(app)
     headers.install(app)
 
@@ -128,6 +131,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 415,
                 f"send the body as application/json, not {request.mimetype or 'nothing'}",
                 kind="unsupported-media-type",
+            )
+        charset = request.mimetype_params.get("charset")
+        if body_expected and charset is not None and charset.lower() not in ("utf-8", "utf8"):
+            return problem(
+                415, f"JSON is UTF-8, not charset={charset}", kind="unsupported-media-type"
             )
         return None
 

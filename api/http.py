@@ -11,10 +11,12 @@ from urllib.parse import urlencode
 from flask import Response, current_app, g, has_app_context, request
 from flask_smorest import Blueprint
 from sqlalchemy import Connection
-from webargs.flaskparser import FlaskParser
+from webargs import core
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.exceptions import BadRequest
 
 from api.auth.principal import current_principal
+from api.body import json_body
 from service.db import Database
 
 _ETAG = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
@@ -235,13 +237,22 @@ def documented(blp: Any, *statuses: int, parameters: list[dict[str, Any]] | None
 
 
 class StrictParser(FlaskParser):
-    """Query parameters are checked like bodies: an unknown one is an error, not ignored."""
+    """Query parameters are checked like bodies: an unknown one is an error, not ignored.
+
+    The JSON body is the one :mod:`api.body` parsed and checked (nesting depth, numbers,
+    text the database can store), never parsed again here.
+    """
 
     DEFAULT_UNKNOWN_BY_LOCATION = {
         **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
         "query": None,
         "querystring": None,
     }
+
+    def _raw_load_json(self, req: Any) -> Any:
+        if not is_json_request(req) or not req.get_data(cache=True).strip():
+            return core.missing
+        return json_body()
 
 
 class ApiBlueprint(Blueprint):

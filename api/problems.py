@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
+from api.body import BodyError
 from api.fhir.http import FhirError, operation_outcome
 from api.schemas import ProblemSchema
 from fhir_mappings.parse_common import MappingError
@@ -122,6 +123,31 @@ def _validation_problem(error: HTTPException) -> Response:
     return problem(422, f"invalid {fields}", kind="validation", errors=errors)
 
 
+def _element(resource_type: Any, path: tuple[str | int, ...]) -> str:
+    """A body element as a FHIRPath expression from its resource (``CarePlan.note[0].text``)."""
+    named = isinstance(resource_type, str) and resource_type.isidentifier()
+    expression = resource_type if named else "$this"
+    for part in path:
+        expression += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return expression
+
+
+def body_problem(error: BodyError) -> Response:
+    """A body or parameter refused by :mod:`api.body`, naming each element."""
+    kind = {422: "validation", 400: "malformed"}.get(error.status)
+    errors = []
+    fhir = request.path == "/fhir" or request.path.startswith("/fhir/")
+    for path, message in error.errors:
+        if error.location != "json":
+            field = str(path[0])
+        elif fhir:
+            field = _element(error.resource_type, path)
+        else:
+            field = ".".join(str(part) for part in path) or "(body)"
+        errors.append(field_error(field, message, error.location))
+    return problem(error.status, error.detail, kind=kind, errors=errors or None)
+
+
 def domain_status(error: DomainError) -> tuple[int, str]:
     """The HTTP status and FHIR issue code of a domain error."""
     for cls, status, kind in _DOMAIN_STATUS:
@@ -176,6 +202,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(FhirError)
     def on_fhir_error(error: FhirError) -> Response:
         return operation_outcome(error.status, error.code, error.diagnostics)
+
+    @app.errorhandler(BodyError)
+    def on_refused_body(error: BodyError) -> Response:
+        return body_problem(error)
 
     from api.auth.access import Forbidden, Unauthenticated
     from api.fhir.bundle import BundleFailed

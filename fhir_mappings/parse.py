@@ -31,14 +31,18 @@ from fhir_mappings.parse_phase import read_phase
 
 __all__ = [
     "REQUIRED_CODES",
+    "Checked",
     "MappingError",
     "apply_extras",
+    "checked",
     "episode_from_fhir",
     "goal_from_fhir",
     "phase_from_fhir",
     "validate_structure",
 ]
 
+# FHIR R4's integer, positiveInt and unsignedInt are 32-bit (datatypes.html#integer).
+INTEGER_RANGE = (-(2**31), 2**31 - 1)
 _TIME_UNITS = frozenset({"s", "min", "h", "d", "wk", "mo", "a"})
 # The codes of every required binding the service's resources can carry and
 # fhir.resources does not check, by element: ``Resource.path`` for elements of a
@@ -205,6 +209,14 @@ def _check_codes(
                     _check_codes(problems, item, here, f"{element}.{alias}", _DATATYPES[kind])
                 else:
                     _check_codes(problems, item, here, f"{element}.{alias}", f"{in_type}.{alias}")
+            elif isinstance(item, int) and not isinstance(item, bool):
+                # Decimals are read as Decimal: an int here is an integer element.
+                if not INTEGER_RANGE[0] <= item <= INTEGER_RANGE[1]:
+                    problems.add(
+                        here,
+                        f"{item} is outside the range of a FHIR integer "
+                        f"({INTEGER_RANGE[0]} to {INTEGER_RANGE[1]})",
+                    )
             elif isinstance(item, str):
                 allowed = REQUIRED_CODES.get(f"{element}.{alias}") or REQUIRED_CODES.get(
                     f"{in_type}.{alias}"
@@ -266,6 +278,29 @@ def validate_structure(resource: dict[str, Any], expected_type: str) -> None:
     problems.raise_if_any()
 
 
+class Checked(dict[str, Any]):
+    """A resource that has passed :func:`validate_structure`: its elements have their FHIR
+    shapes, so code may read them. The readers below do not validate it again."""
+
+
+def checked(resource: Any, expected_type: str) -> Checked:
+    """``resource`` validated as a FHIR R4 ``expected_type`` (MappingError if it is not).
+
+    A route calls this before anything else reads the body: authorisation reads the
+    subject, the mapping the category, and a string where an object belongs would
+    otherwise reach them.
+    """
+    if isinstance(resource, Checked) and resource.get("resourceType") == expected_type:
+        return resource
+    validate_structure(resource, expected_type)
+    return Checked(resource)
+
+
+def _validated(resource: dict[str, Any], expected_type: str) -> None:
+    if not isinstance(resource, Checked):
+        validate_structure(resource, expected_type)
+
+
 def episode_from_fhir(resource: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read an episode CarePlan: (plan data for create_plan/update_plan, extras).
 
@@ -275,7 +310,7 @@ def episode_from_fhir(resource: dict[str, Any]) -> tuple[dict[str, Any], dict[st
     extensions are given. The contract history, ``created`` and ``goal`` are the
     server's and are not read.
     """
-    validate_structure(resource, "CarePlan")
+    _validated(resource, "CarePlan")
     return read_episode(resource)
 
 
@@ -291,7 +326,7 @@ def phase_from_fhir(
     date, status, phq9_total, techniques and note; a homework entry id, phase, goal_id,
     kind, description, assigned_on, due_on, status and patient_report.
     """
-    validate_structure(resource, "CarePlan")
+    _validated(resource, "CarePlan")
     return read_phase(resource)
 
 
@@ -302,5 +337,5 @@ def goal_from_fhir(resource: dict[str, Any]) -> tuple[str, dict[str, Any], dict[
     description, lifecycle_status, achievement_status, priority, start_date, target,
     phase, notes) and patient (the subject), to be compared with the plan's.
     """
-    validate_structure(resource, "Goal")
+    _validated(resource, "Goal")
     return read_goal(resource)

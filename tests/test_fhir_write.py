@@ -485,8 +485,8 @@ def test_put_with_an_id_that_is_not_a_fhir_id_creates_nothing(client: Client, pl
     [
         ("{}", "text/plain", 415, "not-supported"),
         ("{}", "application/xml", 415, "not-supported"),
-        ('{"resourceType": "CarePlan", ', FHIR_JSON, 400, "invalid"),
-        ("not json", "application/json", 400, "invalid"),
+        ('{"resourceType": "CarePlan", ', FHIR_JSON, 400, "structure"),
+        ("not json", "application/json", 400, "structure"),
     ],
 )
 def test_put_bodies_that_are_not_fhir_json_are_refused(
@@ -523,7 +523,8 @@ def test_post_bodies_that_are_not_fhir_json_are_refused(client: Client, plan: Js
     assert outcome_code(wrong_type) == "not-supported"
     malformed = send(client, "POST", "/fhir/CarePlan", body[:-1])
     assert malformed.status_code == 400
-    assert outcome_code(malformed) == "invalid"
+    assert outcome_code(malformed) == "structure"
+    assert "line 1, column" in malformed.json()["issue"][0]["diagnostics"]
     assert client.get("/api/v1/care-plans").json()["total"] == 1
 
 

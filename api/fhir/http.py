@@ -11,9 +11,13 @@ from typing import Any
 from flask import Response, request
 
 FHIR_JSON = "application/fhir+json"
-# Wildcards in the Accept header (*/*, application/*) match these.
-_ACCEPTED_TYPES = ("application/fhir+json", "application/json")
-_FORMATS = {"json", "application/json", "application/fhir+json"}
+# The media types this server answers with; */* and application/* match them too.
+_ACCEPTED_TYPES = frozenset({"application/fhir+json", "application/json"})
+_WILDCARDS = frozenset({"*/*", "application/*"})
+_FORMATS = {"json": "application/json", "application/json": None, "application/fhir+json": None}
+# The value of the fhirVersion media-type parameter for FHIR R4 (versioning.html#mt-version).
+FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
+_UTF8 = frozenset({"utf-8", "utf8"})
 
 
 class FhirError(Exception):
@@ -26,22 +30,75 @@ class FhirError(Exception):
         self.diagnostics = diagnostics
 
 
+def media_ranges(header: str) -> list[tuple[str, dict[str, str], float]]:
+    """The media ranges of an ``Accept`` value: (type, parameters, q), as RFC 9110 §12.5.1."""
+    ranges = []
+    for item in header.split(","):
+        kind, _, rest = item.partition(";")
+        kind = kind.strip().lower()
+        if not kind:
+            continue
+        parameters: dict[str, str] = {}
+        for parameter in rest.split(";"):
+            name, _, value = parameter.partition("=")
+            if name.strip():
+                parameters[name.strip().lower()] = value.strip().strip('"')
+        try:
+            quality = float(parameters.pop("q", "1"))
+        except ValueError:
+            quality = 1.0
+        ranges.append((kind, parameters, quality))
+    return ranges
+
+
+def _unsuitable(parameters: dict[str, str]) -> str | None:
+    """Why a media type with these parameters is not one this server reads or writes."""
+    version = parameters.get("fhirversion")
+    if version is not None and version not in FHIR_VERSIONS:
+        return f"this server speaks FHIR R4 (fhirVersion=4.0), not fhirVersion={version}"
+    charset = parameters.get("charset")
+    if charset is not None and charset.lower() not in _UTF8:
+        return f"FHIR JSON is UTF-8, not charset={charset}"
+    return None
+
+
 def negotiate() -> None:
-    """Refuse requests for anything but JSON (``_format`` wins over ``Accept``)."""
+    """Refuse requests for anything but FHIR R4 JSON, as ``_format`` (which wins over
+    ``Accept``) or ``Accept`` ask (406), and bodies of another FHIR version or charset
+    (415). Media-type parameters are read as the FHIR specification defines them."""
+    content_type = request.headers.get("Content-Type")
+    if content_type and request.mimetype in _ACCEPTED_TYPES:
+        reason = _unsuitable({k.lower(): v for k, v in request.mimetype_params.items()})
+        if reason:
+            raise FhirError(415, "not-supported", f"cannot read the body: {reason}")
     fmt = request.args.get("_format")
     if fmt is not None:
-        if fmt.split(";")[0].strip() not in _FORMATS:
-            raise FhirError(
-                406, "not-supported", f"_format={fmt} is not supported: this server speaks JSON"
-            )
+        for kind, parameters, _ in media_ranges(fmt) or [("", {}, 1.0)]:
+            if kind not in _FORMATS:
+                raise FhirError(
+                    406, "not-supported", f"_format={fmt} is not supported: this server speaks JSON"
+                )
+            reason = _unsuitable(parameters)
+            if reason:
+                raise FhirError(406, "not-supported", f"cannot answer with _format={fmt}: {reason}")
         return
-    accept = request.accept_mimetypes
-    if accept and not any(accept[t] for t in _ACCEPTED_TYPES):
-        raise FhirError(
-            406,
-            "not-supported",
-            f"cannot answer with {request.headers.get('Accept')}: use application/fhir+json",
-        )
+    header = request.headers.get("Accept", "").strip()
+    if not header:
+        return
+    reasons = []
+    for kind, parameters, quality in media_ranges(header):
+        if quality <= 0 or not (kind in _ACCEPTED_TYPES or kind in _WILDCARDS):
+            continue
+        reason = _unsuitable(parameters)
+        if reason is None:
+            return
+        reasons.append(reason)
+    raise FhirError(
+        406,
+        "not-supported",
+        f"cannot answer with {header}: "
+        + (reasons[0] if reasons else "use application/fhir+json"),
+    )
 
 
 def _pretty() -> bool:
@@ -64,6 +121,13 @@ def json_response(
     resource: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     return body_response(json.dumps(resource, ensure_ascii=False), status, headers)
+
+
+def no_content(status: int = 204) -> Response:
+    """A response without a body, and so without a Content-Type (RFC 9110 §8.3)."""
+    response = Response(status=status)
+    del response.headers["Content-Type"]
+    return response
 
 
 def weak_etag(version_id: int) -> str:

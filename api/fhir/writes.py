@@ -12,12 +12,20 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import BadRequest, PreconditionFailed, UnsupportedMediaType
 
 from api.auth.access import authorize
-from api.fhir.http import body_response, operation_outcome, parse_etag, version_headers
+from api.body import json_body
+from api.fhir.http import (
+    body_response,
+    no_content,
+    operation_outcome,
+    parse_etag,
+    version_headers,
+)
 from api.fhir.openapi import responses
 from api.fhir.resources import base_url, blp, check_type
 from api.fhir.search import Search, matching_ids
 from api.http import actor, database, read_connection
 from fhir_mappings import apply
+from fhir_mappings.parse import Checked, checked
 from fhir_mappings.parse_common import MappingError
 from service import resource_store
 from service.errors import Conflict, NotFound
@@ -31,18 +39,38 @@ def _body(types: tuple[str, ...] = JSON_TYPES) -> Any:
         raise UnsupportedMediaType(
             f"send the body as {' or '.join(types)}, not {request.mimetype or 'nothing'}"
         )
-    try:
-        return json.loads(request.get_data(as_text=True))
-    except ValueError as error:
-        raise BadRequest(f"the body is not valid JSON: {error}") from None
+    return json_body()
 
 
-def _resource_body(resource_type: str) -> dict[str, Any]:
+def _resource_body(resource_type: str) -> Checked:
+    """The body as a resource of ``resource_type`` whose every element has its FHIR shape:
+    checked before anything (authorisation included) reads an element of it."""
     body = _body()
     if not isinstance(body, dict) or body.get("resourceType") != resource_type:
         found = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
         raise BadRequest(f"the body must be a {resource_type} resource, not {found!r}")
-    return body
+    return checked(body, resource_type)
+
+
+def _patch_operations() -> list[dict[str, Any]]:
+    """A JSON Patch document: a list of operations, each an object with string op and path."""
+    operations = _body(PATCH_TYPES)
+    if not isinstance(operations, list):
+        raise MappingError([("$this", "a JSON Patch is a list of operations")])
+    problems = []
+    for index, operation in enumerate(operations):
+        if not isinstance(operation, dict):
+            problems.append((f"$this[{index}]", "an operation is an object"))
+            continue
+        for member in ("op", "path", "from"):
+            if member in operation and not isinstance(operation[member], str):
+                problems.append((f"$this[{index}].{member}", "must be a string"))
+        for member in ("op", "path"):
+            if member not in operation:
+                problems.append((f"$this[{index}].{member}", "is required"))
+    if problems:
+        raise MappingError(problems)
+    return operations
 
 
 def _if_match() -> int | None:
@@ -66,7 +94,7 @@ def _respond(written: apply.Written, status: int) -> Response:
         headers["Content-Location"] = location
     prefer = request.headers.get("Prefer", "").replace(" ", "")
     if "return=minimal" in prefer:
-        response = Response(status=status)
+        response = no_content(status)
         response.headers.update(headers)
         return response
     if "return=OperationOutcome" in prefer:
@@ -229,17 +257,27 @@ def patch(resource_type: str, resource_id: str) -> Response:
     profile and passes the same rules as an update. Honours `If-Match`.
     """
     check_type(resource_type)
-    operations = _body(PATCH_TYPES)
+    operations = _patch_operations()
     with database().reading() as session:
         stored = resource_store.current(session, resource_type, resource_id)
     if stored is None:
         raise NotFound(f"{resource_type}/{resource_id} does not exist")
     try:
-        patched = jsonpatch.apply_patch(json.loads(stored.content), operations)
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as error:
+        result = jsonpatch.apply_patch(json.loads(stored.content), operations)
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as error:
         raise MappingError([(resource_type, f"the patch cannot be applied: {error}")]) from None
-    if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as error:
+        # The patch's own shape checks passed but it does not fit the resource (e.g. a
+        # path through a string): the library raises Python's errors for these.
+        raise MappingError(
+            [(resource_type, f"the patch cannot be applied to this resource: {error}")]
+        ) from None
+    if not isinstance(result, dict) or result.get("id") != resource_id or (
+        result.get("resourceType") != resource_type
+    ):
         raise MappingError([(resource_type, "a patch cannot change the resource type or id")])
+    # What the patch made is checked as a written body would be, before anything reads it.
+    patched = checked(result, resource_type)
     authorize(resource_type, "u", resource_id, patched)
     expected = _if_match()
     if expected is None:
@@ -259,4 +297,4 @@ def delete(resource_type: str, resource_id: str) -> Response:
     """
     check_type(resource_type)
     apply.delete(database(), resource_type, resource_id, actor(), _if_match())
-    return Response(status=204)
+    return no_content()

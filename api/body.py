@@ -33,9 +33,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 MAX_DEPTH = 100
 # Numbers whose digits alone exceed this are no value any element holds.
 MAX_NUMBER_DIGITS = 40
-JSON_TYPES = frozenset(
-    {"application/json", "application/fhir+json", "application/json-patch+json"}
-)
+JSON_TYPES = frozenset({"application/json", "application/fhir+json", "application/json-patch+json"})
 _TOO_LARGE = "ipt.body_too_large"
 # Read and thrown away past the limit so that the client, still sending, gets the 413
 # instead of a reset connection; beyond this the connection is simply closed.
@@ -66,8 +64,12 @@ class BodyError(Exception):
     """
 
     def __init__(
-        self, status: int, detail: str, errors: list[tuple[Path, str]] | None = None,
-        location: str = "json", root: Any = None,
+        self,
+        status: int,
+        detail: str,
+        errors: list[tuple[Path, str]] | None = None,
+        location: str = "json",
+        root: Any = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -191,14 +193,11 @@ def parse_json(raw: bytes) -> Any:
             400, f"the body is nested {depth} levels deep; at most {MAX_DEPTH} are accepted"
         )
     try:
-        value = json.loads(
-            text, parse_float=_float, parse_int=_int, parse_constant=_constant
-        )
+        value = json.loads(text, parse_float=_float, parse_int=_int, parse_constant=_constant)
     except json.JSONDecodeError as error:
         raise BodyError(
             400,
-            f"the body is not valid JSON: {error.msg} at line {error.lineno}, "
-            f"column {error.colno}",
+            f"the body is not valid JSON: {error.msg} at line {error.lineno}, column {error.colno}",
         ) from None
     except ValueError as error:
         raise BodyError(400, f"the body is not valid JSON: {error}") from None
@@ -209,9 +208,7 @@ def parse_json(raw: bytes) -> Any:
             if (message := unstorable_message(text)) is not None
         ]
         if problems:
-            raise BodyError(
-                422, "the body holds text that cannot be stored", problems, root=value
-            )
+            raise BodyError(422, "the body holds text that cannot be stored", problems, root=value)
     return value
 
 
@@ -222,6 +219,12 @@ def unstorable_message(text: str) -> str | None:
         return None
     char = found.group()
     return _UNSTORABLE_MESSAGE.get(char) or _SURROGATE_MESSAGE.format(code=f"U+{ord(char):04X}")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that cannot be stored as its ``\\uXXXX`` escape, to
+    name it in an error."""
+    return UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def _strings(value: Any) -> Iterator[tuple[Path, str]]:
@@ -271,7 +274,9 @@ def _check_parameters() -> None:
             message = unstorable_message(text)
             if message:
                 raise BodyError(
-                    400, f"the {location} parameter {name!r} {message}", [((name,), message)],
+                    400,
+                    f"the {location} parameter {name!r} {message}",
+                    [((name,), message)],
                     location=location,
                 )
 

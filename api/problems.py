@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
-from api.body import BodyError
+from api.body import BodyError, printable
 from api.fhir.http import FhirError, operation_outcome
 from api.schemas import ProblemSchema
 from fhir_mappings.parse_common import MappingError
@@ -138,6 +138,7 @@ def body_problem(error: BodyError) -> Response:
     errors = []
     fhir = request.path == "/fhir" or request.path.startswith("/fhir/")
     for path, message in error.errors:
+        path = tuple(printable(p) if isinstance(p, str) else p for p in path)
         if error.location != "json":
             field = str(path[0])
         elif fhir:

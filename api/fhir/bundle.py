@@ -19,6 +19,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, HTTPException, PreconditionFailed
 
 from api.auth.access import Forbidden, Unauthenticated, authorize
+from api.body import json_body
 from api.fhir.http import body_response, parse_etag, weak_etag
 from api.fhir.openapi import responses
 from api.fhir.resources import PLAN_TYPES, base_url, blp
@@ -209,10 +210,7 @@ def bundle() -> Response:
     """
     if request.mimetype not in ("application/fhir+json", "application/json"):
         raise BadRequest("send the Bundle as application/fhir+json")
-    try:
-        body = json.loads(request.get_data(as_text=True))
-    except ValueError as error:
-        raise BadRequest(f"the body is not valid JSON: {error}") from None
+    body = json_body()
     if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
         raise BadRequest("the body must be a Bundle")
     kind = body.get("type")

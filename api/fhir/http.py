@@ -96,8 +96,7 @@ def negotiate() -> None:
     raise FhirError(
         406,
         "not-supported",
-        f"cannot answer with {header}: "
-        + (reasons[0] if reasons else "use application/fhir+json"),
+        f"cannot answer with {header}: " + (reasons[0] if reasons else "use application/fhir+json"),
     )
 
 
@@ -108,10 +107,15 @@ def _pretty() -> bool:
 def body_response(
     content: str, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """A FHIR JSON body sent as stored (re-indented only when ``_pretty=true``)."""
+    """A FHIR JSON body sent as stored (re-indented only when ``_pretty=true``).
+
+    Stored JSON is valid UTF-8; a message quoting what a client sent might hold a lone
+    surrogate, which goes out as its JSON escape rather than failing the response.
+    """
     if _pretty():
         content = json.dumps(json.loads(content), indent=2, ensure_ascii=False)
-    response = Response(content, status=status, content_type=f"{FHIR_JSON}; charset=utf-8")
+    encoded = content.encode("utf-8", "backslashreplace")
+    response = Response(encoded, status=status, content_type=f"{FHIR_JSON}; charset=utf-8")
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response

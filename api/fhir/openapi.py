@@ -161,9 +161,47 @@ _ERRORS = {
     409: "Conflicts with stored data (a duplicate identifier)",
     410: "Deleted",
     412: "If-Match names an outdated version, or a conditional request matches several",
-    415: "The body is not application/fhir+json (or json-patch+json for PATCH)",
+    413: "The body is larger than the service accepts (whatever its framing)",
+    415: "The body is not application/fhir+json (or json-patch+json for PATCH), or names "
+    "another FHIR version (fhirVersion) or charset",
     422: "Valid FHIR that cannot be represented as an IPT care plan, or breaks a rule",
 }
+
+
+_PATCH_SCHEMA = {
+    "type": "array",
+    "description": "A JSON Patch (RFC 6902), applied to the current version",
+    "items": {
+        "type": "object",
+        "required": ["op", "path"],
+        "properties": {
+            "op": {
+                "type": "string",
+                "enum": ["add", "remove", "replace", "move", "copy", "test"],
+            },
+            "path": {"type": "string"},
+            "from": {"type": "string"},
+            "value": {},
+        },
+    },
+    "examples": [[{"op": "replace", "path": "/status", "value": "on-hold"}]],
+}
+
+
+def request_body(*schemas: str, patch: bool = False) -> dict[str, Any]:
+    """The ``requestBody`` of a FHIR write: one of these resource schemas, as FHIR JSON
+    (``application/json`` is read the same way), or a JSON Patch."""
+    if patch:
+        return {
+            "required": True,
+            "content": {"application/json-patch+json": {"schema": _PATCH_SCHEMA}},
+        }
+    refs = [{"$ref": f"#/components/schemas/{name}"} for name in schemas]
+    schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
+    return {
+        "required": True,
+        "content": {FHIR_JSON: {"schema": schema}, "application/json": {"schema": schema}},
+    }
 
 
 def responses(

@@ -20,7 +20,7 @@ from api.fhir.http import (
     parse_etag,
     version_headers,
 )
-from api.fhir.openapi import responses
+from api.fhir.openapi import request_body, responses
 from api.fhir.resources import base_url, blp, check_type
 from api.fhir.search import Search, matching_ids
 from api.http import actor, database, read_connection
@@ -123,6 +123,7 @@ def _existing(resource_type: str, criteria: str) -> list[str]:
 
 @blp.route("/<resource_type>", methods=["POST"])
 @blp.doc(
+    requestBody=request_body("FhirCarePlan", "FhirGoal"),
     responses=responses(
         {
             201: ("Created", "FhirCarePlan"),
@@ -130,11 +131,13 @@ def _existing(resource_type: str, criteria: str) -> list[str]:
         },
         400,
         404,
+        406,
         409,
         412,
+        413,
         415,
         422,
-    )
+    ),
 )
 def create(resource_type: str) -> Response:
     """Create a CarePlan (an episode) or a Goal
@@ -168,16 +171,19 @@ def create(resource_type: str) -> Response:
 
 @blp.route("/<resource_type>/<resource_id>", methods=["PUT"])
 @blp.doc(
+    requestBody=request_body("FhirCarePlan", "FhirGoal"),
     responses=responses(
         {200: ("Updated", "FhirCarePlan"), 201: ("Created with this id", "FhirCarePlan")},
         400,
         404,
+        406,
         409,
         410,
         412,
+        413,
         415,
         422,
-    )
+    ),
 )
 def update(resource_type: str, resource_id: str) -> Response:
     """Update (or create with this id) a CarePlan or Goal
@@ -198,15 +204,18 @@ def update(resource_type: str, resource_id: str) -> Response:
 
 @blp.route("/<resource_type>", methods=["PUT"])
 @blp.doc(
+    requestBody=request_body("FhirCarePlan", "FhirGoal"),
     responses=responses(
         {200: ("The match updated", "FhirCarePlan"), 201: ("Created", "FhirCarePlan")},
         400,
         404,
+        406,
         409,
         412,
+        413,
         415,
         422,
-    )
+    ),
 )
 def conditional_update(resource_type: str) -> Response:
     """Conditional update: `PUT /fhir/{type}?identifier=system|value`
@@ -249,7 +258,10 @@ def _update_match(resource_type: str, resource: dict[str, Any], criteria: str) -
 
 
 @blp.route("/<resource_type>/<resource_id>", methods=["PATCH"])
-@blp.doc(responses=responses({200: ("Patched", "FhirCarePlan")}, 400, 404, 410, 412, 415, 422))
+@blp.doc(
+    requestBody=request_body(patch=True),
+    responses=responses({200: ("Patched", "FhirCarePlan")}, 400, 404, 406, 410, 412, 413, 415, 422),
+)
 def patch(resource_type: str, resource_id: str) -> Response:
     """Change a CarePlan or Goal with a JSON Patch
 
@@ -272,8 +284,10 @@ def patch(resource_type: str, resource_id: str) -> Response:
         raise MappingError(
             [(resource_type, f"the patch cannot be applied to this resource: {error}")]
         ) from None
-    if not isinstance(result, dict) or result.get("id") != resource_id or (
-        result.get("resourceType") != resource_type
+    if (
+        not isinstance(result, dict)
+        or result.get("id") != resource_id
+        or (result.get("resourceType") != resource_type)
     ):
         raise MappingError([(resource_type, "a patch cannot change the resource type or id")])
     # What the patch made is checked as a written body would be, before anything reads it.

@@ -177,7 +177,8 @@ _PROBLEM_DESCRIPTIONS = {
     401: "No valid bearer token (see WWW-Authenticate)",
     403: "The token's scopes do not allow this; the problem names the scope needed",
     304: "Not modified: the version in If-None-Match is current",
-    400: "Malformed request (bad JSON, bad If-Match or X-Actor header)",
+    400: "Malformed request: a body that is not JSON or is nested too deep, a parameter "
+    "holding text that cannot be stored, a bad If-Match or X-Actor header",
     404: "Not found",
     409: "Conflicts with stored data (duplicate identifier or session, dependent records)",
     410: "Deleted",
@@ -219,7 +220,9 @@ def documented(blp: Any, *statuses: int, parameters: list[dict[str, Any]] | None
     from api.schemas import ProblemSchema
 
     def decorate(view: Any) -> Any:
-        for status in (*statuses, 401, 403):
+        # Any request may be refused 400 by the request gate (a parameter holding text
+        # that cannot be stored, a malformed header), and any needs a token.
+        for status in dict.fromkeys((*statuses, 400, 401, 403)):
             if status == 304:
                 view = blp.alt_response(304, description=_PROBLEM_DESCRIPTIONS[304])(view)
             else:

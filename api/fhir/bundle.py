@@ -22,7 +22,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from flask import Response, request
+from flask import Response, g, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.datastructures import MultiDict
@@ -57,6 +57,8 @@ __all__ = ["BundleFailed", "EntryError", "bundle"]
 log = logging.getLogger("ipt_careplans.errors")
 # The order a transaction processes its entries in (FHIR R4 http.html#trules).
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
+# The interaction a written entry counts as (in the metrics).
+_WRITES = {"POST": "create", "PUT": "update", "DELETE": "delete"}
 
 
 class BundleFailed(Exception):
@@ -463,6 +465,7 @@ def _order(entries: list[Entry]) -> list[Entry]:
 
 def _run_transaction(entries: list[Entry]) -> dict[str, Any]:
     results: dict[int, Callable[[], dict[str, Any]]] = {}
+    written: list[tuple[str, str]] = []
     index: int | None = None
     try:
         with database().transaction():
@@ -484,6 +487,7 @@ def _run_transaction(entries: list[Entry]) -> dict[str, Any]:
                 target = targets.get(entry.index)
                 _authorize(entry, resource, target)
                 results[entry.index] = _run(entry, resource, target)
+                written.extend(_written(entry, target))
             index = None  # what fails from here on fails at the commit
     except EntryError as failure:
         raise BundleFailed([failure]) from None
@@ -491,6 +495,7 @@ def _run_transaction(entries: list[Entry]) -> dict[str, Any]:
         raise _Raced(_failure(index, error)) from error
     except Exception as error:
         raise BundleFailed([_failure(index, error)]) from error
+    g.fhir_bundle_writes = written
     return {
         "resourceType": "Bundle",
         "type": "transaction-response",
@@ -512,7 +517,16 @@ def _batch_entry(index: int, raw: Any) -> dict[str, Any]:
 def _write_or_read(entry: Entry) -> dict[str, Any]:
     target = _target(entry)
     _authorize(entry, entry.resource, target)
-    return _run(entry, entry.resource, target)()
+    result = _run(entry, entry.resource, target)()
+    g.setdefault("fhir_bundle_writes", []).extend(_written(entry, target))
+    return result
+
+
+def _written(entry: Entry, target: Target | None) -> list[tuple[str, str]]:
+    """(type, interaction) of what an entry wrote: nothing for a read or a matched create."""
+    if entry.method == "GET" or (target is not None and target.matched):
+        return []
+    return [(entry.resource_type, _WRITES[entry.method])]
 
 
 def _batch(raw: list[Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ _REQUEST_ELEMENTS = frozenset(
     {"id", "extension", "method", "url", "ifNoneMatch", "ifModifiedSince", "ifMatch", "ifNoneExist"}
 )
 _REQUEST_STRINGS = ("method", "url", "ifNoneMatch", "ifModifiedSince", "ifMatch", "ifNoneExist")
+_ROOT = re.compile(r"\.root(?=[.\[]|$)")
 # A conditional reference: a search of a type, relative to the server's base.
 _CONDITIONAL = re.compile(r"^(?P<type>[A-Z][A-Za-z]*)\?(?P<query>.*)$", re.DOTALL)
 
@@ -300,6 +301,8 @@ def mapping_failure(index: int, error: MappingError) -> EntryError:
 
 def in_entry(index: int, path: str) -> str:
     """``CarePlan.subject`` of entry 2 -> ``Bundle.entry[2].resource.subject``."""
+    # The validator's name for a whole data type given the wrong JSON type is not an element.
+    path = _ROOT.sub("", path)
     head, dot, rest = path.partition(".")
     if head not in PLAN_TYPES:
         return f"Bundle.entry[{index}].resource" + (f".{path}" if path else "")

@@ -15,17 +15,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
 
 from flask import Response, g, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
-from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest, HTTPException, UnsupportedMediaType
 
 from api.auth.access import Forbidden, Unauthenticated, authorize
@@ -34,15 +31,13 @@ from api.fhir.bundle_entries import (
     EntryError,
     check_entry,
     check_envelope,
-    conditional_reference,
     mapping_failure,
-    references,
-    rewrite,
 )
+from api.fhir.bundle_ids import Target, check_identities, order, resolved, settle
 from api.fhir.http import body_response, json_response, parse_etag, weak_etag
 from api.fhir.openapi import responses
-from api.fhir.resources import PLAN_TYPES, base_url, blp
-from api.fhir.search import Search, matching_ids, run
+from api.fhir.resources import base_url, blp
+from api.fhir.search import Search, run
 from api.http import actor, database
 from api.problems import domain_status
 from fhir_mappings import apply
@@ -50,13 +45,11 @@ from fhir_mappings.parse_common import MappingError
 from fhir_mappings.projection import instant
 from service import resource_store
 from service.errors import Conflict, DomainError, Gone, NotFound
-from service.models import StoredResource, new_id
+from service.models import StoredResource
 
 __all__ = ["BundleFailed", "EntryError", "bundle"]
 
 log = logging.getLogger("ipt_careplans.errors")
-# The order a transaction processes its entries in (FHIR R4 http.html#trules).
-METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 # The interaction a written entry counts as (in the metrics).
 _WRITES = {"POST": "create", "PUT": "update", "DELETE": "delete"}
 
@@ -78,14 +71,6 @@ class _Raced(Exception):
         self.failure = failure
 
 
-@dataclass(frozen=True)
-class Target:
-    """The resource a POST or PUT entry writes, or the one its condition matched."""
-
-    id: str
-    matched: bool  # a conditional create's match: nothing is written
-
-
 def _status(status: int) -> str:
     return f"{status} {HTTPStatus(status).phrase}"
 
@@ -96,90 +81,6 @@ def _outcome(failure: EntryError) -> dict[str, Any]:
         for path, message in failure.expressions
     ] or [{"severity": "error", "code": failure.code, "diagnostics": failure.message}]
     return {"resourceType": "OperationOutcome", "issue": issues}
-
-
-def _search_ids(
-    index: int, resource_type: str, params: MultiDict[str, str], path: str
-) -> list[str]:
-    """Ids of up to two live matches of a condition, its errors named at ``path``."""
-    try:
-        search = Search(resource_type, params, strict=True)
-    except BadRequest as error:
-        raise EntryError.at(index, 400, "invalid", path, str(error.description)) from None
-    return matching_ids(search)
-
-
-def _one_match(index: int, found: list[str], path: str) -> str | None:
-    if len(found) > 1:
-        raise EntryError.at(index, 412, "multiple-matches", path, "matches more than one resource")
-    return found[0] if found else None
-
-
-def _target(entry: Entry) -> Target | None:
-    """Settle the id a POST or PUT entry writes (None for GET and DELETE)."""
-    if entry.method == "POST":
-        if entry.if_none_exist is not None:
-            path = f"{entry.path}.request.ifNoneExist"
-            found = _search_ids(entry.index, entry.resource_type, entry.if_none_exist, path)
-            match = _one_match(entry.index, found, path)
-            if match is not None:
-                return Target(match, matched=True)
-        return Target(new_id(), matched=False)
-    if entry.method != "PUT":
-        return None
-    if entry.resource_id is not None:
-        return Target(entry.resource_id, matched=False)
-    assert entry.resource is not None
-    path = f"{entry.path}.request.url"
-    match = _one_match(
-        entry.index, _search_ids(entry.index, entry.resource_type, entry.query, path), path
-    )
-    given = entry.resource.get("id")
-    if match is not None and given not in (None, match):
-        raise EntryError.at(
-            entry.index,
-            400,
-            "invalid",
-            f"{entry.path}.resource.id",
-            f"is not the match's {match!r}",
-        )
-    # No match: created with the body's id when it has one, as a conditional update alone.
-    return Target(match or given or new_id(), matched=False)
-
-
-def _resolved(entry: Entry, full_urls: dict[str, str]) -> dict[str, Any]:
-    """The entry's resource with references to the Bundle's entries and conditional
-    references replaced by the resources they resolve to."""
-    assert entry.resource is not None
-
-    def resolve(path: str, reference: str) -> str:
-        if reference in full_urls:
-            return full_urls[reference]
-        conditional = conditional_reference(reference)
-        if conditional is None:
-            return reference
-        resource_type, query = conditional
-        if resource_type not in PLAN_TYPES:
-            raise EntryError.at(
-                entry.index,
-                422,
-                "not-found",
-                path,
-                f"{reference!r} cannot be resolved: this server holds no {resource_type} resources",
-            )
-        params = MultiDict(parse_qsl(query, keep_blank_values=True))
-        if not params:
-            raise EntryError.at(entry.index, 400, "invalid", path, "has no search criteria")
-        # What the Bundle wrote so far is found as well.
-        database().publish_pending()
-        match = _one_match(entry.index, _search_ids(entry.index, resource_type, params, path), path)
-        if match is None:
-            raise EntryError.at(
-                entry.index, 422, "not-found", path, f"{reference!r} matches no resource"
-            )
-        return f"{resource_type}/{match}"
-
-    return dict(rewrite(entry.resource, f"{entry.path}.resource", resolve))
 
 
 def _authorize(entry: Entry, resource: dict[str, Any] | None, target: Target | None) -> None:
@@ -382,7 +283,10 @@ def _transaction(raw: list[Any]) -> dict[str, Any]:
             failures.append(failure)
     if failures:
         raise BundleFailed(failures)
-    _check_identities(entries)
+    try:
+        check_identities(entries)
+    except EntryError as failure:
+        raise BundleFailed([failure]) from None
     try:
         return _run_transaction(entries)
     except _Raced as raced:
@@ -395,74 +299,6 @@ def _transaction(raw: list[Any]) -> dict[str, Any]:
         raise BundleFailed([raced.failure]) from None
 
 
-def _check_identities(entries: list[Entry]) -> None:
-    """A fullUrl names one entry (bdl-7), and a resource is changed by one entry only."""
-    full_urls: dict[str, int] = {}
-    changed: dict[tuple[str, str], int] = {}
-    for entry in entries:
-        if entry.full_url is not None:
-            first = full_urls.setdefault(entry.full_url, entry.index)
-            if first != entry.index:
-                raise BundleFailed(
-                    [
-                        EntryError.at(
-                            entry.index,
-                            400,
-                            "invalid",
-                            f"{entry.path}.fullUrl",
-                            f"is entry {first}'s fullUrl too (bdl-7)",
-                        )
-                    ]
-                )
-        if entry.method in ("PUT", "DELETE") and entry.resource_id is not None:
-            key = (entry.resource_type, entry.resource_id)
-            first = changed.setdefault(key, entry.index)
-            if first != entry.index:
-                raise BundleFailed(
-                    [
-                        EntryError.at(
-                            entry.index,
-                            400,
-                            "invalid",
-                            f"{entry.path}.request.url",
-                            f"entry {first} changes {key[0]}/{key[1]} too",
-                        )
-                    ]
-                )
-
-
-def _rank(entry: Entry) -> tuple[int, int, int]:
-    """FHIR's method order; episodes before the goals that point at them."""
-    return METHOD_ORDER[entry.method], int(entry.resource_type == "Goal"), entry.index
-
-
-def _order(entries: list[Entry]) -> list[Entry]:
-    """The entries in FHIR's order, except that an entry whose resource refers to another
-    entry (by its fullUrl, or by a conditional reference to its type) runs after it: a
-    goal after the episode a conditional update creates. A cycle is run in FHIR's order."""
-    by_url = {e.full_url: e.index for e in entries if e.full_url and e.resource is not None}
-    writes: dict[str, list[int]] = {}
-    for entry in entries:
-        if entry.resource is not None:
-            writes.setdefault(entry.resource_type, []).append(entry.index)
-    needs: dict[int, set[int]] = {entry.index: set() for entry in entries}
-    for entry in entries:
-        for reference in references(entry.resource):
-            if reference in by_url:
-                needs[entry.index].add(by_url[reference])
-            elif (conditional := conditional_reference(reference)) is not None:
-                needs[entry.index].update(writes.get(conditional[0], ()))
-        needs[entry.index].discard(entry.index)
-    waiting, order = sorted(entries, key=_rank), []
-    done: set[int] = set()
-    while waiting:
-        ready = next((e for e in waiting if needs[e.index] <= done), waiting[0])
-        waiting.remove(ready)
-        done.add(ready.index)
-        order.append(ready)
-    return order
-
-
 def _run_transaction(entries: list[Entry]) -> dict[str, Any]:
     results: dict[int, Callable[[], dict[str, Any]]] = {}
     written: list[tuple[str, str]] = []
@@ -470,24 +306,24 @@ def _run_transaction(entries: list[Entry]) -> dict[str, Any]:
     try:
         with database().transaction():
             # Ids first: what each condition matches, then new ids for the rest.
-            targets = {e.index: t for e in entries if (t := _target(e)) is not None}
+            targets = {e.index: t for e in entries if (t := settle(e)) is not None}
             full_urls = {
                 e.full_url: f"{e.resource_type}/{targets[e.index].id}"
                 for e in entries
                 if e.full_url and e.index in targets
             }
             published = False
-            for entry in _order(entries):
+            for entry in order(entries):
                 index = entry.index
                 if not published and entry.method == "GET":
                     # The reads come last and see the Bundle's writes, as published.
                     database().publish_pending()
                     published = True
-                resource = _resolved(entry, full_urls) if entry.resource is not None else None
+                resource = resolved(entry, full_urls) if entry.resource is not None else None
                 target = targets.get(entry.index)
                 _authorize(entry, resource, target)
                 results[entry.index] = _run(entry, resource, target)
-                written.extend(_written(entry, target))
+                written.extend(_written(entry))
             index = None  # what fails from here on fails at the commit
     except EntryError as failure:
         raise BundleFailed([failure]) from None
@@ -515,16 +351,17 @@ def _batch_entry(index: int, raw: Any) -> dict[str, Any]:
 
 
 def _write_or_read(entry: Entry) -> dict[str, Any]:
-    target = _target(entry)
+    target = settle(entry)
     _authorize(entry, entry.resource, target)
     result = _run(entry, entry.resource, target)()
-    g.setdefault("fhir_bundle_writes", []).extend(_written(entry, target))
+    g.setdefault("fhir_bundle_writes", []).extend(_written(entry))
     return result
 
 
-def _written(entry: Entry, target: Target | None) -> list[tuple[str, str]]:
-    """(type, interaction) of what an entry wrote: nothing for a read or a matched create."""
-    if entry.method == "GET" or (target is not None and target.matched):
+def _written(entry: Entry) -> list[tuple[str, str]]:
+    """(type, interaction) of a write entry that succeeded; a conditional create that
+    found its match counts as a create, as it does sent alone."""
+    if entry.method == "GET":
         return []
     return [(entry.resource_type, _WRITES[entry.method])]
 

@@ -11,9 +11,11 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import Client
+from conftest import Client, Server, token_for
 from test_fhir_bundle import EPISODE_URN, GOAL_URN, new_episode, new_goal, post_bundle, transaction
 from test_fhir_read import assert_valid
+
+from service.db import Database
 
 SYSTEM = "urn:example:episodes"
 EPISODE_EXTENSION = "ipt-goal-episode"
@@ -324,3 +326,48 @@ def test_a_conditional_read_in_a_bundle(client: Client, plan: dict) -> None:
     statuses = [e["response"]["status"] for e in response.json()["entry"]]
     assert statuses == ["304 Not Modified", "200 OK", "304 Not Modified", "200 OK"]
     assert "resource" not in response.json()["entry"][0]
+
+
+def test_resolving_a_conditional_reference_needs_the_right_to_search(
+    client: Client, plan: dict, live: Server, database: Database
+) -> None:
+    created = post_bundle(client, transaction(episode_entry(client, plan, "E-scope")))
+    assert created.status_code == 200, created.text
+    before = stored(client)
+    goal = goal_entry(client, plan, f"CarePlan?identifier={SYSTEM}|E-scope")
+    writer = Client(live.url, token_for(live, database, ["system/Goal.cruds"]))
+    response = post_bundle(writer, transaction(goal))
+    assert response.status_code == 403, response.text
+    assert "entry 0" in response.json()["issue"][0]["diagnostics"]
+    assert stored(client) == before
+    # A conditional create is looked for only once the create is allowed.
+    reader = Client(live.url, token_for(live, database, ["system/CarePlan.rs"]))
+    again = post_bundle(
+        reader,
+        transaction(
+            episode_entry(client, plan, "E-scope", ifNoneExist=f"identifier={SYSTEM}|E-scope")
+        ),
+    )
+    assert again.status_code == 403, again.text
+    assert stored(client) == before
+
+
+def test_a_conditional_update_in_a_batch(client: Client, plan: dict) -> None:
+    episode = identified(new_episode(client, plan), "E-batch")
+    entry = {
+        "resource": episode,
+        "request": {"method": "PUT", "url": f"CarePlan?identifier={SYSTEM}|E-batch"},
+    }
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [entry]}
+    first = post_bundle(client, batch)
+    assert first.status_code == 200, first.text
+    [created] = first.json()["entry"]
+    assert created["response"]["status"] == "201 Created"
+    after_first = stored(client)
+    entry["resource"] = episode | {"description": "changed"}
+    second = post_bundle(client, batch)
+    [updated] = second.json()["entry"]
+    assert updated["response"]["status"] == "200 OK"
+    assert updated["resource"]["id"] == created["resource"]["id"]
+    assert updated["resource"]["description"] == "changed"
+    assert stored(client) == after_first

@@ -306,7 +306,11 @@ def _run_transaction(entries: list[Entry]) -> dict[str, Any]:
     try:
         with database().transaction():
             # Ids first: what each condition matches, then new ids for the rest.
-            targets = {e.index: t for e in entries if (t := settle(e)) is not None}
+            targets: dict[int, Target] = {}
+            for entry in entries:
+                index = entry.index
+                if (target := settle(entry)) is not None:
+                    targets[entry.index] = target
             full_urls = {
                 e.full_url: f"{e.resource_type}/{targets[e.index].id}"
                 for e in entries

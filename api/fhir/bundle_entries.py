@@ -128,7 +128,10 @@ def check_envelope(body: Any) -> tuple[str, list[Any]]:
 def _split_url(index: int, url: str) -> tuple[str, str | None, MultiDict[str, str]]:
     """(type, id or None, query) of a request URL, relative or under this server's base."""
     path = f"Bundle.entry[{index}].request.url"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # a malformed host, such as "http://["
+        raise EntryError.at(index, 400, "invalid", path, f"is not a URL: {error}") from None
     if parts.scheme or parts.netloc:
         if not url.startswith(base_url() + "/"):
             raise EntryError.at(index, 400, "invalid", path, "is not a URL of this server")

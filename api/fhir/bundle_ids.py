@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
+from api.auth.access import authorize
 from api.fhir.bundle_entries import (
     Entry,
     EntryError,
@@ -60,6 +61,8 @@ def settle(entry: Entry) -> Target | None:
     """Settle the id a POST or PUT entry writes (None for GET and DELETE)."""
     if entry.method == "POST":
         if entry.if_none_exist is not None:
+            # The condition is looked for only once the write itself is allowed.
+            authorize(entry.resource_type, "c", None, entry.resource)
             path = f"{entry.path}.request.ifNoneExist"
             found = _search_ids(entry.index, entry.resource_type, entry.if_none_exist, path)
             match = _one_match(entry.index, found, path)
@@ -71,6 +74,7 @@ def settle(entry: Entry) -> Target | None:
     if entry.resource_id is not None:
         return Target(entry.resource_id, matched=False)
     assert entry.resource is not None
+    authorize(entry.resource_type, "u", None, entry.resource)
     path = f"{entry.path}.request.url"
     match = _one_match(
         entry.index, _search_ids(entry.index, entry.resource_type, entry.query, path), path
@@ -111,6 +115,8 @@ def resolved(entry: Entry, full_urls: dict[str, str]) -> dict[str, Any]:
         params = MultiDict(parse_qsl(query, keep_blank_values=True))
         if not params:
             raise EntryError.at(entry.index, 400, "invalid", path, "has no search criteria")
+        # Resolving is a search, allowed to those who may search the type.
+        authorize(resource_type, "s")
         # What the Bundle wrote so far is found as well.
         database().publish_pending()
         match = _one_match(entry.index, _search_ids(entry.index, resource_type, params, path), path)

@@ -120,9 +120,12 @@ def _response(resource_type: str, stored: StoredResource, status: str) -> dict[s
 
 
 def _stored_entry(resource_type: str, resource_id: str, status: str) -> dict[str, Any]:
-    stored = _current(resource_type, resource_id)
+    return _entry_of(resource_type, _current(resource_type, resource_id), status)
+
+
+def _entry_of(resource_type: str, stored: StoredResource, status: str) -> dict[str, Any]:
     return {
-        "fullUrl": f"{base_url()}/{resource_type}/{resource_id}",
+        "fullUrl": f"{base_url()}/{resource_type}/{stored.id}",
         "resource": json.loads(stored.content),
         "response": _response(resource_type, stored, status),
     }
@@ -141,7 +144,7 @@ def _read(entry: Entry) -> dict[str, Any]:
         unchanged = modified.astimezone(UTC) <= entry.if_modified_since.astimezone(UTC)
     if unchanged:
         return {"response": _response(entry.resource_type, stored, "304 Not Modified")}
-    return _stored_entry(entry.resource_type, entry.resource_id, "200 OK")
+    return _entry_of(entry.resource_type, stored, "200 OK")
 
 
 def _run(
@@ -269,6 +272,9 @@ def _refused(failures: list[EntryError], prefix: str) -> Response:
         outcome = _outcome(failure)
         for issue in outcome["issue"]:
             issue["diagnostics"] = f"{prefix}{where}{issue['diagnostics']}"
+            if failure.index is not None:
+                # Whatever the failure, the entry it came from is named.
+                issue.setdefault("expression", [f"Bundle.entry[{failure.index}]"])
             issues.append(issue)
     body = {"resourceType": "OperationOutcome", "issue": issues}
     return json_response(body, failures[0].status)

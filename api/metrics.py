@@ -14,7 +14,6 @@ here only inside the functions: ``serve`` sets the variable before building the 
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -40,7 +39,6 @@ FHIR_WRITES = {
     "fhir.patch": "patch",
     "fhir.delete": "delete",
 }
-BUNDLE_METHODS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 FHIR_TYPES = ("CarePlan", "Goal")
 # Label combinations whose metric children are kept at hand (routes x methods x statuses).
 MAX_CACHED_LABELS = 4096
@@ -149,22 +147,10 @@ def _watch_pool(database: Database, gauge: Any) -> None:
         event.listen(engine, "checkin", lambda *_: gauge.dec())
 
 
-def _bundle_writes(response: Response) -> Iterator[tuple[str, str]]:
-    """(resource type, interaction) of each entry of a Bundle that was written."""
-    try:
-        sent = json.loads(request.get_data(as_text=True)).get("entry") or []
-        answered = json.loads(response.get_data(as_text=True)).get("entry") or []
-    except (ValueError, AttributeError):
-        return
-    for entry, result in zip(sent, answered, strict=False):
-        if not isinstance(entry, dict) or not isinstance(result, dict):
-            continue
-        interaction = BUNDLE_METHODS.get(str((entry.get("request") or {}).get("method")))
-        status = str((result.get("response") or {}).get("status", ""))
-        url = str((entry.get("request") or {}).get("url", ""))
-        resource_type = url.split("?")[0].split("/")[0]
-        if interaction and status.startswith("2") and resource_type in FHIR_TYPES:
-            yield resource_type, interaction
+def _bundle_writes() -> Iterator[tuple[str, str]]:
+    """(resource type, interaction) of each entry of a Bundle that was written, as the
+    Bundle's route recorded them (never read again from the raw body)."""
+    yield from g.get("fhir_bundle_writes", ())
 
 
 def install(app: Flask, database: Database) -> None:
@@ -205,7 +191,7 @@ def install(app: Flask, database: Database) -> None:
             if interaction and resource_type in FHIR_TYPES:
                 metrics.fhir_writes.labels(resource_type, interaction).inc()
             elif endpoint == "fhir.bundle":
-                for written in _bundle_writes(response):
+                for written in _bundle_writes():
                     metrics.fhir_writes.labels(*written).inc()
         return response
 

@@ -114,6 +114,7 @@ def test_transaction_with_a_stale_if_match_changes_nothing(client: Client, plan:
         ),
     )
     assert response.status_code == 412
+    assert response.json()["issue"][0]["expression"] == ["Bundle.entry[0]"]
     assert "description" not in client.get(f"/fhir/CarePlan/{plan['id']}").json()
 
 

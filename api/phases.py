@@ -22,7 +22,7 @@ from api.http import (
     versioned,
 )
 from api.schemas import PageQuerySchema, PhasePatchSchema, PhaseSchema, page_of
-from service import phase_changes
+from service import codes, phase_changes
 
 blp = ApiBlueprint(
     "phases",
@@ -46,7 +46,18 @@ class Phases(MethodView):
         return slice_page(phase_changes.list_phases(database(), plan_id), query)
 
 
-@blp.route("/<phase>")
+# The phase codes, so that clients (and generated ones) know every phase a plan can have; any
+# other value is answered 404 like a phase the plan does not have.
+PHASE_PARAMETER = {
+    "in": "path",
+    "name": "phase",
+    "required": True,
+    "description": "The phase's code",
+    "schema": {"type": "string", "enum": codes.values(codes.PhaseCode)},
+}
+
+
+@blp.route("/<phase>", parameters=[PHASE_PARAMETER])
 class Phase(MethodView):
     @blp.response(200, PhaseSchema, headers=ETAG_HEADER)
     @documented(blp, 304, 404, 410, parameters=[IF_NONE_MATCH])

@@ -6,12 +6,15 @@ codes the domain accepts.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from service import codes, plans
+from service import codes, plans, rules
+
+MAX_PAGE_SIZE = 100
 
 
 def _enum(enum: type[codes.StrEnum]) -> validate.OneOf:
@@ -30,16 +33,85 @@ class StrictSchema(Schema):
         ordered = True
 
 
+# A whole number as text (a query parameter, or a JSON string): ASCII digits only, so that
+# "1_000", " 12" or other scripts' digits are refused rather than read as a number.
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,20}")
+# A decimal number as text, as JSON writes numbers.
+_NUMBER_TEXT = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,4})?")
+
+
+class Integer(fields.Integer):
+    """A whole number between ``minimum`` and ``maximum``.
+
+    Every integer of the API is one: the bounds default to the range of an integer column
+    (32-bit on PostgreSQL), can only be narrowed, and are published in the OpenAPI document
+    (``minimum``/``maximum``), so that nothing beyond what the database stores reaches it.
+    A fraction (1.5) is refused rather than truncated.
+    """
+
+    def __init__(
+        self, *, minimum: int = rules.INTEGER_MIN, maximum: int = rules.INTEGER_MAX, **kwargs: Any
+    ) -> None:
+        if not rules.INTEGER_MIN <= minimum <= maximum <= rules.INTEGER_MAX:
+            raise ValueError(f"bounds {minimum}..{maximum} exceed an integer column")
+        extra = kwargs.pop("validate", None)
+        validators = [validate.Range(minimum, maximum)]
+        if extra is not None:
+            validators += list(extra) if isinstance(extra, list | tuple) else [extra]
+        super().__init__(validate=validators, **kwargs)
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, float) and not value.is_integer():
+            raise self.make_error("invalid")
+        if isinstance(value, str) and not _INTEGER_TEXT.fullmatch(value):
+            raise self.make_error("invalid")
+        return int(super()._validated(value))
+
+
+class Date(fields.Date):
+    """A calendar date written YYYY-MM-DD (RFC 3339 full-date), the only form accepted.
+
+    The domain bounds the dates it keeps (``service.rules``); this field reads the form.
+    """
+
+    default_error_messages = {"invalid": "Not a valid date: use YYYY-MM-DD."}
+
+    _FORM = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str) or not self._FORM.fullmatch(value):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class Score(fields.Field):
-    """A score: read as an exact decimal, written as a JSON number."""
+    """A score: read as an exact decimal, written as a JSON number.
+
+    Finite, and within what the column stores (6 digits before the point, 3 after), so
+    that no number reaches the database it cannot keep; each measure narrows it further.
+    """
+
+    LIMIT = Decimal("999999.999")
+
+    def __init__(self, **kwargs: Any) -> None:
+        bounds = {"type": "number", "minimum": -float(self.LIMIT), "maximum": float(self.LIMIT)}
+        kwargs["metadata"] = {**bounds, **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise self.make_error("invalid")
+        if isinstance(value, str) and not _NUMBER_TEXT.fullmatch(value):
+            raise self.make_error("invalid")
         try:
-            return Decimal(str(value))
+            number = Decimal(str(value))
         except ArithmeticError as error:
             raise self.make_error("invalid") from error
+        if not number.is_finite():
+            raise self.make_error("invalid")
+        if not -self.LIMIT <= number <= self.LIMIT:
+            raise self.make_error("range")
+        return number
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         if value is None:
@@ -47,7 +119,21 @@ class Score(fields.Field):
         number = Decimal(value)
         return int(number) if number == number.to_integral_value() else float(number)
 
-    default_error_messages = {"invalid": "Not a valid number."}
+    default_error_messages = {
+        "invalid": "Not a valid number.",
+        "range": f"Must be between -{LIMIT} and {LIMIT}.",
+    }
+
+
+def _reference_to(*types: str) -> Any:
+    """The domain's reference rule as a field validator: the same check, the same message."""
+
+    def check(value: str) -> None:
+        message = rules.reference_problem(value, types)
+        if message is not None:
+            raise ValidationError(message)
+
+    return check
 
 
 # --- shared parts -----------------------------------------------------------------------
@@ -124,8 +210,8 @@ class PlanMember(Identified):
 class Audited(Schema):
     """Who created and last changed a record, and when; its version (also its ETag)."""
 
-    version = fields.Integer(
-        dump_only=True, metadata={"description": "Increments on every change; the ETag"}
+    version = Integer(
+        minimum=1, dump_only=True, metadata={"description": "Increments on every change; the ETag"}
     )
     created_at = fields.DateTime(dump_only=True)
     created_by = fields.String(dump_only=True)
@@ -140,11 +226,11 @@ class PhaseSchema(Audited, StrictSchema, PlanMember):
     code = fields.String(
         dump_only=True, validate=_enum(codes.PhaseCode), metadata={"example": "initial"}
     )
-    start_session = fields.Integer(validate=validate.Range(min=1), metadata={"example": 1})
-    end_session = fields.Integer(validate=validate.Range(min=1), metadata={"example": 3})
+    start_session = Integer(minimum=1, metadata={"example": 1})
+    end_session = Integer(minimum=1, metadata={"example": 3})
     status = fields.String(validate=_enum(codes.PhaseStatus), metadata={"example": "active"})
-    start_date = fields.Date(allow_none=True)
-    end_date = fields.Date(allow_none=True)
+    start_date = Date(allow_none=True)
+    end_date = Date(allow_none=True)
     description = fields.String(allow_none=True, validate=validate.Length(1, 20_000))
 
 
@@ -153,8 +239,8 @@ class PhasePatchSchema(PhaseSchema):
 
 
 class ContractSchema(Schema):
-    sequence = fields.Integer(metadata={"description": "1 for the first contract, then 2, 3…"})
-    planned_sessions = fields.Integer()
+    sequence = Integer(minimum=1, metadata={"description": "1 for the first contract, then 2, 3…"})
+    planned_sessions = Integer(minimum=1)
     session_frequency = fields.String(validate=_enum(codes.Frequency))
     reason = fields.String(allow_none=True)
     agreed_at = fields.DateTime()
@@ -180,8 +266,8 @@ class PlanFields(StrictSchema):
         validate=_enum(codes.Variant),
         metadata={"description": "IPT format; default standard", "example": "standard"},
     )
-    planned_sessions = fields.Integer(
-        validate=validate.Range(min=1),
+    planned_sessions = Integer(
+        minimum=1,
         metadata={
             "description": "Sessions agreed in the treatment contract (default per variant)",
             "example": 12,
@@ -194,8 +280,8 @@ class PlanFields(StrictSchema):
             "example": "weekly",
         },
     )
-    start_date = fields.Date(required=True, metadata={"example": "2026-01-05"})
-    end_date = fields.Date(allow_none=True, metadata={"description": "Planned end, if agreed"})
+    start_date = Date(required=True, metadata={"example": "2026-01-05"})
+    end_date = Date(allow_none=True, metadata={"description": "Planned end, if agreed"})
     problem_areas = fields.List(
         fields.String(validate=_enum(codes.ProblemArea)),
         required=True,
@@ -305,7 +391,7 @@ class PlanSchema(Audited, PlanFields, Identified):
 
 
 class ChangeSchema(Schema):
-    plan_version = fields.Integer(metadata={"description": "Plan version this change produced"})
+    plan_version = Integer(minimum=1, metadata={"description": "Plan version this change produced"})
     entity = fields.String(metadata={"example": "session"})
     entity_id = fields.String()
     action = fields.String(validate=validate.OneOf(["create", "update", "delete"]))
@@ -330,8 +416,8 @@ class TargetSchema(StrictSchema):
     comparator = fields.String(
         allow_none=True, validate=_enum(codes.Comparator), metadata={"example": "<"}
     )
-    value = Score(allow_none=True, metadata={"type": "number", "example": 5})
-    due_date = fields.Date(allow_none=True, metadata={"example": "2026-03-23"})
+    value = Score(allow_none=True, metadata={"example": 5})
+    due_date = Date(allow_none=True, metadata={"example": "2026-03-23"})
 
 
 class GoalFields(StrictSchema):
@@ -357,7 +443,7 @@ class GoalFields(StrictSchema):
     )
     achievement_status = fields.String(allow_none=True, validate=_enum(codes.GoalAchievement))
     priority = fields.String(allow_none=True, validate=_enum(codes.GoalPriority))
-    start_date = fields.Date(allow_none=True, metadata={"description": "Default: the plan's start"})
+    start_date = Date(allow_none=True, metadata={"description": "Default: the plan's start"})
     target = fields.Nested(TargetSchema, allow_none=True)
     phase = fields.String(allow_none=True, validate=_enum(codes.PhaseCode))
     notes = fields.List(fields.Nested(NoteSchema))
@@ -388,8 +474,8 @@ class HomeworkFields(StrictSchema):
         validate=validate.Length(1, 20_000),
         metadata={"example": "Call your old running partner and suggest a walk."},
     )
-    assigned_on = fields.Date(metadata={"description": "Default: today"})
-    due_on = fields.Date(allow_none=True, metadata={"description": "Not before assigned_on"})
+    assigned_on = Date(metadata={"description": "Default: today"})
+    due_on = Date(allow_none=True, metadata={"description": "Not before assigned_on"})
     status = fields.String(validate=_enum(codes.HomeworkStatus), metadata={"example": "assigned"})
     patient_report = fields.String(
         allow_none=True,
@@ -410,18 +496,17 @@ class HomeworkSchema(Audited, HomeworkFields, PlanMember):
 
 
 class SessionFields(StrictSchema):
-    number = fields.Integer(
+    number = Integer(
+        minimum=1,
         required=True,
-        validate=validate.Range(min=1),
         metadata={"description": "1..planned_sessions; the session's address", "example": 1},
     )
-    date = fields.Date(
-        allow_none=True, metadata={"description": "Required once attended or missed"}
-    )
+    date = Date(allow_none=True, metadata={"description": "Required once attended or missed"})
     status = fields.String(validate=_enum(codes.SessionStatus), metadata={"example": "attended"})
-    phq9_total = fields.Integer(
+    phq9_total = Integer(
+        minimum=0,
+        maximum=codes.PHQ9_MAX,
         allow_none=True,
-        validate=validate.Range(0, codes.PHQ9_MAX),
         metadata={
             "description": "PHQ-9 total score (LOINC 44261-6), attended sessions only",
             "example": 14,
@@ -444,12 +529,15 @@ class SessionSchema(Audited, SessionFields, PlanMember):
 
 
 class PageQuerySchema(StrictSchema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    page_size = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+    page = Integer(minimum=1, load_default=1)
+    page_size = Integer(minimum=1, maximum=MAX_PAGE_SIZE, load_default=20)
 
 
 class PlanQuerySchema(PageQuerySchema):
-    patient = fields.String(metadata={"description": "Patient reference, e.g. Patient/123"})
+    patient = fields.String(
+        validate=_reference_to(*rules.PATIENT_TYPES),
+        metadata={"description": "Patient reference, e.g. Patient/123"},
+    )
     status = fields.List(
         fields.String(validate=_enum(codes.PlanStatus)),
         metadata={"description": "One or more statuses (repeat the parameter)"},
@@ -513,9 +601,9 @@ def page_of(item: type[Schema]) -> type[Schema]:
         (Schema,),
         {
             "items": fields.List(fields.Nested(item)),
-            "total": fields.Integer(metadata={"description": "Items matching, over all pages"}),
-            "page": fields.Integer(),
-            "page_size": fields.Integer(),
+            "total": Integer(minimum=0, metadata={"description": "Items matching, over all pages"}),
+            "page": Integer(minimum=1),
+            "page_size": Integer(minimum=1, maximum=MAX_PAGE_SIZE),
             "links": fields.Nested(PageLinksSchema),
         },
     )
@@ -537,7 +625,7 @@ class ProblemSchema(Schema):
 
     type = fields.String(metadata={"example": "urn:ipt-careplans:problem:rule-violation"})
     title = fields.String(metadata={"example": "Unprocessable Content"})
-    status = fields.Integer(metadata={"example": 422})
+    status = Integer(minimum=100, maximum=599, metadata={"example": 422})
     detail = fields.String()
     instance = fields.String()
     request_id = fields.String()

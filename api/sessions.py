@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from api import examples
+from api import examples, paths
 from api.http import (
     ETAG_HEADER,
     IF_MATCH,
@@ -31,6 +31,8 @@ blp = ApiBlueprint(
     url_prefix="/api/v1/care-plans/<plan_id>/sessions",
     description="Sessions 1..planned_sessions: scheduled, attended, missed or cancelled.",
 )
+# Before the routes below are added: their <int:number> is then bounded (api.paths).
+blp.record_once(lambda state: paths.install(state.app))
 
 
 @blp.route("")

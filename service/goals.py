@@ -30,7 +30,14 @@ from service.editing import (
 )
 from service.errors import Conflict, RuleViolation
 from service.models import CarePlan, Goal, Homework, new_id
-from service.rules import Problems, check_code, check_date_order, check_notes, check_text
+from service.rules import (
+    Problems,
+    check_code,
+    check_date_order,
+    check_dates,
+    check_notes,
+    check_text,
+)
 
 _TARGET_COLUMNS = {
     "measure": "target_measure",
@@ -40,6 +47,8 @@ _TARGET_COLUMNS = {
 }
 # Target values are stored with 3 decimal places (Numeric(9, 3)).
 _VALUE_STEP = Decimal("0.001")
+# The dates a client writes, as it names them.
+_DATE_FIELDS = ("start_date", "target.due_date")
 # Target columns as the API names them.
 _API_FIELDS = {column: f"target.{key}" for key, column in _TARGET_COLUMNS.items()}
 _PLAIN_FIELDS = (
@@ -163,6 +172,7 @@ def add_goal(
         values["start_date"] = data.get("start_date") or plan.start_date
         values.update(_target_columns(data.get("target")))
         problems = Problems()
+        check_dates(problems, data, *_DATE_FIELDS)
         _check_goal(problems, plan, values)
         problems.raise_if_any()
         goal = Goal(id=goal_id or new_id(), plan_id=plan.id, **values)
@@ -202,6 +212,7 @@ def _apply_goal_changes(edit: PlanEdit, goal: Goal, data: Mapping[str, Any]) -> 
     # A finished goal keeps its problem area even after the plan dropped that area.
     finished = merged["lifecycle_status"] in FINISHED_GOAL_STATUSES
     problems = Problems()
+    check_dates(problems, data, *_DATE_FIELDS)
     _check_goal(problems, edit.plan, merged, kept_area=goal.problem_area if finished else None)
     problems.raise_if_any()
     edit.updated("goal", goal, assign(goal, changes))

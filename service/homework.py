@@ -25,7 +25,7 @@ from service.editing import (
 )
 from service.errors import RuleViolation
 from service.models import CarePlan, Goal, Homework
-from service.rules import Problems, check_code, check_date_order, check_text
+from service.rules import Problems, check_code, check_date_order, check_dates, check_text
 
 _FIELDS = (
     "phase",
@@ -39,6 +39,7 @@ _FIELDS = (
 )
 # Once homework is finished only the patient's report of it may still be written.
 _FINISHED_EDITABLE = frozenset({"patient_report"})
+_DATE_FIELDS = ("assigned_on", "due_on")
 
 
 def list_homework(database: Database, plan_id: str) -> list[Homework]:
@@ -100,6 +101,7 @@ def assign_homework(
         values["assigned_on"] = data.get("assigned_on") or edit.now.date()
         values["status"] = data.get("status") or HomeworkStatus.ASSIGNED
         problems = Problems()
+        check_dates(problems, data, *_DATE_FIELDS)
         _check_homework(problems, edit, values)
         problems.raise_if_any()
         homework = Homework(plan_id=edit.plan.id, **values)
@@ -123,6 +125,7 @@ def update_homework(
         _check_status_change(homework, changes)
         merged = {name: changes.get(name, getattr(homework, name)) for name in _FIELDS}
         problems = Problems()
+        check_dates(problems, data, *_DATE_FIELDS)
         _check_homework(problems, edit, merged)
         problems.raise_if_any()
         edit.updated("homework", homework, assign(homework, changes))

@@ -11,7 +11,7 @@ from service.db import Database
 from service.editing import PlanEdit, assign, check_version, edit_plan, load_plan
 from service.errors import NotFound
 from service.models import CarePlan, Phase
-from service.rules import Problems, check_code, check_date_order, check_text
+from service.rules import Problems, check_code, check_date_order, check_dates, check_text
 
 
 def _find(plan: CarePlan, code: str) -> Phase:
@@ -58,6 +58,7 @@ def _apply(edit: PlanEdit, phase: Phase, data: Mapping[str, Any]) -> None:
     check_text(problems, "description", data.get("description"))
     start = data.get("start_date", phase.start_date)
     end = data.get("end_date", phase.end_date)
+    check_dates(problems, data, "start_date", "end_date")
     check_date_order(problems, "end_date", end, "start_date", start)
     problems.raise_if_any()
 

@@ -50,6 +50,7 @@ from service.rules import (
     Problems,
     check_code,
     check_date_order,
+    check_dates,
 )
 from service.template import course_end, default_goals
 
@@ -169,6 +170,7 @@ def create_plan(
     plan_checks.check_problem_areas(problems, areas, data.get("dispute_stage"))
     plan_checks.check_contract(problems, variant, sessions, frequency)
     plan_checks.check_plan_fields(problems, data, variant)
+    check_dates(problems, data, "start_date", "end_date")
     check_date_order(
         problems, "end_date", data.get("end_date"), "start_date", data.get("start_date")
     )
@@ -313,6 +315,7 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     plan_checks.check_contract(problems, variant, sessions, frequency)
     start = data.get("start_date", plan.start_date)
     end = data.get("end_date", plan.end_date)
+    check_dates(problems, data, "start_date", "end_date")
     check_date_order(
         problems, "end_date" if "end_date" in data else "start_date", end, "start_date", start
     )

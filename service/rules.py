@@ -24,6 +24,18 @@ THERAPIST_TYPES = ("Practitioner", "PractitionerRole")
 MAX_TEXT = 20_000
 MAX_SHORT_TEXT = 2_000
 
+# The range of an integer column (32-bit on PostgreSQL): no whole number the service reads
+# (in a path, a query or a body) may lie outside it, whatever the field's own bounds.
+INTEGER_MIN = -(2**31)
+INTEGER_MAX = 2**31 - 1
+
+# The calendar a care plan lives in (see docs/domain.md, "Dates"): no date the domain
+# stores lies outside it. Wide enough for any course of treatment, its history and its
+# planning; far enough from the ends of the calendar (years 1 and 9999) that the date
+# arithmetic of the template, the phases and the search index never overflows.
+EARLIEST_DATE = date(1900, 1, 1)
+LATEST_DATE = date(2999, 12, 31)
+
 
 class Problems:
     """Collects every problem of one request so that the caller hears of all at once."""
@@ -56,24 +68,28 @@ def check_code(problems: Problems, field: str, value: Any, codes: type[StrEnum])
         problems.add(field, f"unknown code {value!r}; expected one of: {', '.join(allowed)}")
 
 
+def reference_problem(value: str, types: Iterable[str]) -> str | None:
+    """What is wrong with ``value`` as a reference to one of ``types``; None if nothing."""
+    allowed = tuple(types)
+    match = _REFERENCE.match(value)
+    if not match:
+        return (
+            f"{value!r} is not a reference; expected '{allowed[0]}/<id>' or an absolute URL "
+            f"ending in '{allowed[0]}/<id>'"
+        )
+    if match.group("type") not in allowed:
+        return f"reference to {match.group('type')}; expected a reference to {' or '.join(allowed)}"
+    return None
+
+
 def check_reference(
     problems: Problems, field: str, value: str | None, types: Iterable[str]
 ) -> None:
     if value is None:
         return
-    allowed = tuple(types)
-    match = _REFERENCE.match(value)
-    if not match:
-        problems.add(
-            field,
-            f"{value!r} is not a reference; expected '{allowed[0]}/<id>' or an absolute URL "
-            f"ending in '{allowed[0]}/<id>'",
-        )
-    elif match.group("type") not in allowed:
-        problems.add(
-            field,
-            f"reference to {match.group('type')}; expected a reference to {' or '.join(allowed)}",
-        )
+    message = reference_problem(value, types)
+    if message is not None:
+        problems.add(field, message)
 
 
 def check_text(
@@ -92,6 +108,32 @@ def check_text(
         problems.add(field, "must not be blank")
     elif len(value) > limit:
         problems.add(field, f"is {len(value)} characters long; at most {limit} are allowed")
+
+
+def in_calendar(value: date) -> bool:
+    """Whether a date lies in the range the service supports."""
+    return EARLIEST_DATE <= value <= LATEST_DATE
+
+
+def calendar_message(value: date) -> str:
+    return (
+        f"{value.isoformat()} is outside the dates this service keeps "
+        f"({EARLIEST_DATE.isoformat()} to {LATEST_DATE.isoformat()})"
+    )
+
+
+def check_dates(problems: Problems, values: Mapping[str, Any], *fields: str) -> None:
+    """Every date of ``values`` named in ``fields`` lies in the supported calendar.
+
+    A dotted field (``target.due_date``) is looked up in the nested mapping. Only the fields
+    present are checked: a date already stored is not judged again.
+    """
+    for field in fields:
+        value: Any = values
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if isinstance(value, date) and not in_calendar(value):
+            problems.add(field, calendar_message(value))
 
 
 def check_date_order(
@@ -121,9 +163,12 @@ def check_notes(problems: Problems, field: str, notes: list[Mapping[str, Any]] |
             problems.add(f"{field}.{index}.time", "must be an ISO 8601 date-time")
         elif isinstance(time, str):
             try:
-                datetime.fromisoformat(time)
+                moment = datetime.fromisoformat(time)
             except ValueError:
                 problems.add(f"{field}.{index}.time", f"{time!r} is not an ISO 8601 date-time")
+            else:
+                if not in_calendar(moment.date()):
+                    problems.add(f"{field}.{index}.time", calendar_message(moment.date()))
 
 
 def check_distinct(problems: Problems, field: str, values: list[Any]) -> None:

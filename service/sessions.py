@@ -24,7 +24,15 @@ from service.editing import PlanEdit, assign, check_version, edit_plan, require_
 from service.errors import Conflict, Gone, NotFound, RuleViolation
 from service.models import TherapySession
 from service.phase_changes import log_phase_changes, snapshot
-from service.rules import MAX_SHORT_TEXT, Problems, check_code, check_distinct, check_text
+from service.rules import (
+    INTEGER_MAX,
+    MAX_SHORT_TEXT,
+    Problems,
+    check_code,
+    check_dates,
+    check_distinct,
+    check_text,
+)
 
 _FIELDS = ("date", "status", "phq9_total", "techniques", "note")
 # Clinics record in local time; a date one day ahead of UTC is still "today" somewhere.
@@ -44,6 +52,9 @@ def list_sessions(database: Database, plan_id: str) -> list[TherapySession]:
 
 
 def _load_session(session: Session, plan_id: str, number: int) -> TherapySession:
+    if not 1 <= number <= INTEGER_MAX:
+        # No such number is ever stored; the database is not asked about it.
+        raise NotFound(f"session {number} of care plan {plan_id!r} has not been recorded")
     rows = session.scalars(
         select(TherapySession)
         .where(TherapySession.plan_id == plan_id, TherapySession.number == number)
@@ -140,6 +151,7 @@ def record_session(
             values = {name: data.get(name) for name in _FIELDS}
             values["status"] = values["status"] or SessionStatus.SCHEDULED
             values["techniques"] = list(values["techniques"] or [])
+            check_dates(problems, data, "date")
             _check_session(problems, edit, values)
             problems.raise_if_any()
             taken = edit.session.scalar(
@@ -192,6 +204,7 @@ def update_session(
                 if name not in changes:
                     merged[name] = changes[name] = empty
         problems = Problems()
+        check_dates(problems, data, "date")
         _check_session(problems, edit, merged, set(changes))
         problems.raise_if_any()
         edit.updated("session", record, assign(record, changes))

@@ -228,7 +228,7 @@ def _failure(index: int | None, error: Exception, total: bool = False) -> EntryE
         412,
         415,
         422,
-    )
+    ),
 )
 def bundle() -> Response:
     """Process a batch or transaction Bundle

@@ -121,6 +121,15 @@ _DATATYPES = {
     "Address": "Address",
     "Timing": "Timing",
 }
+_JSON_NAMES = {
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "a boolean",
+    "list": "an array",
+    "NoneType": "null",
+}
+_EXPECTED_INSTANCE = re.compile(r"instance of (\w+), but got type <class '(\w+)'>")
 _NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9]*$")
 # Keys fhir.resources.R4B accepts that FHIR R4 does not have (R4B data types, comments).
 _NOT_IN_R4 = frozenset({"valueCodeableReference", "valueRatioRange", "fhir_comments"})
@@ -134,6 +143,8 @@ _FORBIDDEN_TAGS = frozenset(
 def _expression(resource_type: str, loc: tuple[int | str, ...]) -> str:
     path = resource_type
     for part in loc:
+        if part == "root":
+            continue  # the validator's wrapper of a data type, not an element
         if isinstance(part, int):
             path += f"[{part}]"
         elif _NAME.match(part):
@@ -147,7 +158,16 @@ def _message(error: Mapping[str, Any]) -> str:
         return "is not an element of this resource in FHIR R4"
     if kind.endswith("missing"):
         return "is required"
-    return str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    if kind in ("json_invalid", "json_type", "model_type", "model_attributes_type", "dict_type"):
+        # The validator tries a string as JSON text where an object belongs.
+        found = _JSON_NAMES.get(type(error.get("input")).__name__, "another type")
+        return f"must be a JSON object, not {found}"
+    message = str(error.get("msg", "is invalid")).removeprefix("Value error, ")
+    expected = _EXPECTED_INSTANCE.search(message)
+    if expected:
+        found = _JSON_NAMES.get(expected.group(2), "another type")
+        return f"must be a {expected.group(1)} (a JSON object), not {found}"
+    return message
 
 
 def _check_raw(problems: Problems, path: str, value: Any, key: str = "") -> None:

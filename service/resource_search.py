@@ -29,14 +29,18 @@ from sqlalchemy import (
     bindparam,
     false,
     func,
+    literal,
+    literal_column,
     not_,
     or_,
     select,
     true,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import aliased
 
 from service.db import run_on_driver
+from service.instants import shifted
 from service.models import CarePlan, SearchDate, SearchReference, SearchToken, StoredResource
 
 ANY_SYSTEM = object()  # a token without "system|": any system matches
@@ -84,7 +88,36 @@ class PatientClause:
     patient: str
 
 
-Clause = TokenClause | ReferenceClause | DateClause | MissingClause | IdClause | PatientClause
+@dataclass(frozen=True)
+class ChainClause:
+    """Resources whose reference ``param`` points to a live ``target_type`` resource that
+    meets every ``inner`` clause (``part-of.status=active``)."""
+
+    param: str
+    target_type: str
+    inner: tuple[Clause, ...]
+
+
+@dataclass(frozen=True)
+class HasClause:
+    """Resources that a live ``source_type`` resource meeting every ``inner`` clause points
+    to through its reference ``param`` (``_has:CarePlan:part-of:status=active``)."""
+
+    source_type: str
+    param: str
+    inner: tuple[Clause, ...]
+
+
+Clause = (
+    TokenClause
+    | ReferenceClause
+    | DateClause
+    | MissingClause
+    | IdClause
+    | PatientClause
+    | ChainClause
+    | HasClause
+)
 SortKey = Literal["_id", "_lastUpdated", "date"]
 
 
@@ -158,7 +191,7 @@ def widened(low: datetime, high: datetime) -> tuple[datetime, datetime]:
     """The range ``ap`` (approximately) matches: a tenth of the distance to now, and at
     least a day, either side."""
     margin = max(abs(datetime.now(low.tzinfo) - low) / 10, timedelta(days=1))
-    return low - margin, high + margin
+    return shifted(low, -margin), shifted(high, margin)
 
 
 def _shaped(clause: Clause, value: _Values) -> Clause:
@@ -169,6 +202,8 @@ def _shaped(clause: Clause, value: _Values) -> Clause:
         return PatientClause(value(clause.patient))
     if isinstance(clause, MissingClause):
         return clause
+    if isinstance(clause, ChainClause | HasClause):
+        return replace(clause, inner=tuple(_shaped(c, value) for c in clause.inner))
     if isinstance(clause, TokenClause):
         options = tuple(
             (
@@ -394,9 +429,14 @@ _INDEX_MODELS: dict[str, Any] = {
 
 
 def _indexed(
-    model: Any, resource_type: str, param: str, condition: ColumnElement[bool], drives: bool
+    model: Any,
+    resource_type: str,
+    param: str,
+    condition: ColumnElement[bool],
+    drives: bool,
+    resource: Any = StoredResource,
 ) -> ColumnElement[bool]:
-    """Resources with an index row of ``param`` meeting ``condition``.
+    """Resources (rows of ``resource``) with an index row of ``param`` meeting ``condition``.
 
     The clause that ``drives`` the search lists its resources from the index's lookup
     columns (``id IN (...)``); every other clause is checked per candidate through the
@@ -404,7 +444,7 @@ def _indexed(
     the full list of each, e.g. every active CarePlan, to intersect them.
     """
     if drives:
-        return StoredResource.id.in_(
+        return resource.id.in_(
             select(model.resource_id).where(
                 model.resource_type == resource_type, model.param == param, condition
             )
@@ -413,10 +453,72 @@ def _indexed(
         select(model.resource_id)
         .where(
             model.resource_type == resource_type,
-            model.resource_id == StoredResource.id,
+            model.resource_id == resource.id,
             model.param == param,
             condition,
         )
+        .exists()
+    )
+
+
+def _number(value: int) -> Any:
+    """A small integer written into the SQL (not bound: PostgreSQL picks ``substr`` by
+    its argument types, and a bound Python int may arrive as a bigint)."""
+    return literal_column(str(int(value)))
+
+
+def _chain(
+    resource_type: str, clause: ChainClause, drives: bool, resource: Any
+) -> ColumnElement[bool]:
+    """Resources whose ``clause.param`` reference points to a live matching target.
+
+    Driving, the targets are found first (by their own most selective clause) and the
+    references to them by the lookup index; otherwise each candidate's references are
+    read by the resource index and each target by its primary key.
+    """
+    link = aliased(SearchReference)
+    target = aliased(StoredResource)
+    prefix = f"{clause.target_type}/"
+    matching = _filtered(clause.target_type, clause.inner, target, drive=drives)
+    linked = [link.resource_type == resource_type, link.param == clause.param]
+    if drives:
+        found = select(link.resource_id).where(
+            *linked, link.target == literal(prefix) + target.id, *matching
+        )
+        return resource.id.in_(found)
+    return (
+        select(link.resource_id)
+        .where(
+            *linked,
+            link.resource_id == resource.id,
+            func.substr(link.target, 1, _number(len(prefix))) == prefix,
+            target.id == func.substr(link.target, _number(len(prefix) + 1)),
+            *matching,
+        )
+        .exists()
+    )
+
+
+def _has(resource_type: str, clause: HasClause, drives: bool, resource: Any) -> ColumnElement[bool]:
+    """Resources a live matching ``clause.source_type`` resource points to through
+    ``clause.param``: the reverse of :func:`_chain`."""
+    link = aliased(SearchReference)
+    source = aliased(StoredResource)
+    prefix = f"{resource_type}/"
+    matching = _filtered(clause.source_type, clause.inner, source, drive=drives)
+    linked = [
+        link.resource_type == clause.source_type,
+        link.param == clause.param,
+        link.resource_id == source.id,
+    ]
+    if drives:
+        found = select(func.substr(link.target, _number(len(prefix) + 1))).where(
+            *linked, func.substr(link.target, 1, _number(len(prefix))) == prefix, *matching
+        )
+        return resource.id.in_(found)
+    return (
+        select(link.resource_id)
+        .where(*linked, link.target == literal(prefix) + resource.id, *matching)
         .exists()
     )
 
@@ -455,28 +557,34 @@ def _date_option(low_col: Any, high_col: Any, prefix: DatePrefix, low: Any, high
     return and_(low_col <= high, high_col >= low)
 
 
-def _condition(resource_type: str, clause: Clause, drives: bool) -> ColumnElement[bool]:
+def _condition(
+    resource_type: str, clause: Clause, drives: bool, resource: Any = StoredResource
+) -> ColumnElement[bool]:
     if isinstance(clause, IdClause):
-        return StoredResource.id.in_([_bound(i) for i in clause.ids])
+        return resource.id.in_([_bound(i) for i in clause.ids])
     if isinstance(clause, PatientClause):
         plans = select(CarePlan.id).where(CarePlan.patient == _bound(clause.patient))
         if drives:
-            return StoredResource.plan_id.in_(plans)
-        return plans.where(CarePlan.id == StoredResource.plan_id).exists()
+            return resource.plan_id.in_(plans)
+        return plans.where(CarePlan.id == resource.plan_id).exists()
+    if isinstance(clause, ChainClause):
+        return _chain(resource_type, clause, drives, resource)
+    if isinstance(clause, HasClause):
+        return _has(resource_type, clause, drives, resource)
     if isinstance(clause, MissingClause):
         model = _INDEX_MODELS[clause.kind]
-        indexed = _indexed(model, resource_type, clause.param, true(), drives=False)
+        indexed = _indexed(model, resource_type, clause.param, true(), False, resource)
         return not_(indexed) if clause.missing else indexed
     if isinstance(clause, TokenClause):
         matching = or_(false(), *(_token_option(s, c) for s, c in clause.options))
-        found = _indexed(SearchToken, resource_type, clause.param, matching, drives)
+        found = _indexed(SearchToken, resource_type, clause.param, matching, drives, resource)
         return not_(found) if clause.negate else found
     if isinstance(clause, ReferenceClause):
         targets = SearchReference.target.in_([_bound(t) for t in clause.targets])
-        found = _indexed(SearchReference, resource_type, clause.param, targets, drives)
+        found = _indexed(SearchReference, resource_type, clause.param, targets, drives, resource)
         return not_(found) if clause.negate else found
     if clause.param is None:
-        column = StoredResource.last_updated
+        column = resource.last_updated
         return or_(
             false(), *(_date_option(column, column, p, lo, hi) for p, lo, hi in clause.options)
         )
@@ -484,7 +592,7 @@ def _condition(resource_type: str, clause: Clause, drives: bool) -> ColumnElemen
         false(),
         *(_date_option(SearchDate.low, SearchDate.high, p, lo, hi) for p, lo, hi in clause.options),
     )
-    return _indexed(SearchDate, resource_type, clause.param, matching, drives)
+    return _indexed(SearchDate, resource_type, clause.param, matching, drives, resource)
 
 
 def _selectivity(clause: Clause) -> int | None:
@@ -502,6 +610,10 @@ def _selectivity(clause: Clause) -> int | None:
         return 2
     if isinstance(clause, DateClause) and clause.param is not None:
         return 3
+    if isinstance(clause, ChainClause | HasClause):
+        # A chain starts from its targets only when one of its own clauses can list them.
+        ranks = [rank for c in clause.inner if (rank := _selectivity(c)) is not None]
+        return min(ranks) + 2 if ranks else None
     return None
 
 
@@ -530,13 +642,20 @@ def _sort_column(resource_type: str, sort: SortKey) -> Any:
     return StoredResource.id
 
 
-def _filtered(resource_type: str, clauses: Sequence[Clause]) -> list[ColumnElement[bool]]:
-    driver = _driver(clauses)
+def _filtered(
+    resource_type: str,
+    clauses: Sequence[Clause],
+    resource: Any = StoredResource,
+    drive: bool = True,
+) -> list[ColumnElement[bool]]:
+    """The conditions on live ``resource`` rows of a type meeting every clause; with
+    ``drive``, the most selective clause lists the candidates."""
+    driver = _driver(clauses) if drive else None
     return [
-        StoredResource.resource_type == resource_type,
-        StoredResource.deleted.is_(False),
+        resource.resource_type == resource_type,
+        resource.deleted.is_(False),
         *(
-            _condition(resource_type, clause, drives=i == driver)
+            _condition(resource_type, clause, i == driver, resource)
             for i, clause in enumerate(clauses)
         ),
     ]

@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 from flask import Response, request
 from sqlalchemy import Row
-from werkzeug.exceptions import BadRequest
 
 from api import audit
 from api.auth.access import allowed, compartment, require
@@ -23,15 +22,19 @@ from api.fhir.http import (
     body_response,
     json_response,
     not_modified,
+    operation_outcome,
     version_headers,
     weak_etag,
 )
 from api.fhir.openapi import responses
+from api.fhir.parameters import InvalidParameter, instant_param
 from api.http import ApiBlueprint, database, read_connection
 from fhir_mappings import conformance
 from fhir_mappings.projection import instant
+from fhir_mappings.summary import InvalidShape, element_names, reshape, summary_mode
 from service import resource_store
 from service.errors import Gone, NotFound
+from service.instants import LATEST
 from service.resource_store import HistoryQuery
 
 PLAN_TYPES = ("CarePlan", "Goal")
@@ -39,6 +42,7 @@ CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition")
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST_MILLIS = (LATEST - _EPOCH) // timedelta(milliseconds=1)
 
 blp = ApiBlueprint(
     "fhir",
@@ -46,6 +50,14 @@ blp = ApiBlueprint(
     url_prefix="/fhir",
     description="FHIR R4 CarePlan and Goal resources (application/fhir+json).",
 )
+
+
+@blp.errorhandler(InvalidParameter)
+def invalid_parameter(error: InvalidParameter) -> Response:
+    """A query parameter that cannot be applied: 400 naming it in the issue's expression."""
+    return operation_outcome(
+        400, "invalid", error.description or "", [(error.parameter, error.description or "")]
+    )
 
 
 def base_url() -> str:
@@ -80,12 +92,13 @@ def read(resource_type: str, resource_id: str) -> Response:
     audit.note_patient(stored.patient)
     if stored.deleted:
         raise Gone(f"{resource_type}/{resource_id} was deleted")
+    shape = _shape(resource_type)
     headers = version_headers(stored.version_id, stored.last_updated)
     if not_modified(stored.version_id, stored.last_updated):
         response = Response(status=304)
         response.headers.update(headers)
         return response
-    return body_response(stored.content, headers=headers)
+    return body_response(_shaped(stored.content, shape), headers=headers)
 
 
 @blp.route("/<resource_type>/<resource_id>/_history/<version_id>", methods=["GET"])
@@ -96,6 +109,7 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     Every version stays readable; the version that recorded a deletion answers 410.
     """
     check_type(resource_type)
+    shape = _shape(resource_type)
     if not version_id.isdigit():
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
     with database().reading() as session:
@@ -105,8 +119,35 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     if found.deleted or found.content is None:
         raise Gone(f"version {version_id} of {resource_type}/{resource_id} records its deletion")
     return body_response(
-        found.content, headers=version_headers(found.version_id, found.last_updated)
+        _shaped(found.content, shape),
+        headers=version_headers(found.version_id, found.last_updated),
     )
+
+
+# The _summary forms a read may ask for (count belongs to search).
+READ_SUMMARY_MODES = ("true", "false", "text", "data")
+
+
+def _shape(resource_type: str) -> tuple[str | None, list[str] | None] | None:
+    """The ``_summary`` and ``_elements`` a read asks for; None when it asks for neither
+    (the common case, served as stored without parsing it)."""
+    args = request.args
+    if "_summary" not in args and "_elements" not in args:
+        return None
+    try:
+        summary = summary_mode(args.get("_summary"), READ_SUMMARY_MODES)
+        elements = element_names(resource_type, args.get("_elements"))
+    except InvalidShape as error:
+        raise InvalidParameter(error.parameter, str(error)) from None
+    if summary in (None, "false") and not elements:
+        return None
+    return summary, elements
+
+
+def _shaped(content: str, shape: tuple[str | None, list[str] | None] | None) -> str:
+    if shape is None:
+        return content
+    return json.dumps(reshape(json.loads(content), *shape), ensure_ascii=False)
 
 
 def _read_conformance(resource_type: str, resource_id: str) -> Response:
@@ -116,31 +157,18 @@ def _read_conformance(resource_type: str, resource_id: str) -> Response:
     return json_response(resource)
 
 
-def _instant_param(name: str) -> datetime | None:
-    value = request.args.get(name)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name} must be a FHIR instant such as 2026-01-05T10:00:00Z") from None
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name} must carry a time zone (e.g. Z or +01:00)")
-    return moment
-
-
 def _int_param(name: str, default: int | None, maximum: int | None = None) -> int | None:
     value = request.args.get(name)
     if value is None:
         return default
     if not value.isdigit() or int(value) < 1:
-        raise BadRequest(f"{name} must be a positive whole number, not {value!r}")
+        raise InvalidParameter(name, f"takes a positive whole number, not {value!r}")
     return min(int(value), maximum) if maximum else int(value)
 
 
 def _history(resource_type: str | None, resource_id: str | None) -> Response:
     count = _int_param("_count", DEFAULT_COUNT, MAX_COUNT) or DEFAULT_COUNT
-    since = _instant_param("_since")
+    since = instant_param("_since", request.args.get("_since"))
     before_sequence, horizon = _cursor()
     if horizon is None:
         # The first page: what every later page and the next poll are measured against.
@@ -152,7 +180,7 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
         resource_id=resource_id,
         since=since,
         until=horizon,
-        at=_instant_param("_at"),
+        at=instant_param("_at", request.args.get("_at")),
         before_sequence=before_sequence,
         limit=count + 1,
         resource_types=None if resource_type else _searchable_types(),
@@ -172,16 +200,20 @@ def _cursor() -> tuple[int | None, datetime | None]:
     value = request.args.get("_cursor")
     if value is None:
         return None, None
-    if value.isdigit():
+    refused = InvalidParameter(
+        "_cursor", f"{value!r} is not one this server wrote: follow the Bundle's next link"
+    )
+    sequence, dash, millis = value.partition("-")
+    # Sequence numbers are 64-bit; horizons are within the instants the database holds.
+    if not (sequence.isdigit() and len(sequence) <= 18):
+        raise refused
+    if not dash:
         # A link from a server without horizons (during an upgrade): go on from here, with
         # the horizon of this request.
-        return int(value), None
-    sequence, _, millis = value.partition("-")
-    if not (sequence.isdigit() and millis.isdigit()) or len(millis) > 15:
-        raise BadRequest(
-            f"_cursor {value!r} is not one this server wrote: follow the Bundle's next link"
-        )
-    return int(sequence), datetime.fromtimestamp(int(millis) / 1000, UTC)
+        return int(sequence), None
+    if not (millis.isdigit() and len(millis) <= 15 and int(millis) <= _LATEST_MILLIS):
+        raise refused
+    return int(sequence), _EPOCH + timedelta(milliseconds=int(millis))
 
 
 def _searchable_types() -> tuple[str, ...] | None:

@@ -1,0 +1,82 @@
+"""Query parameters of the FHIR read routes: the error that names one, and dates.
+
+Every date or instant a FHIR query gives is read by :mod:`service.instants`, so a value
+of valid syntax is always answered (clamped to the instants the database holds) and any
+other is a 400 whose OperationOutcome names the parameter.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from werkzeug.exceptions import BadRequest
+
+from fhir_mappings.search_parameters import parse_date_range
+from service.instants import InvalidInstant, parse_instant
+
+DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+DatePrefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
+
+
+class InvalidParameter(BadRequest):
+    """A query parameter that cannot be applied (a value that cannot be read, or under
+    strict handling a parameter this server does not support): 400, its OperationOutcome
+    issue naming the parameter in ``expression``."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+        self.message = message
+
+
+def split_values(value: str) -> list[str]:
+    """Comma-separated values (OR); a backslash escapes a comma."""
+    if "\\" not in value:
+        return value.split(",")
+    parts, current, escaped = [], "", False
+    for char in value:
+        if escaped:
+            current += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return parts
+
+
+def date_options(
+    name: str, value: str, prefixes: tuple[str, ...] = DATE_PREFIXES
+) -> tuple[tuple[DatePrefix, datetime, datetime], ...]:
+    """``[prefix]date`` values, OR-ed: each with the range of instants its date covers."""
+    options: list[tuple[DatePrefix, datetime, datetime]] = []
+    for part in split_values(value):
+        prefix = part[:2] if part[:2].isalpha() else "eq"
+        text = part[2:] if part[:2].isalpha() else part
+        if prefix not in prefixes:
+            raise InvalidParameter(
+                name, f"the prefix {prefix!r} is not one of {', '.join(prefixes)}"
+            )
+        try:
+            found = parse_date_range(text)
+        except InvalidInstant:
+            raise InvalidParameter(
+                name, f"{part!r} is not a FHIR date, dateTime or instant (such as 2026-01-05)"
+            ) from None
+        options.append((prefix, found.low, found.high))  # type: ignore[arg-type]
+    return tuple(options)
+
+
+def instant_param(name: str, value: str | None) -> datetime | None:
+    """A FHIR instant parameter (``_since``, ``_at``), clamped; None when not given."""
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except InvalidInstant as error:
+        raise InvalidParameter(name, str(error)) from None

@@ -82,6 +82,8 @@ def read(resource_type: str, resource_id: str) -> Response:
 
     The current version, with `ETag: W/"versionId"` and `Last-Modified`; 304 for a
     matching `If-None-Match` or a later `If-Modified-Since`; 410 once deleted.
+    `_summary` (true, text, data, false) and `_elements` reduce it as a search does,
+    tagged SUBSETTED.
     """
     if resource_type in CONFORMANCE_TYPES:
         return _read_conformance(resource_type, resource_id)
@@ -107,6 +109,7 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     """Read one version of a CarePlan or Goal
 
     Every version stays readable; the version that recorded a deletion answers 410.
+    `_summary` and `_elements` reduce it as on read.
     """
     check_type(resource_type)
     shape = _shape(resource_type)

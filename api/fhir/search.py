@@ -355,10 +355,12 @@ def search_type(resource_type: str) -> Response:
     """Search CarePlans or Goals
 
     Every parameter in the CapabilityStatement, with `system|code` tokens, reference forms,
-    date prefixes, comma for OR, repetition for AND, `:missing`, `:not`; `_include`,
+    date prefixes, comma for OR, repetition for AND, `:missing`, `:not`; chains one link
+    deep (`part-of.status`, `goal.lifecycle-status`) and `_has`; `_include`,
     `_revinclude` (`:iterate`), `_sort`, `_count` with keyset paging, `_total`, `_summary`
-    and `_elements`. Unknown parameters are ignored (and left out of the self link) unless
-    `Prefer: handling=strict` asks for a 400.
+    and `_elements`. A parameter that cannot be applied (unknown name, modifier or chain)
+    is ignored and left out of the self link, unless `Prefer: handling=strict` asks for a
+    400 naming it.
     """
     check_type(resource_type)
     return body_response(run(Search(resource_type, request.args)))

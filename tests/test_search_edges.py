@@ -463,3 +463,46 @@ def test_any_datetime_with_any_offset_is_answered_as_fhir_says(
         assert history.status_code == 200, history.text
         native = client.get("/api/v1/care-plans", params={"updated_since": since})
         assert native.status_code == 200, native.text
+
+
+# --- text no database can hold ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("/fhir/CarePlan", "status", "a\x00b"),
+        ("/fhir/CarePlan", "_id", "\x00"),
+        ("/fhir/CarePlan", "patient", "Patient/\x00"),
+        ("/fhir/CarePlan", "part-of.identifier", "x|\x00"),
+        ("/fhir/CarePlan", "_has:CarePlan:part-of:status", "\x00"),
+        ("/fhir/CarePlan", "_sort", "\x00"),
+        ("/fhir/CarePlan", "colour", "\x00"),
+        ("/fhir/Goal", "lifecycle-status", "active\x00"),
+        ("/fhir/AuditEvent", "agent", "a\x00"),
+        ("/fhir/AuditEvent", "date", "\x00"),
+    ],
+)
+def test_a_nul_character_in_a_search_is_a_400(
+    client: Client, data: Any, path: str, name: str, value: str
+) -> None:
+    assert_invalid_parameter(client.get(path, params={name: value}), name)
+
+
+def test_a_lone_surrogate_in_a_bundle_search_is_refused_in_its_entry(
+    client: Client, data: Any
+) -> None:
+    urls = ["CarePlan?status=\ud800", "CarePlan?\ud800=x", "Goal?_id=a&_sort=\ud800", "CarePlan"]
+    body = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": url}} for url in urls],
+    }
+    response = client.post(
+        "/fhir",
+        data=json.dumps(body),
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert response.status_code == 200, response.text
+    statuses = [e["response"]["status"] for e in response.json()["entry"]]
+    assert [s.split()[0] for s in statuses] == ["400", "400", "400", "200"]

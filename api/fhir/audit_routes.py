@@ -20,7 +20,7 @@ from werkzeug.exceptions import BadRequest
 from api.audit import stored_event
 from api.fhir.http import FHIR_JSON, body_response, operation_outcome, version_headers
 from api.fhir.openapi import responses
-from api.fhir.parameters import InvalidParameter, date_options
+from api.fhir.parameters import InvalidParameter, check_text, date_options
 from api.fhir.resources import base_url, blp
 from api.http import database
 from fhir_mappings.audit_event import OUTCOMES, SEARCH_PARAMETERS
@@ -208,6 +208,7 @@ def audit_search() -> Response:
     conditions: list[ColumnElement[bool]] = []
     used: list[tuple[str, str]] = []
     for name, value in request.args.items(multi=True):
+        check_text(name, value)
         if name in RESULT_PARAMETERS:
             continue
         clause = _clause(name, value)

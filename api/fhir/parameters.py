@@ -25,9 +25,26 @@ class InvalidParameter(BadRequest):
     issue naming the parameter in ``expression``."""
 
     def __init__(self, parameter: str, message: str) -> None:
+        # Echoed in a UTF-8 body: a character that cannot be encoded is written escaped.
+        parameter, message = _printable(parameter), _printable(message)
         super().__init__(f"{parameter}: {message}")
         self.parameter = parameter
         self.message = message
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_text(name: str, value: str) -> None:
+    """Refuse a parameter whose name or value holds text no database column can: a NUL
+    character (PostgreSQL refuses it) or a lone surrogate (not encodable as UTF-8), which
+    only a Bundle entry's JSON can carry into a query."""
+    for text in (name, value):
+        if "\x00" in text or _printable(text) != text:
+            raise InvalidParameter(
+                name, "holds a character no search value can (NUL or a lone UTF-16 surrogate)"
+            )
 
 
 def split_values(value: str) -> list[str]:

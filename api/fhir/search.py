@@ -26,7 +26,7 @@ from api.auth.principal import current_principal
 from api.fhir import search_clauses
 from api.fhir.http import body_response
 from api.fhir.openapi import responses
-from api.fhir.parameters import InvalidParameter
+from api.fhir.parameters import InvalidParameter, check_text
 from api.fhir.resources import PLAN_TYPES, base_url, blp, check_type
 from api.http import database, read_connection
 from fhir_mappings.search_parameters import INCLUDES, REVINCLUDES, SORTS
@@ -138,6 +138,7 @@ class Search:
         self.query = rs.SearchQuery(resource_type)
         bound = compartment()
         for name, value in params.items(multi=True):
+            check_text(name, value)
             if name in RESULT_PARAMETERS:
                 self.results.setdefault(name, []).append(value)
                 if name != "_cursor":

@@ -506,3 +506,29 @@ def test_a_lone_surrogate_in_a_bundle_search_is_refused_in_its_entry(
     assert response.status_code == 200, response.text
     statuses = [e["response"]["status"] for e in response.json()["entry"]]
     assert [s.split()[0] for s in statuses] == ["400", "400", "400", "200"]
+
+
+# --- page sizes -----------------------------------------------------------------------------
+
+COUNT_PATHS = [
+    "/fhir/CarePlan",
+    "/fhir/Goal",
+    "/fhir/_history",
+    "/fhir/CarePlan/_history",
+    "/fhir/AuditEvent",
+]
+
+
+@pytest.mark.parametrize("path", COUNT_PATHS)
+@pytest.mark.parametrize("value", ["9223372036854775808", "9" * 5000, "0" * 30 + "2"])
+def test_a_count_of_any_size_is_answered(client: Client, data: Any, path: str, value: str) -> None:
+    response = client.get(path, params={"_count": value})
+    assert response.status_code == 200, response.text
+    entries = response.json().get("entry", [])
+    assert len(entries) == 2 if value.endswith("2") else len(entries) > 2
+
+
+@pytest.mark.parametrize("path", COUNT_PATHS)
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661", "-1", "1.5", "", " 1", "1e3"])
+def test_a_count_that_is_not_a_whole_number_is_a_400(client: Client, path: str, value: str) -> None:
+    assert_invalid_parameter(client.get(path, params={"_count": value}), "_count")

@@ -20,7 +20,7 @@ from werkzeug.exceptions import BadRequest
 from api.audit import stored_event
 from api.fhir.http import FHIR_JSON, body_response, operation_outcome, version_headers
 from api.fhir.openapi import responses
-from api.fhir.parameters import InvalidParameter, check_text, date_options
+from api.fhir.parameters import InvalidParameter, check_text, count_param, date_options
 from api.fhir.resources import base_url, blp
 from api.http import database
 from fhir_mappings.audit_event import OUTCOMES, SEARCH_PARAMETERS
@@ -171,12 +171,7 @@ def _encode_cursor(record: AuditRecord) -> str:
 
 
 def _count() -> int:
-    value = request.args.get("_count")
-    if value is None:
-        return DEFAULT_COUNT
-    if not value.isdigit():
-        raise BadRequest(f"_count must be a whole number, not {value!r}")
-    return min(int(value), MAX_COUNT)
+    return count_param("_count", request.args.get("_count"), DEFAULT_COUNT, MAX_COUNT)
 
 
 def _link(relation: str, used: list[tuple[str, str]], cursor: str | None) -> dict[str, str]:

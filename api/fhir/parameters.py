@@ -7,6 +7,7 @@ other is a 400 whose OperationOutcome names the parameter.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -15,6 +16,7 @@ from werkzeug.exceptions import BadRequest
 from fhir_mappings.search_parameters import parse_date_range
 from service.instants import InvalidInstant, parse_instant
 
+_DIGITS = re.compile(r"[0-9]+").fullmatch
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 DatePrefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
 
@@ -97,3 +99,17 @@ def instant_param(name: str, value: str | None) -> datetime | None:
         return parse_instant(value)
     except InvalidInstant as error:
         raise InvalidParameter(name, str(error)) from None
+
+
+def count_param(name: str, value: str | None, default: int, maximum: int, minimum: int = 0) -> int:
+    """A page size: ASCII digits, at least ``minimum``; above ``maximum`` (however many
+    digits) it is ``maximum``, as FHIR lets a server send fewer than asked."""
+    if value is None:
+        return default
+    if not _DIGITS(value):
+        raise InvalidParameter(name, f"takes a whole number, not {value!r}")
+    digits = value.lstrip("0") or "0"
+    number = maximum if len(digits) > len(str(maximum)) else int(digits)
+    if number < minimum:
+        raise InvalidParameter(name, f"takes a whole number of at least {minimum}, not {value!r}")
+    return min(number, maximum)

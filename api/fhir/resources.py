@@ -27,7 +27,7 @@ from api.fhir.http import (
     weak_etag,
 )
 from api.fhir.openapi import responses
-from api.fhir.parameters import InvalidParameter, instant_param
+from api.fhir.parameters import InvalidParameter, count_param, instant_param
 from api.http import ApiBlueprint, database, read_connection
 from fhir_mappings import conformance
 from fhir_mappings.projection import instant
@@ -160,17 +160,8 @@ def _read_conformance(resource_type: str, resource_id: str) -> Response:
     return json_response(resource)
 
 
-def _int_param(name: str, default: int | None, maximum: int | None = None) -> int | None:
-    value = request.args.get(name)
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise InvalidParameter(name, f"takes a positive whole number, not {value!r}")
-    return min(int(value), maximum) if maximum else int(value)
-
-
 def _history(resource_type: str | None, resource_id: str | None) -> Response:
-    count = _int_param("_count", DEFAULT_COUNT, MAX_COUNT) or DEFAULT_COUNT
+    count = count_param("_count", request.args.get("_count"), DEFAULT_COUNT, MAX_COUNT, 1)
     since = instant_param("_since", request.args.get("_since"))
     before_sequence, horizon = _cursor()
     if horizon is None:

@@ -26,7 +26,7 @@ from api.auth.principal import current_principal
 from api.fhir import search_clauses
 from api.fhir.http import body_response
 from api.fhir.openapi import responses
-from api.fhir.parameters import InvalidParameter, check_text
+from api.fhir.parameters import InvalidParameter, check_text, count_param
 from api.fhir.resources import PLAN_TYPES, base_url, blp, check_type
 from api.http import database, read_connection
 from fhir_mappings.search_parameters import INCLUDES, REVINCLUDES, SORTS
@@ -178,12 +178,7 @@ class Search:
         return values[0] if values else None
 
     def _count(self) -> int:
-        value = self._first("_count")
-        if value is None:
-            return DEFAULT_COUNT
-        if not value.isdigit():
-            raise InvalidParameter("_count", f"takes a whole number, not {value!r}")
-        return min(int(value), MAX_COUNT)
+        return count_param("_count", self._first("_count"), DEFAULT_COUNT, MAX_COUNT)
 
     def _sort(self) -> None:
         value = self._first("_sort")

@@ -97,3 +97,25 @@ def test_a_reduced_read_still_answers_not_modified(client: Client, episode: dict
         headers={"If-None-Match": f'W/"{episode["meta"]["versionId"]}"'},
     )
     assert response.status_code == 304
+
+
+@pytest.mark.parametrize("resource_id", ["%00", "a" * 65, "a%20b", "%C3%A9", "%ED%A0%80", "x%00y"])
+def test_an_id_that_cannot_be_a_fhir_id_is_not_found(
+    client: Client, episode: dict[str, Any], resource_id: str
+) -> None:
+    for path in (
+        f"/fhir/CarePlan/{resource_id}",
+        f"/fhir/CarePlan/{resource_id}/_history/1",
+        f"/fhir/CarePlan/{resource_id}/_history",
+    ):
+        response = client.get(path)
+        assert response.status_code == 404, (path, response.text)
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "99999999999999999999", "2147483648", "-1", "0"])
+def test_a_version_that_cannot_exist_is_not_found(
+    client: Client, episode: dict[str, Any], version: str
+) -> None:
+    response = client.get(f"/fhir/CarePlan/{episode['id']}/_history/{version}")
+    assert response.status_code == 404, response.text

@@ -7,6 +7,7 @@ built or serialised on this path.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -42,6 +43,9 @@ CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition")
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FHIR_ID = re.compile(r"[A-Za-z0-9.\-]{1,64}").fullmatch
+_VERSION_ID = re.compile(r"[0-9]{1,10}").fullmatch
+_MAX_VERSION = 2**31 - 1
 _LATEST_MILLIS = (LATEST - _EPOCH) // timedelta(milliseconds=1)
 
 blp = ApiBlueprint(
@@ -62,6 +66,13 @@ def invalid_parameter(error: InvalidParameter) -> Response:
 
 def base_url() -> str:
     return request.host_url.rstrip("/") + "/fhir"
+
+
+def check_id(resource_type: str, resource_id: str) -> None:
+    """A 404 for what cannot be a FHIR id (``[A-Za-z0-9.-]{1,64}``): no resource has it,
+    and text such as a NUL character must not reach the database."""
+    if not _FHIR_ID(resource_id):
+        raise NotFound(f"{resource_type} has no resource with that id")
 
 
 def check_type(resource_type: str) -> None:
@@ -88,6 +99,7 @@ def read(resource_type: str, resource_id: str) -> Response:
     if resource_type in CONFORMANCE_TYPES:
         return _read_conformance(resource_type, resource_id)
     check_type(resource_type)
+    check_id(resource_type, resource_id)
     stored = resource_store.served(read_connection(), resource_type, resource_id)
     if stored is None:
         raise NotFound(f"{resource_type}/{resource_id} does not exist")
@@ -112,8 +124,10 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     `_summary` and `_elements` reduce it as on read.
     """
     check_type(resource_type)
+    check_id(resource_type, resource_id)
     shape = _shape(resource_type)
-    if not version_id.isdigit():
+    # Versions are 32-bit integers: anything else (a Unicode digit, 20 digits) is no version.
+    if not _VERSION_ID(version_id) or int(version_id) > _MAX_VERSION:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
     with database().reading() as session:
         found = resource_store.version(session, resource_type, resource_id, int(version_id))
@@ -289,6 +303,7 @@ def instance_history(resource_type: str, resource_id: str) -> Response:
     `next` link pages on without skipping or repeating versions.
     """
     check_type(resource_type)
+    check_id(resource_type, resource_id)
     return _history(resource_type, resource_id)
 
 

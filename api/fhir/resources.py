@@ -82,11 +82,36 @@ def check_type(resource_type: str) -> None:
         )
 
 
+# The _summary forms a read may ask for (count belongs to search).
+READ_SUMMARY_MODES = ("true", "false", "text", "data")
+_SHAPE_PARAMETERS = [
+    {
+        "in": "query",
+        "name": "_summary",
+        "required": False,
+        "schema": {"type": "string", "enum": list(READ_SUMMARY_MODES)},
+        "description": "A reduced form of the resource (tagged SUBSETTED)",
+    },
+    {
+        "in": "query",
+        "name": "_elements",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Comma-separated top-level elements to keep (with the mandatory ones)",
+    },
+]
+
+
 @blp.route("/<resource_type>/<resource_id>", methods=["GET"])
 @blp.doc(
+    parameters=_SHAPE_PARAMETERS,
     responses=responses(
-        {200: ("The current version", "FhirCarePlan"), 304: ("Not modified", None)}, 404, 406, 410
-    )
+        {200: ("The current version", "FhirCarePlan"), 304: ("Not modified", None)},
+        400,
+        404,
+        406,
+        410,
+    ),
 )
 def read(resource_type: str, resource_id: str) -> Response:
     """Read a CarePlan or Goal
@@ -116,7 +141,10 @@ def read(resource_type: str, resource_id: str) -> Response:
 
 
 @blp.route("/<resource_type>/<resource_id>/_history/<version_id>", methods=["GET"])
-@blp.doc(responses=responses({200: ("That version", "FhirCarePlan")}, 404, 406, 410))
+@blp.doc(
+    parameters=_SHAPE_PARAMETERS,
+    responses=responses({200: ("That version", "FhirCarePlan")}, 400, 404, 406, 410),
+)
 def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     """Read one version of a CarePlan or Goal
 
@@ -139,10 +167,6 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
         _shaped(found.content, shape),
         headers=version_headers(found.version_id, found.last_updated),
     )
-
-
-# The _summary forms a read may ask for (count belongs to search).
-READ_SUMMARY_MODES = ("true", "false", "text", "data")
 
 
 def _shape(resource_type: str) -> tuple[str | None, list[str] | None] | None:

@@ -7,12 +7,14 @@ codes the domain accepts.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from service import codes, plans, rules
+from service.instants import InvalidInstant, parse_instant
 
 MAX_PAGE_SIZE = 100
 
@@ -533,6 +535,25 @@ class PageQuerySchema(StrictSchema):
     page_size = Integer(minimum=1, maximum=MAX_PAGE_SIZE, load_default=20)
 
 
+class QueryInstant(fields.AwareDateTime):
+    """A date-time with an offset in a query, read as every instant in a query is
+    (:mod:`service.instants`): any valid value is answered, taken into the range of
+    instants the database holds (years 1 to 9999 in UTC)."""
+
+    default_error_messages = {
+        "invalid": "Not a valid date-time with seconds and an offset, "
+        "such as 2026-01-05T09:00:00+01:00.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            return parse_instant(value)
+        except InvalidInstant as error:
+            raise self.make_error("invalid") from error
+
+
 class PlanQuerySchema(PageQuerySchema):
     patient = fields.String(
         validate=_reference_to(*rules.PATIENT_TYPES),
@@ -544,7 +565,7 @@ class PlanQuerySchema(PageQuerySchema):
     )
     problem_area = fields.String(validate=_enum(codes.ProblemArea))
     variant = fields.String(validate=_enum(codes.Variant))
-    updated_since = fields.AwareDateTime(
+    updated_since = QueryInstant(
         default_timezone=None,
         metadata={
             "description": "Only plans changed at or after this ISO 8601 date-time (with "
@@ -552,7 +573,7 @@ class PlanQuerySchema(PageQuerySchema):
             "`updated_since` to see every later change once"
         },
     )
-    updated_before = fields.AwareDateTime(
+    updated_before = QueryInstant(
         default_timezone=None,
         metadata={
             "description": "Only plans changed before this ISO 8601 date-time (with offset). "

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any, Literal
+
+from service.instants import EARLIEST, LATEST, parse_range
 
 ParamType = Literal["token", "reference", "date"]
 
 REQUEST_STATUS = "http://hl7.org/fhir/request-status"
 REQUEST_INTENT = "http://hl7.org/fhir/request-intent"
 GOAL_STATUS = "http://hl7.org/fhir/goal-status"
-
-EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
-LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -59,27 +58,12 @@ class SearchParameter:
 
 
 def parse_date_range(value: str) -> DateRange:
-    """The range a FHIR date, dateTime or instant covers (UTC when no zone is given)."""
-    if "T" in value:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds_given = value.count(":") >= 2
-        high = moment if seconds_given else moment + timedelta(minutes=1, microseconds=-1000)
-        return DateRange(moment, high)
-    parts = value.split("-")
-    year = int(parts[0])
-    if len(parts) == 1:
-        start, end = date(year, 1, 1), date(year + 1, 1, 1)
-    elif len(parts) == 2:
-        month = int(parts[1])
-        start = date(year, month, 1)
-        end = date(year + (month == 12), month % 12 + 1, 1)
-    else:
-        start = date.fromisoformat(value)
-        end = start + timedelta(days=1)
-    low = datetime.combine(start, time(), UTC)
-    return DateRange(low, datetime.combine(end, time(), UTC) - timedelta(milliseconds=1))
+    """The range a FHIR date, dateTime or instant covers (UTC when no zone is given),
+    within the instants the database holds (see :mod:`service.instants`).
+
+    Raises :class:`service.instants.InvalidInstant` (a ValueError) for invalid syntax.
+    """
+    return DateRange(*parse_range(value))
 
 
 def _period(period: dict[str, Any] | None) -> Iterator[DateRange]:

@@ -33,6 +33,43 @@ def summary_elements(resource_type: str) -> frozenset[str]:
     )
 
 
+class InvalidShape(ValueError):
+    """A ``_summary`` or ``_elements`` value that names no form of the resource."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+def summary_mode(value: str | None, allowed: tuple[str, ...] = SUMMARY_MODES) -> str | None:
+    """The ``_summary`` asked for (None when not given); refused unless in ``allowed``."""
+    if value is not None and value not in allowed:
+        raise InvalidShape("_summary", f"takes {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+@cache
+def elements_of(resource_type: str) -> frozenset[str]:
+    """The names of a type's top-level elements (``_elements`` may name them)."""
+    model = get_fhir_model_class(resource_type)
+    names = (field.alias or name for name, field in model.model_fields.items())
+    return frozenset(name for name in names if name != "fhir_comments")
+
+
+def element_names(resource_type: str, value: str | None) -> list[str] | None:
+    """The elements ``_elements`` asks for (None when not given); an element the type
+    does not have is refused."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in elements_of(resource_type)]
+    if unknown:
+        raise InvalidShape(
+            "_elements", f"{resource_type} has no element {', '.join(map(repr, unknown))}"
+        )
+    return names or None
+
+
 def _subsetted(resource: dict[str, Any]) -> dict[str, Any]:
     meta = dict(resource.get("meta", {}))
     meta["tag"] = [*meta.get("tag", []), SUBSETTED]

@@ -35,6 +35,7 @@ from service.editing import (
     require_plan,
 )
 from service.errors import RuleViolation
+from service.instants import clamp
 from service.models import (
     CarePlan,
     Contract,
@@ -98,10 +99,11 @@ def list_plans(
         )
     if criteria.variant:
         conditions.append(CarePlan.variant == criteria.variant)
+    # Clamped: an instant at the end of the calendar in another zone is beyond it in UTC.
     if criteria.updated_since:
-        conditions.append(CarePlan.updated_at >= criteria.updated_since)
+        conditions.append(CarePlan.updated_at >= clamp(criteria.updated_since))
     if criteria.updated_before:
-        conditions.append(CarePlan.updated_at < criteria.updated_before)
+        conditions.append(CarePlan.updated_at < clamp(criteria.updated_before))
     if criteria.identifier_value is not None:
         match = select(PlanIdentifier.plan_id).where(
             PlanIdentifier.value == criteria.identifier_value

@@ -16,121 +16,68 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Integer,
-    Select,
-    and_,
-    bindparam,
-    false,
-    func,
-    not_,
-    or_,
-    select,
-    true,
-)
+from sqlalchemy import Connection, Integer, Select, and_, bindparam, func, or_, select
 from sqlalchemy.engine import Dialect
 
 from service.db import run_on_driver
-from service.models import CarePlan, SearchDate, SearchReference, SearchToken, StoredResource
+from service.instants import shifted
+from service.models import SearchReference, StoredResource
+from service.search_conditions import bound, filtered, sort_column
+from service.search_query import (
+    ANY_SYSTEM,
+    ChainClause,
+    Clause,
+    Cursor,
+    DateClause,
+    DatePrefix,
+    Found,
+    HasClause,
+    IdClause,
+    MissingClause,
+    PatientClause,
+    ReferenceClause,
+    Row,
+    SearchQuery,
+    SortKey,
+    TokenClause,
+)
 
-ANY_SYSTEM = object()  # a token without "system|": any system matches
-DatePrefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
-
-
-@dataclass(frozen=True)
-class TokenClause:
-    param: str
-    # (system, code): system ANY_SYSTEM for "code", None for "|code", a URI for "system|code";
-    # code None for "system|".
-    options: tuple[tuple[Any, str | None], ...]
-    negate: bool = False
-
-
-@dataclass(frozen=True)
-class ReferenceClause:
-    param: str
-    targets: tuple[str, ...]
-    negate: bool = False
-
-
-@dataclass(frozen=True)
-class DateClause:
-    param: str | None  # None: the resource's last update (_lastUpdated)
-    options: tuple[tuple[DatePrefix, datetime, datetime], ...]
-
-
-@dataclass(frozen=True)
-class MissingClause:
-    param: str
-    kind: Literal["token", "reference", "date"]
-    missing: bool
-
-
-@dataclass(frozen=True)
-class IdClause:
-    ids: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PatientClause:
-    """Only resources published from this patient's plans (a compartment)."""
-
-    patient: str
-
-
-Clause = TokenClause | ReferenceClause | DateClause | MissingClause | IdClause | PatientClause
-SortKey = Literal["_id", "_lastUpdated", "date"]
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a page starts: after (or, going back, before) this sort value and id."""
-
-    value: Any
-    id: str
-    backwards: bool = False
-
-
-@dataclass
-class SearchQuery:
-    resource_type: str
-    clauses: list[Clause] = field(default_factory=list)
-    sort: SortKey = "_id"
-    descending: bool = False
-    cursor: Cursor | None = None
-    limit: int = 50
-
-
-@dataclass(frozen=True)
-class Found:
-    """A matching resource as a search serves it: its stored content, nothing else loaded."""
-
-    resource_type: str
-    id: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Row:
-    resource: Found
-    sort_value: Any
-
+# The query model is part of this module's interface (``rs.TokenClause``, ``rs.Cursor``…).
+__all__ = [
+    "ANY_SYSTEM",
+    "ChainClause",
+    "Clause",
+    "Cursor",
+    "DateClause",
+    "DatePrefix",
+    "Found",
+    "HasClause",
+    "IdClause",
+    "MissingClause",
+    "PatientClause",
+    "ReferenceClause",
+    "Row",
+    "SearchQuery",
+    "SortKey",
+    "TokenClause",
+    "count",
+    "load",
+    "referenced",
+    "referring",
+    "search",
+    "snapshot",
+    "widened",
+]
 
 # --- shapes: a search with its values taken out ------------------------------------------
 
 
 class Slot(str):
     """Where a value goes in a shape: the name of the parameter it is bound to."""
-
-
-def _bound(slot: Any) -> Any:
-    return bindparam(str(slot))
 
 
 class _Values:
@@ -158,7 +105,7 @@ def widened(low: datetime, high: datetime) -> tuple[datetime, datetime]:
     """The range ``ap`` (approximately) matches: a tenth of the distance to now, and at
     least a day, either side."""
     margin = max(abs(datetime.now(low.tzinfo) - low) / 10, timedelta(days=1))
-    return low - margin, high + margin
+    return shifted(low, -margin), shifted(high, margin)
 
 
 def _shaped(clause: Clause, value: _Values) -> Clause:
@@ -169,6 +116,8 @@ def _shaped(clause: Clause, value: _Values) -> Clause:
         return PatientClause(value(clause.patient))
     if isinstance(clause, MissingClause):
         return clause
+    if isinstance(clause, ChainClause | HasClause):
+        return replace(clause, inner=tuple(_shaped(c, value) for c in clause.inner))
     if isinstance(clause, TokenClause):
         options = tuple(
             (
@@ -200,10 +149,10 @@ class _Search:
     count: bool = False
 
     def statement(self) -> Select[*tuple[Any, ...]]:
-        conditions = _filtered(self.resource_type, self.clauses)
+        conditions = filtered(self.resource_type, self.clauses)
         if self.count:
             return select(func.count()).select_from(StoredResource).where(*conditions)
-        sort = _sort_column(self.resource_type, self.sort)
+        sort = sort_column(self.resource_type, self.sort)
         descending = self.descending
         if self.cursor:
             value: Any = bindparam("after_value")
@@ -239,7 +188,7 @@ class _Referenced:
         return select(SearchReference.target).where(
             SearchReference.resource_type == bindparam("resource_type"),
             SearchReference.param == bindparam("param"),
-            SearchReference.resource_id.in_([_bound(f"v{n}") for n in range(self.ids)]),
+            SearchReference.resource_id.in_([bound(f"v{n}") for n in range(self.ids)]),
         )
 
 
@@ -255,7 +204,7 @@ class _Referring:
             .where(
                 SearchReference.resource_type == bindparam("resource_type"),
                 SearchReference.param == bindparam("param"),
-                SearchReference.target.in_([_bound(f"v{n}") for n in range(self.targets)]),
+                SearchReference.target.in_([bound(f"v{n}") for n in range(self.targets)]),
             )
             .distinct()
         )
@@ -270,7 +219,7 @@ class _Load:
     def statement(self) -> Select[*tuple[Any, ...]]:
         return select(*_FOUND).where(
             StoredResource.resource_type == bindparam("resource_type"),
-            StoredResource.id.in_([_bound(f"v{n}") for n in range(self.ids)]),
+            StoredResource.id.in_([bound(f"v{n}") for n in range(self.ids)]),
             StoredResource.deleted.is_(False),
         )
 
@@ -380,167 +329,8 @@ def snapshot(connection: Connection) -> Iterator[Connection]:
         _execute(connection, "ROLLBACK")
 
 
-# --- the SQL of each clause -----------------------------------------------------------
-
 # What a search reads of a stored resource: no version data, digest or extras.
 _FOUND = (StoredResource.resource_type, StoredResource.id, StoredResource.content)
-
-
-_INDEX_MODELS: dict[str, Any] = {
-    "token": SearchToken,
-    "reference": SearchReference,
-    "date": SearchDate,
-}
-
-
-def _indexed(
-    model: Any, resource_type: str, param: str, condition: ColumnElement[bool], drives: bool
-) -> ColumnElement[bool]:
-    """Resources with an index row of ``param`` meeting ``condition``.
-
-    The clause that ``drives`` the search lists its resources from the index's lookup
-    columns (``id IN (...)``); every other clause is checked per candidate through the
-    index on (type, resource id) (``EXISTS``). Two ``IN`` lists would make SQLite build
-    the full list of each, e.g. every active CarePlan, to intersect them.
-    """
-    if drives:
-        return StoredResource.id.in_(
-            select(model.resource_id).where(
-                model.resource_type == resource_type, model.param == param, condition
-            )
-        )
-    return (
-        select(model.resource_id)
-        .where(
-            model.resource_type == resource_type,
-            model.resource_id == StoredResource.id,
-            model.param == param,
-            condition,
-        )
-        .exists()
-    )
-
-
-def _token_option(system: Any, code: str | None) -> ColumnElement[bool]:
-    conditions = []
-    if code is not None:
-        conditions.append(SearchToken.code == _bound(code))
-    if system is None:
-        conditions.append(SearchToken.system.is_(None))
-    elif system is not ANY_SYSTEM:
-        conditions.append(SearchToken.system == _bound(system))
-    return and_(true(), *conditions)
-
-
-def _date_option(low_col: Any, high_col: Any, prefix: DatePrefix, low: Any, high: Any) -> Any:
-    """FHIR date prefixes over ranges: the resource's [low_col, high_col] against [low, high]
-    (for ``ap``, the range already :func:`widened`)."""
-    low, high = _bound(low), _bound(high)
-    if prefix == "eq":
-        return and_(low_col >= low, high_col <= high)
-    if prefix == "ne":
-        return not_(and_(low_col >= low, high_col <= high))
-    if prefix == "gt":
-        return high_col > high
-    if prefix == "lt":
-        return low_col < low
-    if prefix == "ge":
-        return high_col >= low
-    if prefix == "le":
-        return low_col <= high
-    if prefix == "sa":
-        return low_col > high
-    if prefix == "eb":
-        return high_col < low
-    return and_(low_col <= high, high_col >= low)
-
-
-def _condition(resource_type: str, clause: Clause, drives: bool) -> ColumnElement[bool]:
-    if isinstance(clause, IdClause):
-        return StoredResource.id.in_([_bound(i) for i in clause.ids])
-    if isinstance(clause, PatientClause):
-        plans = select(CarePlan.id).where(CarePlan.patient == _bound(clause.patient))
-        if drives:
-            return StoredResource.plan_id.in_(plans)
-        return plans.where(CarePlan.id == StoredResource.plan_id).exists()
-    if isinstance(clause, MissingClause):
-        model = _INDEX_MODELS[clause.kind]
-        indexed = _indexed(model, resource_type, clause.param, true(), drives=False)
-        return not_(indexed) if clause.missing else indexed
-    if isinstance(clause, TokenClause):
-        matching = or_(false(), *(_token_option(s, c) for s, c in clause.options))
-        found = _indexed(SearchToken, resource_type, clause.param, matching, drives)
-        return not_(found) if clause.negate else found
-    if isinstance(clause, ReferenceClause):
-        targets = SearchReference.target.in_([_bound(t) for t in clause.targets])
-        found = _indexed(SearchReference, resource_type, clause.param, targets, drives)
-        return not_(found) if clause.negate else found
-    if clause.param is None:
-        column = StoredResource.last_updated
-        return or_(
-            false(), *(_date_option(column, column, p, lo, hi) for p, lo, hi in clause.options)
-        )
-    matching = or_(
-        false(),
-        *(_date_option(SearchDate.low, SearchDate.high, p, lo, hi) for p, lo, hi in clause.options),
-    )
-    return _indexed(SearchDate, resource_type, clause.param, matching, drives)
-
-
-def _selectivity(clause: Clause) -> int | None:
-    """How few resources a clause is expected to match (lower is fewer); None when it
-    cannot list its resources (negations, :missing, _lastUpdated)."""
-    if isinstance(clause, IdClause):
-        return 0
-    if isinstance(clause, PatientClause):
-        return 1
-    if isinstance(clause, TokenClause | ReferenceClause) and clause.negate:
-        return None
-    if isinstance(clause, TokenClause):
-        return 1 if clause.param == "identifier" else 4
-    if isinstance(clause, ReferenceClause):
-        return 2
-    if isinstance(clause, DateClause) and clause.param is not None:
-        return 3
-    return None
-
-
-def _driver(clauses: Sequence[Clause]) -> int | None:
-    """The position of the clause the search starts from, if any: the most selective one."""
-    ranked = [(rank, i) for i, c in enumerate(clauses) if (rank := _selectivity(c)) is not None]
-    if not ranked or any(isinstance(c, IdClause) for c in clauses):
-        return None  # with _id the primary key starts the search
-    return min(ranked)[1]
-
-
-def _sort_column(resource_type: str, sort: SortKey) -> Any:
-    if sort == "_lastUpdated":
-        return StoredResource.last_updated
-    if sort == "date":
-        earliest = (
-            select(func.min(SearchDate.low))
-            .where(
-                SearchDate.resource_type == resource_type,
-                SearchDate.resource_id == StoredResource.id,
-                SearchDate.param == "date",
-            )
-            .scalar_subquery()
-        )
-        return func.coalesce(earliest, datetime(9999, 12, 31))
-    return StoredResource.id
-
-
-def _filtered(resource_type: str, clauses: Sequence[Clause]) -> list[ColumnElement[bool]]:
-    driver = _driver(clauses)
-    return [
-        StoredResource.resource_type == resource_type,
-        StoredResource.deleted.is_(False),
-        *(
-            _condition(resource_type, clause, drives=i == driver)
-            for i, clause in enumerate(clauses)
-        ),
-    ]
-
 
 # --- searching --------------------------------------------------------------------------
 

@@ -282,7 +282,6 @@ def test_unknown_parameters_lenient_by_default_strict_on_request(
     "params",
     [
         {"date": "not-a-date"},
-        {"status:exact": "active"},
         {"_sort": "title"},
         {"_count": "lots"},
         {"_include": "Goal:patient"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,17 +20,22 @@ from werkzeug.exceptions import BadRequest
 from api.audit import stored_event
 from api.fhir.http import FHIR_JSON, body_response, operation_outcome, version_headers
 from api.fhir.openapi import responses
+from api.fhir.parameters import InvalidParameter, check_text, count_param, date_options
 from api.fhir.resources import base_url, blp
 from api.http import database
 from fhir_mappings.audit_event import OUTCOMES, SEARCH_PARAMETERS
-from fhir_mappings.search_parameters import normalise_reference, parse_date_range
+from fhir_mappings.search_parameters import normalise_reference
 from service.errors import NotFound
+from service.instants import InvalidInstant, clamp, parse_instant
 from service.models import AuditRecord
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 200
 RESULT_PARAMETERS = ("_count", "_cursor", "_total", "_format", "_pretty")
 _ENTITY_TYPES = ("CarePlan", "Goal", "AuditEvent")
+# Record ids are FHIR ids (the server makes them).
+_RECORD_ID = re.compile(r"[A-Za-z0-9.\-]{1,64}").fullmatch
+_DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")
 
 _OUTCOME = {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
 _AUDIT_EVENT = {
@@ -83,13 +88,7 @@ def _split(value: str) -> list[str]:
 def _date(value: str) -> ColumnElement[bool]:
     recorded = AuditRecord.recorded
     options = []
-    for part in _split(value):
-        prefix, text = (part[:2], part[2:]) if part[:2].isalpha() else ("eq", part)
-        try:
-            found = parse_date_range(text)
-        except (ValueError, IndexError):
-            raise BadRequest(f"date: {part!r} is not a FHIR date, dateTime or instant") from None
-        low, high = found.low, found.high
+    for prefix, low, high in date_options("date", value, _DATE_PREFIXES):
         clauses: dict[str, ColumnElement[bool]] = {
             "eq": and_(recorded >= low, recorded <= high),
             "ne": or_(recorded < low, recorded > high),
@@ -100,11 +99,7 @@ def _date(value: str) -> ColumnElement[bool]:
             "eb": recorded < low,
             "le": recorded <= high,
         }
-        if prefix not in clauses:
-            raise BadRequest(f"date: the prefix {prefix!r} is not supported on AuditEvent")
         options.append(clauses[prefix])
-    if not options:
-        raise BadRequest("date: no value")
     return or_(*options)
 
 
@@ -150,11 +145,20 @@ def _cursor(value: str | None) -> ColumnElement[bool] | None:
     """Records after the position a ``next`` link carries (newest first)."""
     if value is None:
         return None
+    refused = InvalidParameter("_cursor", "not a cursor this server issued")
     try:
         data = json.loads(base64.urlsafe_b64decode(value.encode()))
-        recorded, record_id = datetime.fromisoformat(data["r"]), str(data["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise BadRequest("_cursor is not a cursor this server issued") from None
+    except (ValueError, TypeError, binascii.Error):
+        raise refused from None
+    if not isinstance(data, dict) or not isinstance(data.get("r"), str):
+        raise refused
+    record_id = data.get("i")
+    if not isinstance(record_id, str) or not _RECORD_ID(record_id):
+        raise refused
+    try:
+        recorded = parse_instant(data["r"])
+    except InvalidInstant:
+        raise refused from None
     return or_(
         AuditRecord.recorded < recorded,
         and_(AuditRecord.recorded == recorded, AuditRecord.id < record_id),
@@ -162,17 +166,12 @@ def _cursor(value: str | None) -> ColumnElement[bool] | None:
 
 
 def _encode_cursor(record: AuditRecord) -> str:
-    data = {"r": record.recorded.isoformat(), "i": record.id}
+    data = {"r": clamp(record.recorded).isoformat(), "i": record.id}
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
 
 
 def _count() -> int:
-    value = request.args.get("_count")
-    if value is None:
-        return DEFAULT_COUNT
-    if not value.isdigit():
-        raise BadRequest(f"_count must be a whole number, not {value!r}")
-    return min(int(value), MAX_COUNT)
+    return count_param("_count", request.args.get("_count"), DEFAULT_COUNT, MAX_COUNT)
 
 
 def _link(relation: str, used: list[tuple[str, str]], cursor: str | None) -> dict[str, str]:
@@ -204,6 +203,7 @@ def audit_search() -> Response:
     conditions: list[ColumnElement[bool]] = []
     used: list[tuple[str, str]] = []
     for name, value in request.args.items(multi=True):
+        check_text(name, value)
         if name in RESULT_PARAMETERS:
             continue
         clause = _clause(name, value)

@@ -8,6 +8,7 @@ from flask import Response, current_app
 
 from api.fhir.http import json_response
 from api.fhir.openapi import responses
+from api.fhir.search_clauses import chain_targets, reverse_chains
 from api.http import ApiBlueprint
 from fhir_mappings import terminology
 from fhir_mappings.audit_event import SEARCH_PARAMETERS as AUDIT_SEARCH_PARAMETERS
@@ -43,6 +44,40 @@ blp = ApiBlueprint(
 )
 
 
+def _documentation(resource_type: str, name: str, expression: str) -> str:
+    """Where a parameter is indexed from; for a reference, the chains it takes."""
+    text = f"Indexed from {expression}"
+    target = chain_targets(resource_type).get(name)
+    if target is not None:
+        chained = ", ".join(["_id", "_lastUpdated", *SEARCH_PARAMETERS[target]])
+        text += (
+            f". Chains one link to the {target} it refers to: {name}.<parameter> "
+            f"(or {name}:{target}.<parameter>) with any of {chained}; "
+            f"e.g. {name}.{_example(target)}"
+        )
+    return text
+
+
+def _example(resource_type: str) -> str:
+    return {"CarePlan": "status=active", "Goal": "lifecycle-status=active"}.get(
+        resource_type, "_id=1"
+    )
+
+
+def _reverse_chains(resource_type: str) -> list[dict[str, str]]:
+    chains = reverse_chains(resource_type)
+    if not chains:
+        return []
+    forms = ", ".join(f"_has:{source}:{param}:<parameter>" for source, param in chains)
+    return [
+        {
+            "name": "_has",
+            "type": "special",
+            "documentation": f"Reverse chaining, one link deep: {forms}",
+        }
+    ]
+
+
 def _search_params(resource_type: str) -> list[dict[str, str]]:
     common = [
         {
@@ -56,17 +91,23 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
             "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
         },
     ]
-    return common + [
-        {
-            "name": parameter.name,
-            "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{parameter.name}"
-            if parameter.name not in ("patient", "identifier")
-            else f"http://hl7.org/fhir/SearchParameter/clinical-{parameter.name}",
-            "type": parameter.type,
-            "documentation": f"Indexed from {parameter.expression}",
-        }
-        for parameter in SEARCH_PARAMETERS[resource_type].values()
-    ]
+    return (
+        common
+        + [
+            {
+                "name": parameter.name,
+                "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{parameter.name}"
+                if parameter.name not in ("patient", "identifier")
+                else f"http://hl7.org/fhir/SearchParameter/clinical-{parameter.name}",
+                "type": parameter.type,
+                "documentation": _documentation(
+                    resource_type, parameter.name, parameter.expression
+                ),
+            }
+            for parameter in SEARCH_PARAMETERS[resource_type].values()
+        ]
+        + _reverse_chains(resource_type)
+    )
 
 
 def _audit_event() -> dict[str, Any]:

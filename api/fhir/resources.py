@@ -7,13 +7,13 @@ built or serialised on this path.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, request
 from sqlalchemy import Row
-from werkzeug.exceptions import BadRequest
 
 from api import audit
 from api.auth.access import allowed, compartment, require
@@ -23,15 +23,19 @@ from api.fhir.http import (
     body_response,
     json_response,
     not_modified,
+    operation_outcome,
     version_headers,
     weak_etag,
 )
 from api.fhir.openapi import responses
+from api.fhir.parameters import InvalidParameter, count_param, instant_param
 from api.http import ApiBlueprint, database, read_connection
 from fhir_mappings import conformance
 from fhir_mappings.projection import instant
+from fhir_mappings.summary import InvalidShape, element_names, reshape, summary_mode
 from service import resource_store
 from service.errors import Gone, NotFound
+from service.instants import LATEST
 from service.resource_store import HistoryQuery
 
 PLAN_TYPES = ("CarePlan", "Goal")
@@ -39,6 +43,10 @@ CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition")
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FHIR_ID = re.compile(r"[A-Za-z0-9.\-]{1,64}").fullmatch
+_VERSION_ID = re.compile(r"[0-9]{1,10}").fullmatch
+_MAX_VERSION = 2**31 - 1
+_LATEST_MILLIS = (LATEST - _EPOCH) // timedelta(milliseconds=1)
 
 blp = ApiBlueprint(
     "fhir",
@@ -48,8 +56,23 @@ blp = ApiBlueprint(
 )
 
 
+@blp.errorhandler(InvalidParameter)
+def invalid_parameter(error: InvalidParameter) -> Response:
+    """A query parameter that cannot be applied: 400 naming it in the issue's expression."""
+    return operation_outcome(
+        400, "invalid", error.description or "", [(error.parameter, error.description or "")]
+    )
+
+
 def base_url() -> str:
     return request.host_url.rstrip("/") + "/fhir"
+
+
+def check_id(resource_type: str, resource_id: str) -> None:
+    """A 404 for what cannot be a FHIR id (``[A-Za-z0-9.-]{1,64}``): no resource has it,
+    and text such as a NUL character must not reach the database."""
+    if not _FHIR_ID(resource_id):
+        raise NotFound(f"{resource_type} has no resource with that id")
 
 
 def check_type(resource_type: str) -> None:
@@ -59,44 +82,80 @@ def check_type(resource_type: str) -> None:
         )
 
 
+# The _summary forms a read may ask for (count belongs to search).
+READ_SUMMARY_MODES = ("true", "false", "text", "data")
+_SHAPE_PARAMETERS = [
+    {
+        "in": "query",
+        "name": "_summary",
+        "required": False,
+        "schema": {"type": "string", "enum": list(READ_SUMMARY_MODES)},
+        "description": "A reduced form of the resource (tagged SUBSETTED)",
+    },
+    {
+        "in": "query",
+        "name": "_elements",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "Comma-separated top-level elements to keep (with the mandatory ones)",
+    },
+]
+
+
 @blp.route("/<resource_type>/<resource_id>", methods=["GET"])
 @blp.doc(
+    parameters=_SHAPE_PARAMETERS,
     responses=responses(
-        {200: ("The current version", "FhirCarePlan"), 304: ("Not modified", None)}, 404, 406, 410
-    )
+        {200: ("The current version", "FhirCarePlan"), 304: ("Not modified", None)},
+        400,
+        404,
+        406,
+        410,
+    ),
 )
 def read(resource_type: str, resource_id: str) -> Response:
     """Read a CarePlan or Goal
 
     The current version, with `ETag: W/"versionId"` and `Last-Modified`; 304 for a
     matching `If-None-Match` or a later `If-Modified-Since`; 410 once deleted.
+    `_summary` (true, text, data, false) and `_elements` reduce it as a search does,
+    tagged SUBSETTED.
     """
     if resource_type in CONFORMANCE_TYPES:
         return _read_conformance(resource_type, resource_id)
     check_type(resource_type)
+    check_id(resource_type, resource_id)
     stored = resource_store.served(read_connection(), resource_type, resource_id)
     if stored is None:
         raise NotFound(f"{resource_type}/{resource_id} does not exist")
     audit.note_patient(stored.patient)
     if stored.deleted:
         raise Gone(f"{resource_type}/{resource_id} was deleted")
+    shape = _shape(resource_type)
     headers = version_headers(stored.version_id, stored.last_updated)
     if not_modified(stored.version_id, stored.last_updated):
         response = Response(status=304)
         response.headers.update(headers)
         return response
-    return body_response(stored.content, headers=headers)
+    return body_response(_shaped(stored.content, shape), headers=headers)
 
 
 @blp.route("/<resource_type>/<resource_id>/_history/<version_id>", methods=["GET"])
-@blp.doc(responses=responses({200: ("That version", "FhirCarePlan")}, 404, 406, 410))
+@blp.doc(
+    parameters=_SHAPE_PARAMETERS,
+    responses=responses({200: ("That version", "FhirCarePlan")}, 400, 404, 406, 410),
+)
 def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     """Read one version of a CarePlan or Goal
 
     Every version stays readable; the version that recorded a deletion answers 410.
+    `_summary` and `_elements` reduce it as on read.
     """
     check_type(resource_type)
-    if not version_id.isdigit():
+    check_id(resource_type, resource_id)
+    shape = _shape(resource_type)
+    # Versions are 32-bit integers: anything else (a Unicode digit, 20 digits) is no version.
+    if not _VERSION_ID(version_id) or int(version_id) > _MAX_VERSION:
         raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
     with database().reading() as session:
         found = resource_store.version(session, resource_type, resource_id, int(version_id))
@@ -105,8 +164,31 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     if found.deleted or found.content is None:
         raise Gone(f"version {version_id} of {resource_type}/{resource_id} records its deletion")
     return body_response(
-        found.content, headers=version_headers(found.version_id, found.last_updated)
+        _shaped(found.content, shape),
+        headers=version_headers(found.version_id, found.last_updated),
     )
+
+
+def _shape(resource_type: str) -> tuple[str | None, list[str] | None] | None:
+    """The ``_summary`` and ``_elements`` a read asks for; None when it asks for neither
+    (the common case, served as stored without parsing it)."""
+    args = request.args
+    if "_summary" not in args and "_elements" not in args:
+        return None
+    try:
+        summary = summary_mode(args.get("_summary"), READ_SUMMARY_MODES)
+        elements = element_names(resource_type, args.get("_elements"))
+    except InvalidShape as error:
+        raise InvalidParameter(error.parameter, str(error)) from None
+    if summary in (None, "false") and not elements:
+        return None
+    return summary, elements
+
+
+def _shaped(content: str, shape: tuple[str | None, list[str] | None] | None) -> str:
+    if shape is None:
+        return content
+    return json.dumps(reshape(json.loads(content), *shape), ensure_ascii=False)
 
 
 def _read_conformance(resource_type: str, resource_id: str) -> Response:
@@ -116,31 +198,9 @@ def _read_conformance(resource_type: str, resource_id: str) -> Response:
     return json_response(resource)
 
 
-def _instant_param(name: str) -> datetime | None:
-    value = request.args.get(name)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name} must be a FHIR instant such as 2026-01-05T10:00:00Z") from None
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name} must carry a time zone (e.g. Z or +01:00)")
-    return moment
-
-
-def _int_param(name: str, default: int | None, maximum: int | None = None) -> int | None:
-    value = request.args.get(name)
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1:
-        raise BadRequest(f"{name} must be a positive whole number, not {value!r}")
-    return min(int(value), maximum) if maximum else int(value)
-
-
 def _history(resource_type: str | None, resource_id: str | None) -> Response:
-    count = _int_param("_count", DEFAULT_COUNT, MAX_COUNT) or DEFAULT_COUNT
-    since = _instant_param("_since")
+    count = count_param("_count", request.args.get("_count"), DEFAULT_COUNT, MAX_COUNT, 1)
+    since = instant_param("_since", request.args.get("_since"))
     before_sequence, horizon = _cursor()
     if horizon is None:
         # The first page: what every later page and the next poll are measured against.
@@ -152,7 +212,7 @@ def _history(resource_type: str | None, resource_id: str | None) -> Response:
         resource_id=resource_id,
         since=since,
         until=horizon,
-        at=_instant_param("_at"),
+        at=instant_param("_at", request.args.get("_at")),
         before_sequence=before_sequence,
         limit=count + 1,
         resource_types=None if resource_type else _searchable_types(),
@@ -172,16 +232,20 @@ def _cursor() -> tuple[int | None, datetime | None]:
     value = request.args.get("_cursor")
     if value is None:
         return None, None
-    if value.isdigit():
+    refused = InvalidParameter(
+        "_cursor", f"{value!r} is not one this server wrote: follow the Bundle's next link"
+    )
+    sequence, dash, millis = value.partition("-")
+    # Sequence numbers are 64-bit; horizons are within the instants the database holds.
+    if not (sequence.isdigit() and len(sequence) <= 18):
+        raise refused
+    if not dash:
         # A link from a server without horizons (during an upgrade): go on from here, with
         # the horizon of this request.
-        return int(value), None
-    sequence, _, millis = value.partition("-")
-    if not (sequence.isdigit() and millis.isdigit()) or len(millis) > 15:
-        raise BadRequest(
-            f"_cursor {value!r} is not one this server wrote: follow the Bundle's next link"
-        )
-    return int(sequence), datetime.fromtimestamp(int(millis) / 1000, UTC)
+        return int(sequence), None
+    if not (millis.isdigit() and len(millis) <= 15 and int(millis) <= _LATEST_MILLIS):
+        raise refused
+    return int(sequence), _EPOCH + timedelta(milliseconds=int(millis))
 
 
 def _searchable_types() -> tuple[str, ...] | None:
@@ -263,6 +327,7 @@ def instance_history(resource_type: str, resource_id: str) -> Response:
     `next` link pages on without skipping or repeating versions.
     """
     check_type(resource_type)
+    check_id(resource_type, resource_id)
     return _history(resource_type, resource_id)
 
 

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,21 +21,24 @@ from sqlalchemy import Connection
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
-from api.auth.access import compartment
+from api.auth.access import compartment, require
+from api.auth.principal import current_principal
+from api.fhir import search_clauses
 from api.fhir.http import body_response
 from api.fhir.openapi import responses
+from api.fhir.parameters import InvalidParameter, check_text, count_param
 from api.fhir.resources import PLAN_TYPES, base_url, blp, check_type
 from api.http import database, read_connection
-from fhir_mappings.search_parameters import (
-    INCLUDES,
-    REVINCLUDES,
-    SEARCH_PARAMETERS,
-    SORTS,
-    normalise_reference,
-    parse_date_range,
+from fhir_mappings.search_parameters import INCLUDES, REVINCLUDES, SORTS
+from fhir_mappings.summary import (
+    SUMMARY_MODES,
+    InvalidShape,
+    element_names,
+    reshape,
+    summary_mode,
 )
-from fhir_mappings.summary import SUMMARY_MODES, reshape
 from service import resource_search as rs
+from service.instants import InvalidInstant, clamp, parse_instant
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 200
@@ -54,9 +57,10 @@ RESULT_PARAMETERS = {
     "_format",
     "_pretty",
 }
-DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Ids that JSON takes as they are (every FHIR id is one).
 _PLAIN_ID = re.compile(r"[A-Za-z0-9.\-]+").fullmatch
+# A FHIR id (http://hl7.org/fhir/R4/datatypes.html#id).
+_FHIR_ID = re.compile(r"[A-Za-z0-9.\-]{1,64}").fullmatch
 
 
 def _strict() -> bool:
@@ -64,112 +68,53 @@ def _strict() -> bool:
     return "handling=strict" in prefer.replace(" ", "")
 
 
-def _split(value: str) -> list[str]:
-    """Comma-separated values (OR); a backslash escapes a comma."""
-    if "\\" not in value:
-        return value.split(",")
-    parts, current, escaped = [], "", False
-    for char in value:
-        if escaped:
-            current += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    parts.append(current)
-    return parts
-
-
-def _token_options(value: str) -> tuple[tuple[Any, str | None], ...]:
-    options: list[tuple[Any, str | None]] = []
-    for part in _split(value):
-        if "|" not in part:
-            options.append((rs.ANY_SYSTEM, part))
-        else:
-            system, code = part.split("|", 1)
-            options.append((system or None, code or None))
-    return tuple(options)
-
-
-def _reference_targets(value: str, target: str | None, name: str) -> tuple[str, ...]:
-    targets = []
-    for part in _split(value):
-        if "/" in part:
-            targets.append(normalise_reference(part))
-        elif target is not None:
-            targets.append(f"{target}/{part}")
-        elif part:
-            targets.append(part)
-        else:
-            raise BadRequest(f"{name}: an empty reference")
-    return tuple(targets)
-
-
-def _date_options(value: str, name: str) -> tuple[tuple[Any, datetime, datetime], ...]:
-    options = []
-    for part in _split(value):
-        prefix = part[:2] if part[:2] in DATE_PREFIXES else "eq"
-        text = part[2:] if part[:2] in DATE_PREFIXES else part
-        try:
-            found = parse_date_range(text)
-        except ValueError:
-            raise BadRequest(f"{name}: {part!r} is not a FHIR date, dateTime or instant") from None
-        options.append((prefix, found.low, found.high))
-    return tuple(options)
-
-
-def _clause(resource_type: str, name: str, value: str) -> rs.Clause | None:
-    """The clause of one query parameter; None when the parameter is unknown."""
-    base, _, modifier = name.partition(":")
-    if base == "_id":
-        return rs.IdClause(tuple(_split(value)))
-    if base == "_lastUpdated":
-        return rs.DateClause(None, _date_options(value, name))
-    parameter = SEARCH_PARAMETERS[resource_type].get(base)
-    if parameter is None:
-        return None
-    if modifier == "missing":
-        if value not in ("true", "false"):
-            raise BadRequest(f"{name} takes true or false, not {value!r}")
-        return rs.MissingClause(base, parameter.type, value == "true")
-    if parameter.type == "token" and modifier in ("", "not"):
-        return rs.TokenClause(base, _token_options(value), negate=modifier == "not")
-    if parameter.canonical and modifier in ("", "not"):
-        return rs.ReferenceClause(base, tuple(_split(value)), negate=modifier == "not")
-    if parameter.type == "reference" and (modifier in ("", "not") or modifier[:1].isupper()):
-        target = modifier if modifier[:1].isupper() else parameter.target
-        return rs.ReferenceClause(
-            base, _reference_targets(value, target, name), negate=modifier == "not"
-        )
-    if parameter.type == "date" and modifier == "":
-        return rs.DateClause(base, _date_options(value, name))
-    raise BadRequest(
-        f"the modifier :{modifier} is not supported on {parameter.type} parameter {base}"
-    )
-
-
-def _cursor(value: str | None) -> rs.Cursor | None:
+def _cursor(value: str | None, sort: str) -> rs.Cursor | None:
+    """The position a ``next``/``previous`` link carries, checked against the sort it was
+    issued for: anything else, however it was made, is a 400."""
     if value is None:
         return None
+    refused = InvalidParameter("_cursor", "not a cursor this server issued for this sort")
     try:
         data = json.loads(base64.urlsafe_b64decode(value.encode()))
-        sort_value = data["v"]
-        if data.get("t") == "dt":
-            sort_value = datetime.fromisoformat(sort_value)
-        return rs.Cursor(sort_value, str(data["i"]), bool(data.get("b")))
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise BadRequest("_cursor is not a cursor this server issued") from None
+    except (ValueError, TypeError, binascii.Error):
+        raise refused from None
+    if not isinstance(data, dict) or set(data) - {"v", "i", "b", "t"}:
+        raise refused
+    sort_value, last_id, backwards = data.get("v"), data.get("i"), data.get("b", False)
+    if not isinstance(last_id, str) or not _FHIR_ID(last_id) or not isinstance(backwards, bool):
+        raise refused
+    if sort == "_id":
+        if data.get("t") is not None or not isinstance(sort_value, str):
+            raise refused
+        if not _FHIR_ID(sort_value):
+            raise refused
+    else:
+        if data.get("t") != "dt" or not isinstance(sort_value, str):
+            raise refused
+        try:
+            sort_value = parse_instant(sort_value)
+        except InvalidInstant:
+            raise refused from None
+    return rs.Cursor(sort_value, last_id, backwards)
+
+
+def _require_searchable(clause: rs.Clause) -> None:
+    """A chain reads the resources it follows: the caller must be allowed to search them."""
+    if current_principal() is None:
+        return
+    if isinstance(clause, rs.ChainClause):
+        require(clause.target_type, "s")
+    elif isinstance(clause, rs.HasClause):
+        require(clause.source_type, "s")
 
 
 def _encode_cursor(row: rs.Row, backwards: bool) -> str:
     value = row.sort_value
     data: dict[str, Any] = {"i": row.resource.id, "b": backwards}
     if isinstance(value, datetime):
-        data.update(v=value.isoformat(), t="dt")
+        # Full precision (a date's range may end within a millisecond), in UTC.
+        moment = clamp(value if value.tzinfo else value.replace(tzinfo=UTC))
+        data.update(v=moment.isoformat(), t="dt")
     else:
         data["v"] = value
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
@@ -191,37 +136,40 @@ class Search:
         self.results: dict[str, list[str]] = {}
         self.kept: list[tuple[str, str]] = []
         self.query = rs.SearchQuery(resource_type)
+        bound = compartment()
         for name, value in params.items(multi=True):
+            check_text(name, value)
             if name in RESULT_PARAMETERS:
                 self.results.setdefault(name, []).append(value)
                 if name != "_cursor":
                     self.kept.append((name, value))
                 continue
-            clause = _clause(resource_type, name, value)
-            if clause is None:
+            try:
+                clause = search_clauses.clause(resource_type, name, value, bound)
+            except search_clauses.Unsupported as unsupported:
                 if self.strict:
-                    raise BadRequest(f"unknown search parameter {name!r} for {resource_type}")
+                    raise InvalidParameter(name, str(unsupported)) from None
                 self.ignored.append(name)
                 continue
+            _require_searchable(clause)
             self.query.clauses.append(clause)
             self.used.append((name, value))
-        bound = compartment()
         if bound is not None:
             self.query.clauses.append(rs.PatientClause(bound))
         self.count = self._count()
         self.query.limit = self.count + 1
         self._sort()
         self.cursor = self._first("_cursor")
-        self.query.cursor = _cursor(self.cursor)
-        self.summary = self._first("_summary")
-        if self.summary is not None and self.summary not in SUMMARY_MODES:
-            raise BadRequest(f"_summary must be one of {', '.join(SUMMARY_MODES)}")
-        elements = self._first("_elements")
-        self.elements = [e.strip() for e in elements.split(",") if e.strip()] if elements else None
+        self.query.cursor = _cursor(self.cursor, self.query.sort)
+        try:
+            self.summary = summary_mode(self._first("_summary"), SUMMARY_MODES)
+            self.elements = element_names(resource_type, self._first("_elements"))
+        except InvalidShape as error:
+            raise InvalidParameter(error.parameter, str(error)) from None
         total = self._first("_total")
         self.total = "accurate" if total is None else total
         if self.total not in ("none", "estimate", "accurate"):
-            raise BadRequest("_total must be none, estimate or accurate")
+            raise InvalidParameter("_total", f"takes none, estimate or accurate, not {total!r}")
         self.includes = self._includes("_include", INCLUDES)
         self.revincludes = self._includes("_revinclude", REVINCLUDES)
 
@@ -230,12 +178,7 @@ class Search:
         return values[0] if values else None
 
     def _count(self) -> int:
-        value = self._first("_count")
-        if value is None:
-            return DEFAULT_COUNT
-        if not value.isdigit():
-            raise BadRequest(f"_count must be a whole number, not {value!r}")
-        return min(int(value), MAX_COUNT)
+        return count_param("_count", self._first("_count"), DEFAULT_COUNT, MAX_COUNT)
 
     def _sort(self) -> None:
         value = self._first("_sort")
@@ -243,12 +186,14 @@ class Search:
             return
         keys = value.split(",")
         if len(keys) > 1:
-            raise BadRequest("_sort takes one key (the id breaks ties)")
+            raise InvalidParameter("_sort", "takes one key (the id breaks ties)")
         key = keys[0]
         self.query.descending = key.startswith("-")
         name = key.lstrip("-")
         if name not in SORTS:
-            raise BadRequest(f"_sort by {name!r} is not supported; use one of {', '.join(SORTS)}")
+            raise InvalidParameter(
+                "_sort", f"sorting by {name!r} is not supported; use one of {', '.join(SORTS)}"
+            )
         self.query.sort = name  # type: ignore[assignment]
 
     def _includes(self, name: str, allowed: dict[str, tuple[str, ...]]) -> list[tuple[str, bool]]:
@@ -258,7 +203,9 @@ class Search:
             for value in self.results.get(f"{name}:iterate" if iterate else name, ()):
                 known = any(value in values for values in allowed.values())
                 if value not in allowed.get(self.resource_type, ()) and not (iterate and known):
-                    raise BadRequest(f"{name}={value} is not supported for {self.resource_type}")
+                    raise InvalidParameter(
+                        name, f"{value} is not supported for {self.resource_type}"
+                    )
                 found.append((value, iterate))
         return found
 
@@ -404,10 +351,12 @@ def search_type(resource_type: str) -> Response:
     """Search CarePlans or Goals
 
     Every parameter in the CapabilityStatement, with `system|code` tokens, reference forms,
-    date prefixes, comma for OR, repetition for AND, `:missing`, `:not`; `_include`,
+    date prefixes, comma for OR, repetition for AND, `:missing`, `:not`; chains one link
+    deep (`part-of.status`, `goal.lifecycle-status`) and `_has`; `_include`,
     `_revinclude` (`:iterate`), `_sort`, `_count` with keyset paging, `_total`, `_summary`
-    and `_elements`. Unknown parameters are ignored (and left out of the self link) unless
-    `Prefer: handling=strict` asks for a 400.
+    and `_elements`. A parameter that cannot be applied (unknown name, modifier or chain)
+    is ignored and left out of the self link, unless `Prefer: handling=strict` asks for a
+    400 naming it.
     """
     check_type(resource_type)
     return body_response(run(Search(resource_type, request.args)))

@@ -135,6 +135,8 @@ def _element(resource_type: Any, path: tuple[str | int, ...]) -> str:
 def body_problem(error: BodyError) -> Response:
     """A body or parameter refused by :mod:`api.body`, naming each element."""
     kind = {422: "validation", 400: "malformed"}.get(error.status)
+    if error.location != "json":
+        kind = "validation" if error.status == 422 else None  # a parameter: FHIR "invalid"
     errors = []
     fhir = request.path == "/fhir" or request.path.startswith("/fhir/")
     for path, message in error.errors:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from fhir_mappings.render import render_episode, render_goal, render_phase
 from fhir_mappings.search_parameters import DateRange, Token, index_values
-from fhir_mappings.verbatim import merged
+from fhir_mappings.verbatim import merged, needed
 from service import resource_store
 from service.editing import PlanEdit
 from service.models import CarePlan, Goal, Homework, StoredResource, TherapySession
@@ -172,9 +172,14 @@ def _publish_one(
     appends: resource_store.Appends,
 ) -> None:
     kept = extras if extras is not None else (existing.extras if existing else {})
+    merged_extras = {k: v for k, v in (kept or {}).items() if k != "checks"}
+    if extras is not None and "written" in extras:
+        # Only the forms that differ from the rendering are worth keeping.
+        merged_extras["written"] = needed(resource, extras["written"])
+        if not merged_extras["written"]:
+            del merged_extras["written"]
     # Strict when a FHIR write of this resource has just been made: what it wrote is kept.
     resource = merged(resource, kept or {}, strict=extras is not None)
-    merged_extras = {k: v for k, v in (kept or {}).items() if k != "checks"}
     fingerprint = digest(resource)
     if existing is not None and not existing.deleted and existing.digest == fingerprint:
         return

@@ -278,3 +278,18 @@ def merged(resource: dict[str, Any], extras: Mapping[str, Any], *, strict: bool 
     if strict and extras.get("checks"):
         check(resource, extras["checks"])
     return resource
+
+
+def needed(rendered: Mapping[str, Any], written: Mapping[str, Any]) -> dict[str, Any]:
+    """The written elements whose form differs from the rendering: the others need not be
+    kept (and the resource need not be read back for them at each change)."""
+    result: dict[str, Any] = {}
+    for name, value in written.items():
+        if name == "activity":
+            own = {entry.get("id"): entry for entry in rendered.get("activity") or []}
+            differing = [entry for entry in value if own.get(entry.get("id")) != entry]
+            if differing:
+                result[name] = differing
+        elif _with(rendered, name, value) != rendered:
+            result[name] = value
+    return result

@@ -91,7 +91,11 @@ def missing(stored: Json, written: Json) -> list[str]:
 def _state(client: Client, reference: str | None, plan: Json | None) -> Any:
     """What a refused write must leave as it was: the resource and the plan's history."""
     resource = client.get(f"/fhir/{reference}").json() if reference else None
-    history = client.get("/fhir/_history").json().get("total") if plan else None
+    history = None
+    if plan is not None:
+        entries = client.get("/fhir/_history", params={"_count": "500"}).json().get("entry", [])
+        history = [(e.get("fullUrl"), (e.get("resource") or {}).get("meta")) for e in entries]
+        assert history, "the history lists the plan's resources"
     counts = {
         kind: client.get(f"/fhir/{kind}", params={"_summary": "count"}).json()["total"]
         for kind in ("CarePlan", "Goal")
@@ -755,4 +759,157 @@ def test_any_episode_a_client_writes_is_kept_or_refused(
         # Unique across examples: a taken identifier is another matter (409).
         identifier["value"] += f"-{next(_SERIAL)}"
     response = assert_written_or_refused(client, "POST", "/fhir/CarePlan", body, plan=plan)
+    assert response.status_code in (201, 422), response.text
+
+
+def _session_with(**detail: Any) -> Json:
+    activity = session_activity(1, "2026-01-05")
+    activity["detail"].update(detail)
+    return activity
+
+
+PHASE_REFUSALS: list[tuple[str, Json, str]] = [
+    (
+        "activity by reference",
+        {"activity": [{"reference": {"reference": "ServiceRequest/1"}}]},
+        "CarePlan.activity[0].detail",
+    ),
+    (
+        "prohibited session",
+        {"activity": [_session_with(doNotPerform=True)]},
+        "CarePlan.activity[0].detail.doNotPerform",
+    ),
+    (
+        "modifier on an activity",
+        {
+            "activity": [
+                {
+                    **session_activity(1, "2026-01-05"),
+                    "modifierExtension": [{"url": "urn:x", "valueBoolean": True}],
+                }
+            ]
+        },
+        "CarePlan.activity[0].modifierExtension",
+    ),
+    (
+        "session over two days",
+        {
+            "activity": [
+                _session_with(
+                    scheduledPeriod={
+                        "start": "2026-01-05T22:00:00+01:00",
+                        "end": "2026-01-06T01:00:00+01:00",
+                    }
+                )
+            ]
+        },
+        "CarePlan.activity[0].detail.scheduledPeriod.end",
+    ),
+    (
+        "contained goal",
+        {"goal": [{"reference": "#g1"}], "contained": [CONTAINED_GOAL]},
+        "CarePlan.goal[0]",
+    ),
+    (
+        "partOf by identifier",
+        {"partOf": [{"identifier": {"value": "ep-1"}}]},
+        "CarePlan.partOf[0].reference",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "changes", "element"), PHASE_REFUSALS, ids=[f[0] for f in PHASE_REFUSALS]
+)
+def test_what_a_phase_cannot_keep_is_refused_naming_it(
+    client: Client, plan: Json, name: str, changes: Json, element: str
+) -> None:
+    path, phase = _phase(client, plan)
+    body = {**{k: v for k, v in phase.items() if k not in ("meta", "text")}, **changes}
+    assert_written_or_refused(client, "PUT", path, body, expected=422, names=element, plan=plan)
+    assert client.get(plan_url(plan, "sessions")).json()["items"] == []
+
+
+_GOAL_ELEMENTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "startDate": st.sampled_from(["2026-01-05", "2026-02", "2026"]),
+        "priority": st.sampled_from(
+            [
+                {"text": "high"},
+                {"coding": [{"system": t.GOAL_PRIORITY, "code": "low-priority"}], "text": "low"},
+                {"coding": [{"system": "urn:x", "code": "p1"}]},
+            ]
+        ),
+        "achievementStatus": st.sampled_from(
+            [
+                {
+                    "coding": [
+                        {
+                            "system": t.GOAL_ACHIEVEMENT,
+                            "code": "improving",
+                            "display": "Getting better",
+                        }
+                    ]
+                },
+                {"text": "unclear"},
+            ]
+        ),
+        "target": st.builds(
+            lambda measure, due, quantity: [
+                {
+                    k: v
+                    for k, v in {
+                        "measure": measure,
+                        "dueDate": due,
+                        "detailQuantity": quantity,
+                    }.items()
+                    if v
+                }
+            ],
+            st.sampled_from(
+                [None, {"coding": [LOINC_PHQ9]}, {"text": "PHQ-9", "coding": [LOINC_PHQ9]}]
+            ),
+            st.sampled_from([None, "2026-04-30", "2026-04"]),
+            st.sampled_from(
+                [
+                    None,
+                    {"value": 5, "comparator": "<"},
+                    {"value": 4.5, "unit": "score", "system": t.UCUM, "code": "{score}"},
+                ]
+            ),
+        ).filter(lambda target: bool(target[0])),
+        "note": st.sampled_from(
+            [
+                [{"text": "Agreed.", "time": "2026-01-05T10:00:00Z"}],
+                [{"text": "Agreed.", "authorReference": {"display": "Dr R"}}],
+            ]
+        ),
+        "subject": st.sampled_from(
+            [
+                {"reference": "Patient/123", "display": "Jane"},
+                {"reference": "Patient/999"},
+                {"identifier": {"value": "MRN-1"}},
+            ]
+        ),
+        "outcomeReference": st.just([{"reference": "Observation/o1"}]),
+        "identifier": st.just([{"value": "goal-id"}]),
+    },
+)
+
+
+@settings(
+    max_examples=25,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(changes=_GOAL_ELEMENTS)
+def test_any_goal_a_client_writes_is_kept_or_refused(
+    client: Client, plan: Json, changes: Json
+) -> None:
+    body = {**new_goal(client, plan), **copy.deepcopy(changes)}
+    for identifier in body.get("identifier", []):
+        identifier["value"] += f"-{next(_SERIAL)}"
+    response = assert_written_or_refused(client, "POST", "/fhir/Goal", body, plan=plan)
     assert response.status_code in (201, 422), response.text

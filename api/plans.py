@@ -48,8 +48,8 @@ blp = ApiBlueprint(
 def plan_filter(query: dict[str, Any]) -> plans.PlanFilter:
     system, value = None, query.get("identifier")
     if value is not None and "|" in value:
+        # "|value": an identifier without a system, which the plan keeps with the empty one.
         system, value = value.split("|", 1)
-        system = system or None
     return plans.PlanFilter(
         patient=query.get("patient"),
         statuses=tuple(query.get("status") or ()),

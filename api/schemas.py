@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, post_dump, validate
 
 from service import codes, plans, rules
 from service.instants import InvalidInstant, parse_instant
@@ -143,10 +143,11 @@ def _reference_to(*types: str) -> Any:
 
 class IdentifierSchema(StrictSchema):
     system = fields.String(
-        required=True,
+        load_default="",
         validate=validate.Length(1, 512),
         metadata={
-            "description": "Namespace of the value (a URI)",
+            "description": "Namespace of the value (a URI). An identifier without one (as "
+            "FHIR allows) leaves it out; its value is unique among identifiers without one",
             "example": "urn:oid:1.2.36.146.595.217.0.1",
         },
     )
@@ -158,6 +159,12 @@ class IdentifierSchema(StrictSchema):
             "example": "IPT-2026-0042",
         },
     )
+
+    @post_dump
+    def _without_empty_system(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if not data.get("system"):
+            data.pop("system", None)
+        return data
 
 
 class NoteSchema(StrictSchema):
@@ -583,7 +590,8 @@ class PlanQuerySchema(PageQuerySchema):
     )
     identifier = fields.String(
         metadata={
-            "description": "system|value, or a value in any system",
+            "description": "system|value, |value (an identifier without a system), or a "
+            "value in any system",
             "example": "urn:oid:1.2.3|IPT-1",
         }
     )

@@ -275,8 +275,23 @@ def _update_phase(
     }
     with _as_fhir(_PHASE_PATHS):
         phase_changes.update_phase(database, plan.id, phase.code, changes, actor)
-    _apply_sessions(database, plan.id, phase.code, session_entries, actor)
-    _apply_homework(database, plan.id, phase.code, homework_entries, actor)
+    kinds = [(a.get("detail") or {}).get("kind") for a in resource.get("activity") or []]
+    at_sessions = [i for i, kind in enumerate(kinds) if kind == "Appointment"]
+    at_homework = [i for i, kind in enumerate(kinds) if kind == "Task"]
+    new_sessions = _apply_sessions(
+        database, plan.id, phase.code, session_entries, at_sessions, actor
+    )
+    new_homework = _apply_homework(
+        database, plan.id, phase.code, homework_entries, at_homework, actor
+    )
+    written = (extras.get("written") or {}).get("activity")
+    if written:
+        # The activities the write created are kept as written, with the ids they were given.
+        named = {at_sessions[i]: f"{SESSION_ACTIVITY_PREFIX}{row}" for i, row in new_sessions}
+        named |= {at_homework[i]: f"{HOMEWORK_ACTIVITY_PREFIX}{row}" for i, row in new_homework}
+        extras["written"]["activity"] = [
+            {"id": named[i], **entry} if i in named else entry for i, entry in enumerate(written)
+        ]
     database.attach(plan.id, ("CarePlan", stored.id), extras)
 
 
@@ -285,9 +300,19 @@ def _activity_path(index: int) -> str:
 
 
 def _apply_sessions(
-    database: Database, plan_id: str, code: str, entries: list[dict[str, Any]], actor: str
-) -> None:
-    """Make the phase's sessions those listed: update by activity id, add new, drop absent."""
+    database: Database,
+    plan_id: str,
+    code: str,
+    entries: list[dict[str, Any]],
+    at: list[int],
+    actor: str,
+) -> list[tuple[int, str]]:
+    """Make the phase's sessions those listed: update by activity id, add new, drop absent.
+
+    ``at`` gives each entry's place among the activities; the result, the (entry, row id)
+    of each session added.
+    """
+    added = []
     phase = phase_changes.get_phase(database, plan_id, code)
     current = {
         s.id: s
@@ -298,7 +323,8 @@ def _apply_sessions(
     for row_id, record in current.items():
         if row_id not in listed:
             sessions.delete_session(database, plan_id, record.number, actor)
-    for index, entry in enumerate(entries):
+    for entry_index, entry in enumerate(entries):
+        index = at[entry_index]
         path = _activity_path(index)
         number = entry.get("number")
         if number is None or not phase.start_session <= number <= phase.end_session:
@@ -332,20 +358,32 @@ def _apply_sessions(
                     [(f"CarePlan.activity[{index}].id", f"no session {entry['id']} in this phase")]
                 )
             else:
-                sessions.record_session(database, plan_id, {**fields, "number": number}, actor)
+                record = sessions.record_session(
+                    database, plan_id, {**fields, "number": number}, actor
+                )
+                added.append((entry_index, record.id))
+    return added
 
 
 def _apply_homework(
-    database: Database, plan_id: str, code: str, entries: list[dict[str, Any]], actor: str
-) -> None:
-    """Make the phase's homework that listed, matched by activity id."""
+    database: Database,
+    plan_id: str,
+    code: str,
+    entries: list[dict[str, Any]],
+    at: list[int],
+    actor: str,
+) -> list[tuple[int, str]]:
+    """Make the phase's homework that listed, matched by activity id (``at`` and the
+    result as for ``_apply_sessions``)."""
+    added = []
     current = {h.id: h for h in homework.list_homework(database, plan_id) if h.phase == code}
     listed = {e["id"] for e in entries if e.get("id")}
     for row_id in current:
         if row_id not in listed:
             homework.delete_homework(database, plan_id, row_id, actor)
     names = ("goal_id", "kind", "description", "assigned_on", "due_on", "status", "patient_report")
-    for index, entry in enumerate(entries):
+    for entry_index, entry in enumerate(entries):
+        index = at[entry_index]
         path = _activity_path(index)
         fields = {k: entry.get(k) for k in names} | {"phase": code}
         with _as_fhir(dict.fromkeys(names, path), path):
@@ -361,7 +399,10 @@ def _apply_homework(
                     ]
                 )
             else:
-                homework.assign_homework(database, plan_id, fields, actor)
+                added.append(
+                    (entry_index, homework.assign_homework(database, plan_id, fields, actor).id)
+                )
+    return added
 
 
 def delete(

@@ -7,6 +7,7 @@ FHIRPath expression such as ``CarePlan.extension[2].extension[0].valueCoding.cod
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date
@@ -15,7 +16,9 @@ from typing import Any
 
 from fhir_mappings import terminology as t
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# A FHIR date or dateTime (validate_structure has checked the full syntax): year, then
+# optionally month, day and a time with its offset.
+_DATE = re.compile(r"^(?P<year>\d{4})(?:-(?P<month>\d{2})(?:-(?P<day>\d{2})(?:T.+)?)?)?$")
 # A literal reference, relative (``Patient/123``) or absolute, split into type and id.
 _REFERENCE = re.compile(r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$")
 _RELATIVE = re.compile(r"^(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})$")
@@ -52,23 +55,31 @@ def indexed(items: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield f"{path}[{index}]", item
 
 
-def check_keys(problems: Problems, path: str, value: Mapping[str, Any], allowed: set[str]) -> None:
-    """Name every element of ``value`` the mapping does not read (it would be lost)."""
-    for key in value:
-        if key not in allowed:
-            problems.add(f"{path}.{key.lstrip('_')}", "is not kept by this service; leave it out")
+def read_date(problems: Problems, path: str, value: Any, *, end: bool = False) -> date | None:
+    """The calendar date a FHIR date or dateTime names, in any of its valid R4 forms.
 
-
-def read_date(problems: Problems, path: str, value: Any) -> date | None:
+    A full date is that day; a dateTime is the day it falls on where it was written (the
+    date before its ``T``: the calendar of the offset it carries, the writer's). A partial
+    date (``2026`` or ``2026-01``) names the first day of that year or month, or, when it
+    ``end``s a period or a target, the last: the date the domain keeps is then the widest
+    reading of what was written. The written form itself is kept verbatim (see verbatim.py).
+    """
     if value is None:
         return None
-    if not isinstance(value, str) or not _DATE.match(value):
-        problems.add(path, f"{value!r} is not a full date; the service keeps dates as YYYY-MM-DD")
+    match = _DATE.match(value) if isinstance(value, str) else None
+    if match is None:
+        problems.add(path, f"{value!r} is not a FHIR date or dateTime")
         return None
+    year, month, day = match.group("year", "month", "day")
     try:
-        return date.fromisoformat(value)
+        if day is not None:
+            return date(int(year), int(month), int(day))
+        if month is None:
+            return date(int(year), 12, 31) if end else date(int(year), 1, 1)
+        last_day = calendar.monthrange(int(year), int(month))[1]
+        return date(int(year), int(month), last_day if end else 1)
     except ValueError:
-        problems.add(path, f"{value!r} is not a date")
+        problems.add(path, f"{value!r} is not a date of the calendar")
         return None
 
 
@@ -79,23 +90,53 @@ def read_reference(
     types: tuple[str, ...],
     *,
     relative: bool = False,
+    optional_literal: bool = False,
 ) -> str | None:
-    """The literal reference of a Reference, checked to point at one of ``types``."""
+    """The literal reference of a Reference, checked to point at one of ``types``.
+
+    ``display``, ``type``, ``identifier`` and extensions beside it are the client's, kept
+    verbatim. Without ``reference`` (a reference by identifier or display only) the domain
+    holds nothing when ``optional_literal``, and the element is refused otherwise: the
+    domain keys on the literal reference. So is a reference to a contained resource
+    (``#id``): the domain keeps a reference, not the contained resource it names.
+    """
     if value is None:
         return None
     target = value.get("reference")
     if not isinstance(target, str):
-        problems.add(f"{path}.reference", f"a literal reference to {' or '.join(types)} is needed")
+        if not optional_literal:
+            problems.add(
+                f"{path}.reference",
+                f"a literal reference to {' or '.join(types)} is needed "
+                "(the service keys on it; a reference by identifier alone cannot be kept)",
+            )
+        return None
+    if target.startswith("#"):
+        if optional_literal:
+            return None  # the domain holds none; the contained resource is kept verbatim
+        problems.add(
+            f"{path}.reference",
+            f"{target!r} points to a contained resource; the service keeps a reference to "
+            f"{' or '.join(types)} as '{types[0]}/<id>'"
+            + ("" if relative else " or an absolute URL"),
+        )
         return None
     match = (_RELATIVE if relative else _REFERENCE).search(target)
     if match is None:
-        expected = f"'{types[0]}/<id>'" + ("" if relative else " or an absolute URL ending so")
+        expected = f"'{types[0]}/<id>'" + (
+            " (a resource of this server)" if relative else " or an absolute URL ending so"
+        )
         problems.add(f"{path}.reference", f"{target!r} is not a reference; expected {expected}")
         return None
     if match.group("type") not in types:
         problems.add(
             f"{path}.reference",
             f"points to {match.group('type')}; expected a reference to {' or '.join(types)}",
+        )
+        return None
+    if value.get("type") not in (None, match.group("type")):
+        problems.add(
+            f"{path}.type", f"contradicts the reference, which is to a {match.group('type')}"
         )
         return None
     return target
@@ -114,13 +155,21 @@ def read_references(
     too_many: str,
     *,
     relative: bool = False,
+    optional_literal: bool = False,
 ) -> str | None:
     """The one reference a list element holds at most; ``too_many`` says why."""
     if not values:
         return None
     if len(values) > 1:
         problems.add(f"{path}[1]", too_many)
-    return read_reference(problems, f"{path}[0]", values[0], types, relative=relative)
+    return read_reference(
+        problems,
+        f"{path}[0]",
+        values[0],
+        types,
+        relative=relative,
+        optional_literal=optional_literal,
+    )
 
 
 def codings(
@@ -163,52 +212,35 @@ def read_code(
     return str(code)
 
 
-def check_codings(
-    problems: Problems, path: str, concept: Mapping[str, Any], systems: tuple[str, ...]
-) -> None:
-    """Refuse what a concept the mapping owns says beyond codes of ``systems`` (it is lost)."""
-    check_keys(problems, path, concept, {"coding"})
-    for coding_path, coding in codings(concept, path):
-        if coding.get("system") not in systems:
-            problems.add(coding_path, f"only codes from {' or '.join(systems)} are kept here")
-
-
-def owned_category(
-    problems: Problems,
-    path: str,
-    concept: Mapping[str, Any],
-    owns: Callable[[Mapping[str, Any]], bool],
-) -> bool:
-    """Whether a category is the service's; one mixing its codes with others is refused."""
-    found = [(coding_path, owns(coding)) for coding_path, coding in codings(concept, path)]
-    if not any(mine for _, mine in found):
-        return False
-    check_keys(problems, path, concept, {"coding"})
-    for coding_path, mine in found:
-        if not mine:
-            problems.add(
-                coding_path,
-                "a category of this service holds its own code only; "
-                "give other codes a category of their own",
-            )
-    return True
+def owned_category(concept: Mapping[str, Any], owns: Callable[[Mapping[str, Any]], bool]) -> bool:
+    """Whether a category holds a code of the service (its other codings and text are the
+    client's, kept verbatim with it)."""
+    return any(owns(coding) for _, coding in codings(concept, ""))
 
 
 def concept_code(
     problems: Problems, path: str, concept: Mapping[str, Any] | None, system: str, what: str
 ) -> str | None:
-    """The code of ``concept``'s coding from ``system``; a concept without one is refused."""
+    """The code of ``concept``'s coding from ``system``, None when it has none.
+
+    Other codings and ``text`` say the same in other words and are kept verbatim; two
+    different codes from ``system`` are refused (the domain holds one).
+    """
     if concept is None:
         return None
-    check_codings(problems, path, concept, (system,))
-    for coding_path, coding in codings(concept, path):
-        if coding.get("system") == system:
-            if not isinstance(coding.get("code"), str):
-                problems.add(f"{coding_path}.code", "is required")
-                return None
-            return str(coding["code"])
-    problems.add(f"{path}.coding", f"no coding from {system} ({what})")
-    return None
+    found: list[tuple[str, Any]] = [
+        (coding_path, coding.get("code"))
+        for coding_path, coding in codings(concept, path)
+        if coding.get("system") == system
+    ]
+    for coding_path, code in found:
+        if not isinstance(code, str):
+            problems.add(f"{coding_path}.code", f"is required ({what})")
+            return None
+        if code != found[0][1]:
+            problems.add(coding_path, f"a second {what} code; the service keeps one")
+            return None
+    return str(found[0][1]) if found else None
 
 
 def value(problems: Problems, path: str, extension: Mapping[str, Any], kind: str) -> Any:
@@ -241,18 +273,24 @@ def unknown_part(problems: Problems, path: str, url: str) -> None:
 def read_notes(
     problems: Problems, path: str, notes: list[Mapping[str, Any]] | None
 ) -> list[dict[str, Any]]:
-    """Annotations as domain notes: text, and author and time when given."""
+    """Annotations as domain notes: text, and author and time when given.
+
+    An ``authorReference`` is kept as the author's name: its display, else the reference.
+    """
     result = []
     for note_path, note in indexed(notes, path):
-        if "authorReference" in note:
-            problems.add(
-                f"{note_path}.authorReference",
-                "the author of a note is kept as a name: use authorString",
-            )
-        check_keys(problems, note_path, note, {"text", "authorString", "time", "authorReference"})
         entry: dict[str, Any] = {"text": note.get("text")}
-        if note.get("authorString") is not None:
-            entry["author"] = note["authorString"]
+        author = note.get("authorString")
+        by_reference = note.get("authorReference")
+        if author is None and by_reference is not None:
+            author = by_reference.get("display") or by_reference.get("reference")
+            if author is None:
+                problems.add(
+                    f"{note_path}.authorReference",
+                    "names nobody: give a reference or a display",
+                )
+        if author is not None:
+            entry["author"] = author
         if note.get("time") is not None:
             entry["time"] = note["time"]
         result.append(entry)
@@ -262,12 +300,11 @@ def read_notes(
 def read_progress(
     problems: Problems, path: str, progress: list[Mapping[str, Any]] | None
 ) -> str | None:
-    """The one text kept in ``activity.progress``."""
+    """The one text kept in ``activity.progress`` (its author and time are kept verbatim)."""
     if not progress:
         return None
     if len(progress) > 1:
         problems.add(f"{path}[1]", "the service keeps one progress note per activity")
-    check_keys(problems, f"{path}[0]", progress[0], {"text"})
     text = progress[0].get("text")
     return str(text) if text is not None else None
 

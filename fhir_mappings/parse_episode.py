@@ -8,7 +8,6 @@ from typing import Any
 from fhir_mappings import terminology as t
 from fhir_mappings.parse_common import (
     Problems,
-    check_keys,
     check_local_code,
     codings,
     indexed,
@@ -22,13 +21,17 @@ from fhir_mappings.parse_common import (
     unknown_part,
     value,
 )
-from fhir_mappings.parse_extras import keep_reference_details, start_extras
+from fhir_mappings.parse_extras import (
+    keep_written,
+    read_goal_references,
+    start_extras,
+)
 from fhir_mappings.render import CAREPLAN_CATEGORY_CODE, CONTACT_PARTS
 from service import codes
 from service.codes import ProblemArea
 
-# Elements the episode mapping owns. ``created`` and ``goal`` are the server's (the
-# creation time and the plan's goals); they are not read back.
+# Elements the episode mapping owns. ``goal`` lists the plan's goals (the Goals that name
+# it); a written list is checked against it. A client's ``created`` is kept verbatim.
 OWNED = {
     "resourceType",
     "id",
@@ -42,13 +45,15 @@ OWNED = {
     "description",
     "subject",
     "period",
-    "created",
     "author",
     "addresses",
     "goal",
     "note",
     "activity",
 }
+# The elements read into the domain and kept as written (see verbatim.py); identifiers,
+# extensions and categories are kept by their own rules.
+_WRITTEN = ("status", "intent", "description", "subject", "period", "author", "addresses", "note")
 RANKS = tuple(codes.values(codes.ProblemAreaRank))
 _SIMPLE = {
     t.EXT_VARIANT: ("variant", "Code", "ipt-variant"),
@@ -140,7 +145,7 @@ def _relapse_prevention(
 def _extensions(
     problems: Problems, resource: Mapping[str, Any], data: dict[str, Any], extras: dict[str, Any]
 ) -> None:
-    unknown = []
+    unknown, known = [], []
     areas: list[tuple[str, Mapping[str, Any]]] = []
     seen: set[str] = set()
     for path, ext in indexed(resource.get("extension"), f"{_P}.extension"):
@@ -162,12 +167,18 @@ def _extensions(
         elif url == t.EXT_RELAPSE_PREVENTION:
             data["relapse_prevention"] = _relapse_prevention(problems, path, ext)
         elif url == t.EXT_CONTRACT:
-            continue  # the contract history is the server's; it is kept as it is
+            # The contract history is the server's record, as meta.versionId is: what a
+            # client sends of it is replaced by the record (docs/fhir-mapping.md).
+            continue
         else:
             unknown.append(ext)
+            continue
+        known.append(ext)
     data["problem_areas"], data["dispute_stage"] = _problem_areas(problems, areas)
     if unknown:
         extras["extension"] = unknown
+    if known:
+        extras.setdefault("written", {})["extension"] = known
 
 
 _OWN_CATEGORIES = {
@@ -184,11 +195,12 @@ def _owns(coding: Mapping[str, Any]) -> bool:
 
 
 def _categories(problems: Problems, resource: Mapping[str, Any], extras: dict[str, Any]) -> None:
-    other = []
+    other, own = [], []
     for path, concept in indexed(resource.get("category"), f"{_P}.category"):
-        if not owned_category(problems, path, concept, _owns):
+        if not owned_category(concept, _owns):
             other.append(concept)
             continue
+        own.append(concept)
         for coding_path, coding in codings(concept, path):
             system, code = coding.get("system"), coding.get("code")
             if system == t.local("ipt-careplan-kind").url and code != t.CarePlanKind.EPISODE:
@@ -199,27 +211,34 @@ def _categories(problems: Problems, resource: Mapping[str, Any], extras: dict[st
                 problems.add(coding_path, "an episode CarePlan belongs to no single phase")
     if other:
         extras["category"] = other
+    if own:
+        extras.setdefault("written", {})["category"] = own
 
 
 def _identifiers(
     problems: Problems, resource: Mapping[str, Any], extras: dict[str, Any]
 ) -> list[dict[str, str]]:
+    """The identifiers as (system, value); one without a system has the empty system, so
+    that it is unique among those without one, as identifiers are within a system."""
     result = []
     entries = resource.get("identifier") or []
     for path, identifier in indexed(entries, f"{_P}.identifier"):
-        for key in ("system", "value"):
-            if identifier.get(key) is None:
-                problems.add(f"{path}.{key}", "the service keeps identifiers with system and value")
-        result.append({"system": identifier.get("system"), "value": identifier.get("value")})
+        if identifier.get("value") is None:
+            problems.add(
+                f"{path}.value", "an identifier names the plan by its value: it is required"
+            )
+        result.append({"system": identifier.get("system") or "", "value": identifier.get("value")})
     if any(set(identifier) - {"system", "value"} for identifier in entries):
         extras["identifier"] = entries
     return result
 
 
-def read_episode(resource: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_episode(
+    resource: Mapping[str, Any], *, whole: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(plan data, extras) of a structurally valid episode CarePlan; see parse.py."""
     problems = Problems()
-    extras = start_extras(problems, resource, OWNED, t.EPISODE_PROFILE)
+    extras = start_extras(problems, resource, OWNED, t.EPISODE_PROFILE, whole=whole)
     data: dict[str, Any] = {}
     status = resource.get("status")
     if status == "unknown":
@@ -233,24 +252,27 @@ def read_episode(resource: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
         problems, f"{_P}.subject", resource.get("subject"), ("Patient",)
     )
     period = resource.get("period") or {}
-    check_keys(problems, f"{_P}.period", period, {"start", "end"})
     if period.get("start") is None:
         problems.add(f"{_P}.period.start", "the start date of the plan is required")
     data["start_date"] = read_date(problems, f"{_P}.period.start", period.get("start"))
-    data["end_date"] = read_date(problems, f"{_P}.period.end", period.get("end"))
+    data["end_date"] = read_date(problems, f"{_P}.period.end", period.get("end"), end=True)
     data["condition"] = read_references(
         problems,
         f"{_P}.addresses",
         resource.get("addresses"),
         ("Condition",),
         "the plan addresses one condition (its depression) only",
+        optional_literal=True,
     )
     data["therapist"] = read_reference(
-        problems, f"{_P}.author", resource.get("author"), ("Practitioner", "PractitionerRole")
+        problems,
+        f"{_P}.author",
+        resource.get("author"),
+        ("Practitioner", "PractitionerRole"),
+        optional_literal=True,
     )
-    for name in ("subject", "author", "addresses"):
-        if name in resource:
-            keep_reference_details(extras, name, resource[name])
+    keep_written(extras, resource, _WRITTEN)
+    read_goal_references(problems, extras, resource)
     data["formulation"] = resource.get("description")
     data.setdefault("relapse_prevention", None)
     data["notes"] = read_notes(problems, f"{_P}.note", resource.get("note"))

@@ -8,7 +8,6 @@ from typing import Any
 from fhir_mappings import terminology as t
 from fhir_mappings.parse_common import (
     Problems,
-    check_keys,
     check_local_code,
     codings,
     concept_code,
@@ -22,7 +21,7 @@ from fhir_mappings.parse_common import (
     to_decimal,
     value,
 )
-from fhir_mappings.parse_extras import keep_reference_details, start_extras
+from fhir_mappings.parse_extras import keep_written, start_extras
 from fhir_mappings.render import GOAL_CATEGORY_CODE, SCORE_UNIT
 
 OWNED = {
@@ -42,9 +41,27 @@ OWNED = {
     "note",
 }
 _G = "Goal"
-_QUANTITY_PARTS = {"value", "comparator", "system", "code", "unit"}
-# Units that only restate the score's UCUM code; any other would be lost.
-_SCORE_UNITS = frozenset({SCORE_UNIT, "score"})
+# The elements read into the domain and kept as written (see verbatim.py); extensions and
+# categories are kept by their own rules.
+_WRITTEN = (
+    "lifecycleStatus",
+    "achievementStatus",
+    "priority",
+    "description",
+    "subject",
+    "startDate",
+    "target",
+    "note",
+)
+# The detail of a target the domain cannot hold: it keeps a score (a Quantity).
+_OTHER_DETAILS = (
+    "detailRange",
+    "detailCodeableConcept",
+    "detailString",
+    "detailBoolean",
+    "detailInteger",
+    "detailRatio",
+)
 
 
 def _extensions(
@@ -52,7 +69,7 @@ def _extensions(
 ) -> str | None:
     """Read the goal's extensions into ``data``; return the episode's id."""
     plan_id = None
-    unknown = []
+    unknown, known = [], []
     seen: set[str] = set()
     data["phase"] = None
     for path, ext in indexed(resource.get("extension"), f"{_G}.extension"):
@@ -76,6 +93,10 @@ def _extensions(
             data["phase"] = check_local_code(problems, f"{path}.valueCode", code, "ipt-phase")
         else:
             unknown.append(ext)
+            continue
+        known.append(ext)
+    if known:
+        extras.setdefault("written", {})["extension"] = known
     if t.EXT_GOAL_EPISODE not in seen:
         problems.add(
             f"{_G}.extension",
@@ -99,11 +120,12 @@ def _categories(
 ) -> None:
     found: dict[str, list[str | None]] = {"kind": [], "problem_area": []}
     names = {"ipt-goal-kind": "kind", "ipt-problem-area": "problem_area"}
-    other = []
+    other, own = [], []
     for path, concept in indexed(resource.get("category"), f"{_G}.category"):
-        if not owned_category(problems, path, concept, _owns):
+        if not owned_category(concept, _owns):
             other.append(concept)
             continue
+        own.append(concept)
         for coding_path, coding in codings(concept, path):
             for system_name, key in names.items():
                 if coding.get("system") == t.local(system_name).url:
@@ -119,6 +141,8 @@ def _categories(
         )
     if other:
         extras["category"] = other
+    if own:
+        extras.setdefault("written", {})["category"] = own
 
 
 def _target(problems: Problems, resource: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -129,45 +153,53 @@ def _target(problems: Problems, resource: Mapping[str, Any]) -> dict[str, Any] |
         problems.add(f"{_G}.target[1]", "the service keeps one target per goal")
     path = f"{_G}.target[0]"
     target = targets[0]
-    check_keys(problems, path, target, {"measure", "detailQuantity", "dueDate"})
+    for name in _OTHER_DETAILS:
+        if name in target:
+            problems.add(f"{path}.{name}", "the service keeps a target as a score (detailQuantity)")
     result: dict[str, Any] = {
         "measure": concept_code(
             problems, f"{path}.measure", target.get("measure"), t.LOINC, "the scale's LOINC code"
         ),
         "comparator": None,
         "value": None,
-        "due_date": read_date(problems, f"{path}.dueDate", target.get("dueDate")),
+        "due_date": read_date(problems, f"{path}.dueDate", target.get("dueDate"), end=True),
     }
+    if "dueDuration" in target:
+        problems.add(f"{path}.dueDuration", "the service keeps a target's due date, not a duration")
     quantity = target.get("detailQuantity")
     if quantity is not None:
         quantity_path = f"{path}.detailQuantity"
-        check_keys(problems, quantity_path, quantity, _QUANTITY_PARTS)
         for key, expected in (("system", t.UCUM), ("code", SCORE_UNIT)):
             if quantity.get(key) not in (None, expected):
                 problems.add(f"{quantity_path}.{key}", f"a score's {key} is {expected}")
-        if quantity.get("unit") not in (None, *_SCORE_UNITS):
-            problems.add(f"{quantity_path}.unit", f"a score's unit is {SCORE_UNIT}")
         result["comparator"] = quantity.get("comparator")
         if quantity.get("value") is not None:
             result["value"] = to_decimal(quantity["value"])
     return result
 
 
-def read_goal(resource: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def read_goal(
+    resource: Mapping[str, Any], *, whole: bool = True
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(episode id, goal data, extras) of a structurally valid Goal; see parse.py."""
     problems = Problems()
-    extras = start_extras(problems, resource, OWNED, t.GOAL_PROFILE)
+    extras = start_extras(problems, resource, OWNED, t.GOAL_PROFILE, whole=whole)
     data: dict[str, Any] = {}
     if "startCodeableConcept" in resource:
+        # The domain dates every goal (from the plan's start when none is given).
         problems.add(f"{_G}.startCodeableConcept", "the service keeps a goal's start as a date")
         extras.pop("startCodeableConcept")
     plan_id = _extensions(problems, resource, data, extras)
     _categories(problems, resource, data, extras)
     description = resource.get("description") or {}
-    check_keys(problems, f"{_G}.description", description, {"text"})
-    if description.get("text") is None:
-        problems.add(f"{_G}.description.text", "the goal is kept as a text: it is required")
-    data["description"] = description.get("text")
+    # The goal is kept as a text: its own, else what its first coding displays.
+    displays = [c.get("display") for c in description.get("coding") or [] if c.get("display")]
+    data["description"] = description.get("text") or next(iter(displays), None)
+    if data["description"] is None:
+        problems.add(
+            f"{_G}.description.text",
+            "the goal is kept as a text: give a text (or a coding with a display)",
+        )
     data["lifecycle_status"] = resource.get("lifecycleStatus")
     data["achievement_status"] = concept_code(
         problems,
@@ -182,8 +214,7 @@ def read_goal(resource: Mapping[str, Any]) -> tuple[str, dict[str, Any], dict[st
     data["patient"] = read_reference(
         problems, f"{_G}.subject", resource.get("subject"), ("Patient",)
     )
-    if "subject" in resource:
-        keep_reference_details(extras, "subject", resource["subject"])
+    keep_written(extras, resource, _WRITTEN)
     data["start_date"] = read_date(problems, f"{_G}.startDate", resource.get("startDate"))
     data["target"] = _target(problems, resource)
     data["notes"] = read_notes(problems, f"{_G}.note", resource.get("note"))

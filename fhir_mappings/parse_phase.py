@@ -8,8 +8,6 @@ from typing import Any
 from fhir_mappings import terminology as t
 from fhir_mappings.parse_common import (
     Problems,
-    check_codings,
-    check_keys,
     codings,
     indexed,
     owned_category,
@@ -23,7 +21,7 @@ from fhir_mappings.parse_common import (
     unknown_part,
     value,
 )
-from fhir_mappings.parse_extras import keep_reference_details, start_extras
+from fhir_mappings.parse_extras import keep_written, read_goal_references, start_extras
 from fhir_mappings.render import (
     CAREPLAN_CATEGORY_CODE,
     HOMEWORK_ACTIVITY_PREFIX,
@@ -33,7 +31,8 @@ from fhir_mappings.render import (
     SESSION_STATUS,
 )
 
-# ``goal`` lists the goals of the phase; it follows from each Goal's phase and is not read.
+# ``goal`` lists the goals of the phase (those whose phase it is); a written list is
+# checked against it.
 OWNED = {
     "resourceType",
     "id",
@@ -54,27 +53,20 @@ _C = "CarePlan"
 PHASE_STATUS_FROM_FHIR = {fhir: str(domain) for domain, fhir in PHASE_STATUS.items()}
 SESSION_STATUS_FROM_FHIR = {fhir: str(domain) for domain, fhir in SESSION_STATUS.items()}
 HOMEWORK_STATUS_FROM_FHIR = {fhir: str(domain) for domain, fhir in HOMEWORK_STATUS.items()}
-_SESSION_DETAIL = {"extension", "kind", "code", "status", "statusReason", "scheduledPeriod"}
-_HOMEWORK_DETAIL = {
-    "kind",
-    "code",
-    "goal",
-    "status",
-    "statusReason",
-    "scheduledPeriod",
-    "performer",
-    "description",
-}
+# The elements read into the domain and kept as written (see verbatim.py); extensions and
+# categories are kept by their own rules, activities one by one.
+_WRITTEN = ("status", "intent", "description", "subject", "partOf", "period", "activity")
 
 
 def _session_range(
     problems: Problems, resource: Mapping[str, Any], data: dict[str, Any], extras: dict[str, Any]
 ) -> None:
-    unknown = []
+    unknown, known = [], []
     for path, ext in indexed(resource.get("extension"), f"{_C}.extension"):
         if ext.get("url") != t.EXT_SESSION_RANGE:
             unknown.append(ext)
             continue
+        known.append(ext)
         if "start_session" in data:
             problems.add(path, f"{t.EXT_SESSION_RANGE} is given more than once")
             continue
@@ -88,6 +80,8 @@ def _session_range(
             problems.add(path, f"the session range needs its {name} session")
     if unknown:
         extras["extension"] = unknown
+    if known:
+        extras.setdefault("written", {})["extension"] = known
 
 
 def _owns(coding: Mapping[str, Any]) -> bool:
@@ -100,11 +94,12 @@ def _owns(coding: Mapping[str, Any]) -> bool:
 def _categories(
     problems: Problems, resource: Mapping[str, Any], data: dict[str, Any], extras: dict[str, Any]
 ) -> None:
-    other = []
+    other, own = [], []
     for path, concept in indexed(resource.get("category"), f"{_C}.category"):
-        if not owned_category(problems, path, concept, _owns):
+        if not owned_category(concept, _owns):
             other.append(concept)
             continue
+        own.append(concept)
         for coding_path, coding in codings(concept, path):
             system, code = coding.get("system"), coding.get("code")
             if system == t.local("ipt-careplan-kind").url and code != t.CarePlanKind.PHASE:
@@ -117,6 +112,8 @@ def _categories(
                 data["code"] = read_local_code(problems, coding_path, coding, "ipt-phase")
     if other:
         extras["category"] = other
+    if own:
+        extras.setdefault("written", {})["category"] = own
 
 
 def _status(
@@ -138,7 +135,6 @@ def _status(
     if reason is None:
         return mapped
     system = t.local(system_name).url
-    check_codings(problems, f"{path}.statusReason", reason, (system,))
     exact = None
     for coding_path, coding in codings(reason, f"{path}.statusReason"):
         if coding.get("system") == system:
@@ -152,7 +148,6 @@ def _status(
 
 
 def _session(problems: Problems, path: str, detail: Mapping[str, Any]) -> dict[str, Any]:
-    check_keys(problems, f"{path}.detail", detail, _SESSION_DETAIL)
     entry: dict[str, Any] = {"number": None, "phq9_total": None, "techniques": []}
     for ext_path, ext in indexed(detail.get("extension"), f"{path}.detail.extension"):
         url = ext.get("url")
@@ -167,8 +162,6 @@ def _session(problems: Problems, path: str, detail: Mapping[str, Any]) -> dict[s
                     problems, f"{ext_path}.valueCoding", coding, "ipt-session-technique"
                 )
             )
-        else:
-            problems.add(f"{ext_path}.url", f"{url!r} is not an extension of a session")
     if entry["number"] is None:
         problems.add(
             f"{path}.detail.extension",
@@ -176,7 +169,6 @@ def _session(problems: Problems, path: str, detail: Mapping[str, Any]) -> dict[s
         )
     code = detail.get("code")
     if code is not None:
-        check_codings(problems, f"{path}.detail.code", code, (t.SNOMED,))
         for coding_path, coding in codings(code, f"{path}.detail.code"):
             if coding.get("system") == t.SNOMED and coding.get("code") != t.IPT_SNOMED_CODE:
                 problems.add(f"{coding_path}.code", f"a session is {t.IPT_SNOMED_CODE}")
@@ -185,21 +177,18 @@ def _session(problems: Problems, path: str, detail: Mapping[str, Any]) -> dict[s
     )
     period = detail.get("scheduledPeriod") or {}
     period_path = f"{path}.detail.scheduledPeriod"
-    check_keys(problems, period_path, period, {"start", "end"})
     entry["date"] = read_date(problems, f"{period_path}.start", period.get("start"))
-    if period.get("end") not in (None, period.get("start")):
-        problems.add(f"{period_path}.end", "a session takes place on one day: end is its start")
+    end = read_date(problems, f"{period_path}.end", period.get("end"), end=True)
+    if end is not None and end != entry["date"]:
+        problems.add(f"{period_path}.end", "a session takes place on one day: it ends on it")
     return entry
 
 
 def _homework(
     problems: Problems, path: str, detail: Mapping[str, Any], patient: str | None
 ) -> dict[str, Any]:
-    check_keys(problems, f"{path}.detail", detail, _HOMEWORK_DETAIL)
     entry: dict[str, Any] = {}
     kind_system = t.local("ipt-homework-kind").url
-    if "code" in detail:
-        check_codings(problems, f"{path}.detail.code", detail["code"], (kind_system,))
     kinds = [
         (coding_path, coding)
         for coding_path, coding in codings(detail.get("code"), f"{path}.detail.code")
@@ -223,12 +212,11 @@ def _homework(
     )
     period = detail.get("scheduledPeriod") or {}
     period_path = f"{path}.detail.scheduledPeriod"
-    check_keys(problems, period_path, period, {"start", "end"})
     entry["assigned_on"] = read_date(problems, f"{period_path}.start", period.get("start"))
-    entry["due_on"] = read_date(problems, f"{period_path}.end", period.get("end"))
+    entry["due_on"] = read_date(problems, f"{period_path}.end", period.get("end"), end=True)
     performers = detail.get("performer") or []
     for performer_path, performer in indexed(performers, f"{path}.detail.performer"):
-        if performer != {"reference": patient}:
+        if performer.get("reference") != patient:
             problems.add(performer_path, "homework is done by the patient (the plan's subject)")
     return entry
 
@@ -242,11 +230,15 @@ def _activities(
     seen: set[str] = set()
     kinds = {"Appointment": SESSION_ACTIVITY_PREFIX, "Task": HOMEWORK_ACTIVITY_PREFIX}
     for path, activity in indexed(resource.get("activity"), f"{_C}.activity"):
-        check_keys(problems, path, activity, {"id", "detail", "progress"})
         detail = activity.get("detail")
         if detail is None:
             problems.add(f"{path}.detail", "a session or homework activity is described inline")
             continue
+        if detail.get("doNotPerform"):
+            problems.add(
+                f"{path}.detail.doNotPerform",
+                "a prohibited activity is neither a session nor homework",
+            )
         prefix = kinds.get(str(detail.get("kind")))
         if prefix is None:
             problems.add(f"{path}.detail.kind", "a session is an Appointment, homework a Task")
@@ -274,11 +266,11 @@ def _activities(
 
 
 def read_phase(
-    resource: Mapping[str, Any],
+    resource: Mapping[str, Any], *, whole: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """(phase data, sessions, homework, extras) of a valid phase CarePlan; see parse.py."""
     problems = Problems()
-    extras = start_extras(problems, resource, OWNED, t.PHASE_PROFILE)
+    extras = start_extras(problems, resource, OWNED, t.PHASE_PROFILE, whole=whole)
     data: dict[str, Any] = {}
     _session_range(problems, resource, data, extras)
     _categories(problems, resource, data, extras)
@@ -304,14 +296,12 @@ def read_phase(
     )
     if not resource.get("partOf"):
         problems.add(f"{_C}.partOf", "a phase is part of its episode: CarePlan/<id> is required")
-    for name in ("subject", "partOf"):
-        if name in resource:
-            keep_reference_details(extras, name, resource[name])
+    keep_written(extras, resource, _WRITTEN)
+    read_goal_references(problems, extras, resource)
     data["plan_id"] = reference_id(part_of)
     period = resource.get("period") or {}
-    check_keys(problems, f"{_C}.period", period, {"start", "end"})
     data["start_date"] = read_date(problems, f"{_C}.period.start", period.get("start"))
-    data["end_date"] = read_date(problems, f"{_C}.period.end", period.get("end"))
+    data["end_date"] = read_date(problems, f"{_C}.period.end", period.get("end"), end=True)
     data["description"] = resource.get("description")
     sessions, homework = _activities(problems, resource, data.get("code"))
     problems.raise_if_any()

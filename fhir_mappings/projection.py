@@ -3,7 +3,8 @@
 Runs inside the write transaction of the change (as an observer of ``service.editing``),
 so the FHIR view never lags the domain. A resource gets a new version only when its
 content changed; elements a client wrote that the domain does not model are merged back
-verbatim.
+verbatim, and those it does come back as written while they mean what the domain holds
+(verbatim.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from fhir_mappings.parse_extras import apply_extras
 from fhir_mappings.render import render_episode, render_goal, render_phase
 from fhir_mappings.search_parameters import DateRange, Token, index_values
+from fhir_mappings.verbatim import merged, needed
 from service import resource_store
 from service.editing import PlanEdit
 from service.models import CarePlan, Goal, Homework, StoredResource, TherapySession
@@ -170,8 +171,15 @@ def _publish_one(
     now: datetime,
     appends: resource_store.Appends,
 ) -> None:
-    merged_extras = extras if extras is not None else (existing.extras if existing else {})
-    resource = apply_extras(resource, merged_extras or {})
+    kept = extras if extras is not None else (existing.extras if existing else {})
+    merged_extras = {k: v for k, v in (kept or {}).items() if k != "checks"}
+    if extras is not None and "written" in extras:
+        # Only the forms that differ from the rendering are worth keeping.
+        merged_extras["written"] = needed(resource, extras["written"])
+        if not merged_extras["written"]:
+            del merged_extras["written"]
+    # Strict when a FHIR write of this resource has just been made: what it wrote is kept.
+    resource = merged(resource, kept or {}, strict=extras is not None)
     fingerprint = digest(resource)
     if existing is not None and not existing.deleted and existing.digest == fingerprint:
         return

@@ -89,12 +89,12 @@ def _check_relapse_prevention(problems: Problems, plan: Mapping[str, Any] | None
 def _check_identifiers(problems: Problems, identifiers: list[Mapping[str, str]]) -> None:
     check_distinct(problems, "identifiers", [(i["system"], i["value"]) for i in identifiers])
     for index, identifier in enumerate(identifiers):
+        # The empty system is an identifier's without one (unique among those, too).
         check_text(
             problems,
             f"identifiers.{index}.system",
-            identifier.get("system"),
+            identifier.get("system") or None,
             limit=512,
-            required=True,
         )
         check_text(
             problems,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 
-from fhir_mappings.parse_extras import apply_extras
 from fhir_mappings.projection import digest, index_entries, render_plan
+from fhir_mappings.verbatim import merged
 from service import resource_store
 from service.db import Database
 from service.editing import plan_query
@@ -25,6 +26,11 @@ from service.models import (
     SearchReference,
     SearchToken,
 )
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """A moment as the databases give it back: UTC, without a zone (SQLite drops it)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _index_rows(session: Any) -> dict[tuple[str, str], dict[str, set[Any]]]:
@@ -44,7 +50,7 @@ def _index_rows(session: Any) -> dict[tuple[str, str], dict[str, set[Any]]]:
         )
         for resource_type, resource_id, *values in session.execute(query):
             if kind == "dates":
-                values = [values[0], values[1].replace(tzinfo=None), values[2].replace(tzinfo=None)]
+                values = [values[0], _naive_utc(values[1]), _naive_utc(values[2])]
             held[(resource_type, resource_id)][kind].add(tuple(values))
     return held
 
@@ -56,10 +62,7 @@ def _expected_rows(content: str | None) -> dict[str, set[Any]]:
     return {
         "tokens": set(entries.tokens),
         "references": set(entries.references),
-        "dates": {
-            (p, low.replace(tzinfo=None), high.replace(tzinfo=None))
-            for p, low, high in entries.dates
-        },
+        "dates": {(p, _naive_utc(low), _naive_utc(high)) for p, low, high in entries.dates},
         "identifiers": {(s or "", c) for p, s, c in entries.tokens if p == "identifier"},
     }
 
@@ -76,7 +79,7 @@ def mismatches(database: Database) -> list[str]:
                 for resource_type, resource_id, resource in render_plan(session, plan):
                     key = (resource_type, resource_id)
                     extras = stored[key].extras if key in stored else {}
-                    rendered[key] = digest(apply_extras(resource, extras or {}))
+                    rendered[key] = digest(merged(resource, extras or {}))
             for key, fingerprint in rendered.items():
                 found = stored.get(key)
                 if found is None or found.deleted:

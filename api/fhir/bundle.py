@@ -42,6 +42,7 @@ from api.fhir.search import Search, run
 from api.http import actor, database
 from api.problems import domain_status
 from fhir_mappings import apply
+from fhir_mappings.parse import Checked
 from fhir_mappings.parse_common import MappingError
 from fhir_mappings.projection import instant
 from service import resource_store
@@ -169,12 +170,15 @@ def _run(
         apply.delete(database(), kind, entry.resource_id, actor(), entry.if_match)
         return lambda: {"response": {"status": "204 No Content"}}
     assert resource is not None and target is not None
+    # The entry's resource passed the structure check; resolving its references replaced
+    # reference strings by strings and the id by a server id, which keeps it valid.
+    resource = Checked(resource)
     if entry.method == "POST":
         if target.matched:
             return partial(_stored_entry, kind, target.id, "200 OK")
         written = apply.create(database(), resource, actor(), target.id)
         return partial(_stored_entry, written.resource_type, written.id, "201 Created")
-    body = {**resource, "id": target.id}
+    body = Checked({**resource, "id": target.id})
     written = apply.update(database(), kind, target.id, body, actor(), entry.if_match)
     return partial(_stored_entry, kind, target.id, _status(201 if written.created else 200))
 

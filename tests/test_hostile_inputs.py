@@ -117,7 +117,8 @@ DEEP_BODIES = {
     "array": nested_json(1000, "array"),
     "object": nested_json(1000, "object"),
     "inside-a-resource": nested_inside({"resourceType": "CarePlan"}, "extension", 1000),
-    "very-deep": nested_json(100_000 // 2, "array"),
+    # As deep as a body under the size limit of the test server (64 KiB) can be.
+    "very-deep": nested_json(30_000, "array"),
 }
 NATIVE_WRITES = [
     ("POST", "/api/v1/care-plans"),
@@ -212,8 +213,13 @@ def test_unstorable_text_in_a_new_plan_is_refused_naming_the_field(
 
 CHILD_TEXT_WRITES = [
     ("POST", "goals", {"kind": "problem-area", "problem_area": "grief"}, "description"),
-    ("POST", "homework", {"kind": "reconnect"}, "description"),
-    ("POST", "homework", {"kind": "reconnect", "description": "x"}, "patient_report"),
+    ("POST", "homework", {"kind": "reconnect", "phase": "initial"}, "description"),
+    (
+        "POST",
+        "homework",
+        {"kind": "reconnect", "phase": "initial", "description": "x"},
+        "patient_report",
+    ),
     ("POST", "sessions", {"number": 3, "status": "scheduled"}, "note"),
     ("PATCH", "phases/initial", {}, "description"),
     ("PATCH", "", {}, "formulation"),
@@ -331,8 +337,13 @@ def test_integers_beyond_64_bits_in_paths_and_queries_are_refused(
     url = path.replace("{plan}", plan_url(plan)).replace("{id}", plan["id"])
     response = client.get(url.replace("{n}", str(number)))
     not_a_server_error(response)
-    # Beyond the schema's bound: refused; a valid but absent session or version: not found.
-    assert response.status_code in (400, 404, 422), response.text[:300]
+    # Beyond 64 bits or below the schema's minimum: refused (or, for a session or version
+    # number, not found). Within them, an empty page is a valid answer, and FHIR lets a
+    # server answer fewer than `_count` asks for, so a large `_count` may be clamped.
+    expected = {400, 404, 422}
+    if 1 <= number <= 2**63 - 1 or "_count" in path:
+        expected.add(200)
+    assert response.status_code in expected, response.text[:300]
 
 
 INTEGER_BODIES = [

@@ -442,7 +442,7 @@ def answered_or_refused_naming(response: requests.Response, parameter: str) -> N
 
 #: Each edge without a prefix, and the full instants with the prefixes that compare.
 EDGE_SEARCH_VALUES = CALENDAR_EDGES + [
-    prefix + value for prefix in ("ge", "le", "eb") for value in CALENDAR_EDGE_DATETIMES[:4]
+    prefix + value for prefix in ("ge", "le") for value in CALENDAR_EDGE_DATETIMES[:3:2]
 ]
 
 

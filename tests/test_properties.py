@@ -38,6 +38,8 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import astuple, dataclass, field
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,7 +78,7 @@ CHECKS = [
 ]
 FHIR_JSON = "application/fhir+json"
 PATCH_JSON = "application/json-patch+json"
-EPISODE_EXAMPLE = "docs/examples/episode.json"
+EPISODE_EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "episode.json"
 
 # Calendar edges are valid `date` / `date-time` values: schemathesis draws them for every
 # parameter and body field of those formats (half the time; the rest are ordinary values).
@@ -93,7 +95,7 @@ schemathesis.openapi.format(
     "date",
     st.one_of(
         calendar_edge_date(),
-        st.dates(min_value=__import__("datetime").date(2025, 6, 1)).map(str),
+        st.dates(min_value=date(2025, 6, 1)).map(str),
     ),
 )
 

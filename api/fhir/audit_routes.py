@@ -73,11 +73,12 @@ _QUERY = [
     )
 ]
 _REFUSED = {
+    **responses({}, 400),
     "405": {
         "description": "Audit records cannot be created, changed or deleted",
         "content": _OUTCOME,
         "headers": {"Allow": {"description": "GET", "schema": {"type": "string"}}},
-    }
+    },
 }
 
 

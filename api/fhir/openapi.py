@@ -208,13 +208,14 @@ def responses(
     success: dict[int, tuple[str, str | None]], *errors: int, public: bool = False
 ) -> dict[str, Any]:
     """The ``responses`` of a FHIR route: success bodies by schema name, OperationOutcomes
-    (with 401 and 403 unless the route is ``public``)."""
+    (with 400 and 406, and 401 and 403 unless the route is ``public``)."""
     documented: dict[str, Any] = {}
     for status, (description, schema) in success.items():
         documented[str(status)] = {"description": description}
         if schema:
             documented[str(status)]["content"] = _content(schema)
-    for status in (*errors, *(() if public else (401, 403))):
+    # Every FHIR request goes through content negotiation (406) and the request gate (400).
+    for status in dict.fromkeys((*errors, 400, 406, *(() if public else (401, 403)))):
         documented[str(status)] = {
             "description": _ERRORS[status],
             "content": _content("OperationOutcome"),

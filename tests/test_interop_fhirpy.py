@@ -139,8 +139,7 @@ def test_conditional_create_makes_one_resource(fhir: SyncFHIRClient, client: Cli
 def test_a_transaction_sent_twice_points_at_the_same_resources(
     fhir: SyncFHIRClient, client: Client
 ) -> None:
-    # fhirpy posts to the base as `{url}/`; a client rooted one level up posts to `/fhir`.
-    root = SyncFHIRClient(client.base_url, authorization=bearer(client))
+    # fhirpy posts a Bundle to the base as `{url}/`.
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -168,10 +167,10 @@ def test_a_transaction_sent_twice_points_at_the_same_resources(
             },
         ],
     }
-    first = root.execute("fhir", method="post", data=copy.deepcopy(bundle))
+    first = fhir.execute("", method="post", data=copy.deepcopy(bundle))
     assert first["type"] == "transaction-response"
     assert [e["response"]["status"][:3] for e in first["entry"]] == ["201", "201"]
-    second = root.execute("fhir", method="post", data=copy.deepcopy(bundle))
+    second = fhir.execute("", method="post", data=copy.deepcopy(bundle))
     assert [e["response"]["status"][:3] for e in second["entry"]] == ["200", "200"]
     locations = [
         [e["response"]["location"].split("/_history")[0] for e in result["entry"]]
@@ -189,7 +188,7 @@ def test_a_transaction_sent_twice_points_at_the_same_resources(
     again = copy.deepcopy(bundle)
     again["entry"][1]["resource"]["identifier"] = [{"system": SYSTEM, "value": "TX-GOAL-2"}]
     again["entry"][1]["request"]["ifNoneExist"] = f"identifier={SYSTEM}|TX-GOAL-2"
-    third = root.execute("fhir", method="post", data=again)
+    third = fhir.execute("", method="post", data=again)
     assert [e["response"]["status"][:3] for e in third["entry"]] == ["200", "201"]
     new_goal = fhir.resources("Goal").search(identifier=f"{SYSTEM}|TX-GOAL-2").fetch_all()
     assert len(new_goal) == 1

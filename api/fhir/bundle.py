@@ -20,6 +20,7 @@ from functools import partial
 from http import HTTPStatus
 from typing import Any
 
+import flask
 from flask import Response, g, request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
@@ -265,6 +266,11 @@ def bundle() -> Response:
         return _refused([failure], "")
     except BundleFailed as failed:
         return _refused(failed.failures, "the transaction was rolled back: ")
+
+
+# The base URL with a trailing slash (``POST [base]/``), as several client libraries send
+# batches and transactions: the same endpoint, not documented twice.
+flask.Blueprint.add_url_rule(blp, "/", endpoint="bundle", view_func=bundle, methods=["POST"])
 
 
 def _refused(failures: list[EntryError], prefix: str) -> Response:

@@ -99,9 +99,16 @@ def test_a_reduced_read_still_answers_not_modified(client: Client, episode: dict
     assert response.status_code == 304
 
 
-@pytest.mark.parametrize("resource_id", ["a" * 65, "a%20b", "%C3%A9", "%ED%A0%80", "1.2.3-"])
+@pytest.mark.parametrize(
+    ("resource_id", "status"),
+    [
+        *((bad, 404) for bad in ("a" * 65, "a%20b", "%C3%A9", "%ED%A0%80", "1.2.3-")),
+        # A NUL is text no database stores: the request gate refuses it, naming the parameter.
+        *((nul, 400) for nul in ("%00", "x%00y")),
+    ],
+)
 def test_an_id_that_cannot_be_a_fhir_id_is_not_found(
-    client: Client, episode: dict[str, Any], resource_id: str
+    client: Client, episode: dict[str, Any], resource_id: str, status: int
 ) -> None:
     for path in (
         f"/fhir/CarePlan/{resource_id}",
@@ -109,22 +116,10 @@ def test_an_id_that_cannot_be_a_fhir_id_is_not_found(
         f"/fhir/CarePlan/{resource_id}/_history",
     ):
         response = client.get(path)
-        assert response.status_code == 404, (path, response.text)
+        assert response.status_code == status, (path, response.text)
         assert response.json()["resourceType"] == "OperationOutcome"
-
-
-@pytest.mark.parametrize("resource_id", ["%00", "x%00y"])
-def test_an_id_holding_a_nul_is_refused_naming_it(
-    client: Client, episode: dict[str, Any], resource_id: str
-) -> None:
-    for path in (
-        f"/fhir/CarePlan/{resource_id}",
-        f"/fhir/CarePlan/{resource_id}/_history/1",
-        f"/fhir/CarePlan/{resource_id}/_history",
-    ):
-        response = client.get(path)
-        assert response.status_code == 400, (path, response.text)
-        assert response.json()["issue"][0]["expression"] == ["resource_id"]
+        if status == 400:
+            assert response.json()["issue"][0]["expression"] == ["resource_id"]
 
 
 @pytest.mark.parametrize("version", ["%C2%B2", "99999999999999999999", "2147483648", "-1", "0"])

@@ -211,7 +211,6 @@ def register(app: Flask) -> None:
         return body_problem(error)
 
     from api.auth.access import Forbidden, Unauthenticated
-    from api.fhir.bundle import BundleFailed
 
     @app.errorhandler(Unauthenticated)
     def on_unauthenticated(error: Unauthenticated) -> Response:
@@ -222,15 +221,6 @@ def register(app: Flask) -> None:
     @app.errorhandler(Forbidden)
     def on_forbidden(error: Forbidden) -> Response:
         return problem(403, str(error), kind="forbidden")
-
-    @app.errorhandler(BundleFailed)
-    def on_failed_transaction(error: BundleFailed) -> Response:
-        failure = error.failure
-        return operation_outcome(
-            failure.status,
-            failure.code,
-            f"the transaction was rolled back: entry {failure.index} failed: {failure.message}",
-        )
 
     @app.errorhandler(MappingError)
     def on_unmappable(error: MappingError) -> Response:

@@ -63,7 +63,6 @@ class BundleFailed(Exception):
     def __init__(self, failures: list[EntryError]) -> None:
         super().__init__(failures[0].message)
         self.failures = failures
-        self.failure = failures[0]
 
 
 class _Raced(Exception):

@@ -55,7 +55,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 "enabled": True,
                 "className": "nginx",
                 "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "1m"},
-                "hosts": [{"host": "careplans.example.org", "paths": [{"path": "/"}]}],
+                "hosts": [{"host": "careplans.example.org"}],
                 "tls": [{"secretName": "careplans-tls", "hosts": ["careplans.example.org"]}],
             }
         },
@@ -77,6 +77,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "database": {"existingSecret": "ipt-db", "existingSecretKey": "uri", "port": 6432},
             "tokenSigningKey": {"existingSecret": "ipt-jwt", "existingSecretKey": "key.pem"},
             "serviceAccount": {"create": False, "name": "ipt-runner"},
+            "networkPolicy": {"databasePeers": [{"ipBlock": {"cidr": "10.0.12.0/24"}}]},
         },
     ),
     "servicemonitor": merged(
@@ -215,6 +216,8 @@ def test_server_container(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert deployment["spec"]["replicas"] == 2
     [container] = spec["containers"]
     assert container["image"] == "registry.example.org/ipt-careplans:1.0.0"
+    [job_container] = one(rendered["defaults"], "Job")["spec"]["template"]["spec"]["containers"]
+    assert job_container["image"] == container["image"]
     assert [*container["command"], *container["args"]] == [
         "ipt-careplans",
         "serve",
@@ -306,7 +309,7 @@ def test_existing_secrets_are_referenced_not_created(
         "secretKeyRef": {"name": "ipt-db", "key": "uri"}
     }
     policy = one(objects, "NetworkPolicy")["spec"]
-    assert {"protocol": "TCP", "port": 6432} in [p for r in policy["egress"] for p in r["ports"]]
+    assert database_egress(policy) == (6432, [{"ipBlock": {"cidr": "10.0.12.0/24"}}])
 
 
 def test_service_account_token_is_not_mounted(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -368,11 +371,23 @@ def test_network_policy(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert expression["key"] == "kubernetes.io/metadata.name"
     assert expression["values"] == ["ingress-nginx"]
 
-    ports = [p for r in policy["egress"] for p in r["ports"]]
-    assert {"protocol": "UDP", "port": 53} in ports
-    assert {"protocol": "TCP", "port": 53} in ports
-    assert {"protocol": "TCP", "port": 5432} in ports
-    assert len(ports) == 3
+    assert len(policy["egress"]) == 2
+    assert policy["egress"][0] == {
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    }
+    # The database's namespace, from the host of database.url (postgres.db.svc), only.
+    assert database_egress(policy) == (5432, [NAMESPACE_DB])
+
+
+NAMESPACE_DB = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "db"}}}
+
+
+def database_egress(policy: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """The port and peers of the one egress rule that is not DNS (port 53)."""
+    [rule] = [r for r in policy["egress"] if r["ports"][0]["port"] != 53]
+    [port] = rule["ports"]
+    assert port["protocol"] == "TCP"
+    return port["port"], rule["to"]
 
 
 def test_network_policy_admits_listed_namespaces(

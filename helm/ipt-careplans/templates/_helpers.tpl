@@ -134,3 +134,60 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/* The host of database.url, empty when the chart does not see the URL. */}}
+{{- define "ipt-careplans.databaseHost" -}}
+{{- if and .Values.database.url (not .Values.database.existingSecret) }}
+{{- (urlParse .Values.database.url).hostname }}
+{{- end }}
+{{- end }}
+
+{{/*
+The port the pods connect to the database at: database.port, else the port of
+database.url, else PostgreSQL's 5432. The two must agree when both are given.
+*/}}
+{{- define "ipt-careplans.databasePort" -}}
+{{- $fromUrl := "" }}
+{{- if and .Values.database.url (not .Values.database.existingSecret) }}
+{{- $fromUrl = regexFind "[0-9]+$" (regexFind ":[0-9]+$" (urlParse .Values.database.url).host) }}
+{{- end }}
+{{- $given := "" }}
+{{- if not (kindIs "invalid" .Values.database.port) }}
+{{- $given = .Values.database.port | int64 | toString }}
+{{- end }}
+{{- if and $given $fromUrl (ne $given $fromUrl) }}
+{{- fail (printf "database.port (%s) differs from the port of database.url (%s): leave database.port unset or make them agree" $given $fromUrl) }}
+{{- end }}
+{{- coalesce $given $fromUrl "5432" }}
+{{- end }}
+
+{{/*
+The NetworkPolicy peers the pods may reach the database at: networkPolicy.databasePeers
+when given, else derived from the host of database.url (an IP address: that address
+only; a Service name <service>.<namespace>.svc[.cluster.local]: that namespace). Any other
+host, or a URL kept in database.existingSecret, the chart cannot turn into a peer, and
+an open egress would let a compromised pod reach any host at the database port: the
+render fails and asks for networkPolicy.databasePeers.
+*/}}
+{{- define "ipt-careplans.databasePeers" -}}
+{{- if .Values.networkPolicy.databasePeers }}
+{{- toYaml .Values.networkPolicy.databasePeers }}
+{{- else }}
+{{- $host := include "ipt-careplans.databaseHost" . }}
+{{- if regexMatch "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$" $host }}
+- ipBlock:
+    cidr: {{ printf "%s/32" $host }}
+{{- else if and (contains ":" $host) (regexMatch "^[0-9a-fA-F:.]+$" $host) }}
+- ipBlock:
+    cidr: {{ printf "%s/128" $host | quote }}
+{{- else if regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\\.svc(\\.cluster\\.local)?$" $host }}
+- namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ index (splitList "." $host) 1 | quote }}
+{{- else if $host }}
+{{- fail (printf "networkPolicy.databasePeers is required: the database host %q is neither an IP address nor a <service>.<namespace>.svc name, so the chart cannot limit the pods' database egress to it. List its NetworkPolicy peers, e.g. [{ipBlock: {cidr: 10.0.12.7/32}}], or set networkPolicy.enabled: false" $host) }}
+{{- else }}
+{{- fail "networkPolicy.databasePeers is required: the database URL is in database.existingSecret, so the chart cannot limit the pods' database egress to it. List its NetworkPolicy peers, e.g. [{ipBlock: {cidr: 10.0.12.7/32}}] or [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: db}}}], or set networkPolicy.enabled: false" }}
+{{- end }}
+{{- end }}
+{{- end }}

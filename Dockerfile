@@ -1,10 +1,19 @@
 # syntax=docker/dockerfile:1
-# The ipt-careplans service. Build:  docker build -t ipt-careplans .
-# Migrate (once per release):        docker run --rm -e IPT_DATABASE_URL=… ipt-careplans db upgrade
-# Run:                               docker run -p 8000:8000 -e IPT_DATABASE_URL=… ipt-careplans
+# The ipt-careplans service. Build on python:3.11-slim pinned by its digest:
+#   docker pull python:3.11-slim
+#   docker build -t ipt-careplans \
+#     --build-arg PYTHON_IMAGE="$(docker inspect --format '{{index .RepoDigests 0}}' python:3.11-slim)" .
+# Migrate (once per release):  docker run --rm -e IPT_DATABASE_URL=… ipt-careplans db upgrade
+# Run:                         docker run -p 8000:8000 -e IPT_DATABASE_URL=… ipt-careplans
+
+# The base image of both stages, by digest (name@sha256:…): a tag can be moved to other
+# content, a digest cannot. No default: the build refuses to start without it.
+ARG PYTHON_IMAGE
 
 # Builder: the wheels of the service and its dependencies, installed into a virtualenv.
-FROM python:3.11-slim AS builder
+FROM ${PYTHON_IMAGE} AS builder
+ARG PYTHON_IMAGE
+RUN python -c "import re, sys; sys.exit(None if re.fullmatch(r'[^@\s]+@sha256:[0-9a-f]{64}', sys.argv[1]) else f'PYTHON_IMAGE must name the base image by digest (name@sha256:...), not {sys.argv[1]!r}')" "${PYTHON_IMAGE}"
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -19,7 +28,7 @@ RUN /opt/venv/bin/pip wheel --wheel-dir /wheels . \
     && rm -rf /wheels
 
 # Final: the virtualenv only; no compilers, no build files, no root.
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 # SQLite in /data only for a trial run; production sets IPT_DATABASE_URL to PostgreSQL.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -4,9 +4,11 @@ entry point and health check, and hadolint when it is installed."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -54,10 +56,25 @@ def _stages() -> list[Stage]:
             words = args.split()
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             stages.append(Stage(words[0], name))
-        else:
-            assert stages, f"{keyword} before the first FROM"
+        elif stages:
             stages[-1].instructions.append((keyword, args))
+        else:
+            assert keyword == "ARG", f"{keyword} before the first FROM"
     return stages
+
+
+def _global_args() -> dict[str, str | None]:
+    """The ARGs declared before the first FROM (the only ones a FROM can use): default or None."""
+    declared: dict[str, str | None] = {}
+    for keyword, args in _instructions():
+        if keyword == "FROM":
+            break
+        name, equals, default = args.partition("=")
+        declared[name.strip()] = default.strip() if equals else None
+    return declared
+
+
+PINNED = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
 
 
 def _exec_form(args: str) -> list[str]:
@@ -71,7 +88,10 @@ def test_build_is_multi_stage_and_ends_slim() -> None:
     assert len(stages) >= 2
     builder, final = stages[0], stages[-1]
     assert builder.name, "the builder stage is named so the final one can copy from it"
-    assert final.base == "python:3.11-slim"
+    # Both stages on the same base: the python:3.11-slim the build documents, by digest.
+    assert builder.base == final.base == "${PYTHON_IMAGE}"
+    header = DOCKERFILE.read_text(encoding="utf-8").split("\nARG ", 1)[0]
+    assert "docker inspect --format '{{index .RepoDigests 0}}' python:3.11-slim" in header
     copies = " ".join(final.args("COPY"))
     assert f"--from={builder.name}" in copies, "the final stage takes the builder's result"
     assert any("wheel" in run or "venv" in run for run in builder.args("RUN"))
@@ -133,3 +153,63 @@ def test_hadolint_finds_nothing() -> None:
         [hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _guard() -> list[str]:
+    """The builder's check of PYTHON_IMAGE, as an argv with the value still to substitute."""
+    [check] = [run for run in _stages()[0].args("RUN") if "PYTHON_IMAGE must" in run]
+    argv = shlex.split(check)
+    assert argv[0] == "python" and argv[-1] == "${PYTHON_IMAGE}"
+    return argv
+
+
+def test_every_base_image_is_pinned_by_digest() -> None:
+    """Each FROM names an earlier stage, an image by digest, or a build argument whose
+    value the build refuses unless it is an image by digest."""
+    arguments = _global_args()
+    stage_names: set[str] = set()
+    for stage in _stages():
+        base = stage.base
+        variable = re.fullmatch(r"\$\{?(\w+)\}?", base)
+        if variable:
+            name = variable.group(1)
+            assert name in arguments, f"FROM {base}: not a build argument declared before FROM"
+            default = arguments[name]
+            assert default is None or PINNED.fullmatch(default), f"{name} defaults to {default}"
+            assert f"${{{name}}}" in " ".join(_guard()), f"{name} is not checked by the build"
+        else:
+            assert base in stage_names or PINNED.fullmatch(base), f"FROM {base} is not pinned"
+        if stage.name:
+            stage_names.add(stage.name)
+    # The first stage checks the argument before anything else runs in it.
+    assert "PYTHON_IMAGE must" in _stages()[0].instructions[1][1]
+
+
+DIGEST = "sha256:" + "4e" * 32
+
+
+@pytest.mark.parametrize(
+    ("image", "accepted"),
+    [
+        (f"python:3.11-slim@{DIGEST}", True),
+        (f"python@{DIGEST}", True),
+        (f"registry.example.org/library/python:3.11-slim@{DIGEST}", True),
+        ("python:3.11-slim", False),
+        ("python:latest", False),
+        ("python:3.11-slim@sha256:4e4e", False),
+        (f"python:3.11-slim@{DIGEST.upper()}", False),
+        (f"python:3.11-slim@{DIGEST} ", False),
+        ("", False),
+    ],
+)
+def test_the_build_refuses_a_base_image_not_pinned_by_digest(image: str, accepted: bool) -> None:
+    """The builder's check, run as the build runs it (the image's python is Python 3.11)."""
+    argv = [sys.executable if word == "python" else word for word in _guard()]
+    argv[-1] = image
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert (result.returncode == 0) is accepted, result.stderr
+    if not accepted:
+        assert (
+            f"PYTHON_IMAGE must name the base image by digest (name@sha256:...), not {image!r}"
+            in (result.stderr)
+        )

@@ -10,11 +10,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import helm_python as helm
+import kubernetes_validate
 import pytest
 import yaml
 
 from tests.conftest import Server
-from tests.test_chart import BASE, CHART, NAMESPACE, RELEASE, merged, one, render, without
+from tests.test_chart import (
+    BASE,
+    CHART,
+    KUBERNETES_VERSION,
+    NAMESPACE,
+    RELEASE,
+    merged,
+    one,
+    render,
+    without,
+)
 
 DEFAULTS: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
 SCHEMA: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
@@ -358,7 +369,11 @@ def test_database_egress_is_the_configured_database_only(
     chart: Any, settings: dict[str, Any], policy: dict[str, Any], expected: tuple[int, Any]
 ) -> None:
     values = merged(BASE, {"database": settings, "networkPolicy": policy})
-    assert database_rule(render(chart, values)) == expected
+    objects = render(chart, values)
+    assert database_rule(objects) == expected
+    manifest = copy.deepcopy(one(objects, "NetworkPolicy"))
+    del manifest["metadata"]["__template"]
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ exist (the same status and message), and may write only for its patient.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -18,8 +19,9 @@ from sqlalchemy import select
 from api.auth import scopes
 from api.auth.principal import Principal, current_principal
 from api.http import database
+from service import resource_store
 from service.errors import NotFound
-from service.models import CarePlan, StoredResource
+from service.models import CarePlan, PlanIdentifier, StoredResource
 
 REALM = 'Bearer realm="ipt-careplans"'
 # The types whose records belong to a care plan, and so to its patient.
@@ -161,6 +163,61 @@ def authorize(
         )
     if resource is not None:
         require_patient(subject_patient(resource))
+        if compartment() is not None:
+            require_known_identifiers(
+                _identifiers(resource.get("identifier")),
+                _stored_identifiers(resource_type, resource_id),
+            )
+
+
+def _identifiers(listed: Any) -> set[tuple[Any, Any]]:
+    if not isinstance(listed, list):
+        return set()
+    return {(i.get("system"), i.get("value")) for i in listed if isinstance(i, Mapping)}
+
+
+def _stored_identifiers(resource_type: str, resource_id: str | None) -> set[tuple[Any, Any]]:
+    if resource_id is None:
+        return set()
+    with database().reading() as session:
+        stored = resource_store.current(session, resource_type, resource_id)
+    if stored is None or stored.content is None:
+        return set()
+    return _identifiers(json.loads(stored.content).get("identifier"))
+
+
+def require_known_identifiers(
+    identifiers: Iterable[tuple[Any, Any]], held: Iterable[tuple[Any, Any]]
+) -> None:
+    """A token confined to a patient keeps the identifiers its records have but gives
+    none new: identifiers are unique across patients, so taking one that another
+    patient's record holds would be refused where a free one is not, and tell."""
+    if compartment() is None:
+        return
+    if set(identifiers) - set(held):
+        raise Forbidden(
+            "a token confined to a patient cannot give a record a new identifier: "
+            "identifiers are assigned by systems that are not confined to one patient"
+        )
+
+
+def require_known_plan_identifiers(
+    plan_id: str | None, identifiers: list[Mapping[str, Any]] | None
+) -> None:
+    """The native API's form of :func:`require_known_identifiers` for a plan's
+    ``identifiers`` (``plan_id`` None for a new plan)."""
+    if compartment() is None or identifiers is None:
+        return
+    held: set[tuple[Any, Any]] = set()
+    if plan_id is not None:
+        with database().reading() as session:
+            rows = session.execute(
+                select(PlanIdentifier.system, PlanIdentifier.value).where(
+                    PlanIdentifier.plan_id == plan_id
+                )
+            )
+            held = {(system, value) for system, value in rows}
+    require_known_identifiers(_identifiers(identifiers), held)
 
 
 def refuse_chosen_id(resource_type: str, resource_id: str) -> None:

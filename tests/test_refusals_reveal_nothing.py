@@ -228,12 +228,12 @@ ROUTES: list[tuple[str, str, Call]] = [
     (
         "native goal",
         "goal",
-        lambda c, w, i: c.get(f"/api/v1/care-plans/{w.other_plan}/goals/{i}"),
+        lambda c, w, i: c.get(f"/api/v1/care-plans/{w.own_plan}/goals/{i}"),
     ),
     (
         "native homework",
         "homework",
-        lambda c, w, i: c.get(f"/api/v1/care-plans/{w.other_plan}/homework/{i}"),
+        lambda c, w, i: c.get(f"/api/v1/care-plans/{w.own_plan}/homework/{i}"),
     ),
     (
         "native plan with the identifier",

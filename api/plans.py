@@ -8,7 +8,7 @@ from typing import Any
 from flask.views import MethodView
 
 from api import examples
-from api.auth.access import compartment, require_patient
+from api.auth.access import compartment, require_known_plan_identifiers, require_patient
 from api.http import (
     ETAG_HEADER,
     IF_MATCH,
@@ -115,6 +115,7 @@ class CarePlans(MethodView):
         Only `patient`, `problem_areas` and `start_date` are required.
         """
         require_patient(data.get("patient"))
+        require_known_plan_identifiers(None, data.get("identifiers"))
         plan = plans.create_plan(database(), data, actor())
         return created(plan, f"{blp.url_prefix}/{plan.id}")
 
@@ -143,6 +144,7 @@ class CarePlan(MethodView):
         only accepts changes to its notes (and, for completed or revoked, the status
         entered-in-error). The patient of a plan never changes.
         """
+        require_known_plan_identifiers(plan_id, data.get("identifiers"))
         plan = plans.update_plan(database(), plan_id, data, actor(), expected_version())
         return versioned(plan, plan.version)
 

@@ -182,16 +182,24 @@ def _create(
 
 def _check_goal_plan(database: Database, plan_id: str, data: Mapping[str, Any]) -> None:
     """The goal's plan exists and is the subject's; it is locked for the write that follows
-    (which finds it loaded)."""
+    (which finds it loaded).
+
+    A plan of another patient is refused exactly as a plan that does not exist: the
+    answer must not tell whose a plan is.
+    """
+    subject = data.get("patient")
     with database.writing() as session:
         try:
-            patient = load_plan(session, plan_id, lock=True).patient
-        except (NotFound, Gone) as error:
-            raise MappingError(
-                [(f"Goal.extension('{t.EXT_GOAL_EPISODE}')", error.message)]
-            ) from error
-    if data.get("patient") not in (None, patient):
-        raise MappingError([("Goal.subject", f"the goal's plan is for {patient}")])
+            patient: str | None = load_plan(session, plan_id, lock=True).patient
+        except (NotFound, Gone):
+            patient = None
+    if patient is None or subject not in (None, patient):
+        path = f"Goal.extension('{t.EXT_GOAL_EPISODE}')"
+        if not subject:
+            raise MappingError([(path, f"there is no care plan {plan_id!r}")])
+        # The pair is what is missing: the plan named, for the subject named.
+        message = f"there is no care plan {plan_id!r} of {subject}"
+        raise MappingError([(path, message), ("Goal.subject", message)])
 
 
 def update(

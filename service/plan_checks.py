@@ -119,7 +119,8 @@ def check_plan_fields(problems: Problems, data: Mapping[str, Any], variant: str)
 def check_identifiers_free(
     session: Any, identifiers: list[Mapping[str, str]], plan_id: str | None
 ) -> None:
-    """Name the first identifier that already identifies another plan."""
+    """Name the first identifier that already identifies another plan (not which plan:
+    the caller may not be allowed to know it)."""
     for index, identifier in enumerate(identifiers):
         owner = session.scalar(
             select(PlanIdentifier.plan_id).where(
@@ -130,7 +131,7 @@ def check_identifiers_free(
         if owner is not None and owner != plan_id:
             raise Conflict(
                 f"identifiers.{index}: {identifier['system']}|{identifier['value']} already "
-                f"identifies care plan {owner}"
+                "identifies another care plan"
             )
 
 

@@ -65,7 +65,7 @@ def database(database_url: str) -> Iterator[Database]:
 
 # Kept between tests: the token signing key the running server has loaded.
 KEPT_TABLES = {"signing_keys"}
-ADMIN_SCOPES = ["system/*.cruds"]
+ADMIN_SCOPES = ["system/*.cruds", "system/AuditEvent.rs"]
 
 
 @pytest.fixture(autouse=True)

@@ -77,9 +77,10 @@ FHIR: dict[str, str] = {
     "delete": "d",
     "audit_read": "r",
     "audit_search": "s",
-    # Audit records are never changed: these answer 405, but only to an administrator.
-    "audit_type_write": "u",
-    "audit_instance_write": "u",
+    # Audit records are never changed: these answer 405, but only to an auditor (one who
+    # may read them); no scope grants writing them.
+    "audit_type_write": "r",
+    "audit_instance_write": "r",
 }
 # Routes that check each part of the request themselves.
 SELF_CHECKED = ("fhir.bundle", "fhir.system_history")

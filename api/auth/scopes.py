@@ -4,6 +4,9 @@ A scope grants interactions on a resource type (or ``*``) in a context: ``patien
 patient's compartment), ``user`` or ``system``. Interactions are SMART v2's letters:
 c(reate), r(ead), u(pdate), d(elete), s(earch). v1's ``read`` is ``rs``, ``write`` is
 ``cud`` and ``*`` is ``cruds``.
+
+The audit trail is for auditors: a wildcard (``system/*.rs``) never grants AuditEvent,
+only a scope naming it (``system/AuditEvent.rs``) does, in granting and in registering.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 INTERACTIONS = "cruds"
+# Types a wildcard scope does not reach: they must be named.
+NAMED_ONLY = ("AuditEvent",)
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _SCOPE = re.compile(
     r"^(?P<context>patient|user|system)/(?P<resource>\*|[A-Z][A-Za-z]+)\."
@@ -27,14 +32,24 @@ class Scope:
     resource: str
     interactions: frozenset[str]
 
+    def names(self, resource: str) -> bool:
+        """Whether the scope is about ``resource``: by name, or as ``*`` unless the type
+        must be named (AuditEvent)."""
+        if self.resource == "*":
+            return resource not in NAMED_ONLY
+        return self.resource == resource
+
     def allows(self, resource: str, interaction: str) -> bool:
-        return self.resource in ("*", resource) and interaction in self.interactions
+        return self.names(resource) and interaction in self.interactions
 
     def covers(self, other: Scope) -> bool:
         """Whether this scope grants everything ``other`` asks (same context)."""
         return (
             self.context == other.context
-            and self.resource in ("*", other.resource)
+            and (
+                self.resource == other.resource
+                or (self.resource == "*" and self.names(other.resource))
+            )
             and other.interactions <= self.interactions
         )
 
@@ -70,12 +85,19 @@ def grant(requested: Iterable[str], registered: Iterable[str]) -> list[str]:
     return granted
 
 
-def allows(scopes: Iterable[str], resource: str, interaction: str) -> bool:
-    """Whether any of the scopes grants ``interaction`` on ``resource``."""
-    return any(scope.allows(resource, interaction) for scope in parse_all(scopes))
+def usable(scopes: Iterable[str], patient: str | None) -> list[Scope]:
+    """The scopes that grant anything for a token with this patient context.
+
+    Each scope applies in its own context: a ``patient/`` scope grants access only inside
+    the token's patient context, so without one it grants nothing; ``user/`` and
+    ``system/`` scopes apply as they say.
+    """
+    return [s for s in parse_all(scopes) if s.context != "patient" or patient is not None]
 
 
-def patient_scoped(scopes: Iterable[str]) -> bool:
-    """Whether every resource scope is in the patient context (a patient-bound token)."""
-    parsed = parse_all(scopes)
-    return bool(parsed) and all(scope.context == "patient" for scope in parsed)
+def allows(
+    scopes: Iterable[str], resource: str, interaction: str, patient: str | None = None
+) -> bool:
+    """Whether any of the scopes usable with the patient context grants ``interaction``
+    on ``resource``."""
+    return any(scope.allows(resource, interaction) for scope in usable(scopes, patient))

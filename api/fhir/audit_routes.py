@@ -1,5 +1,7 @@
 """GET /fhir/AuditEvent and /fhir/AuditEvent/{id}: the audit trail, read-only.
 
+Reading them needs a scope naming AuditEvent (``system/AuditEvent.rs``): a wildcard does
+not grant it. A token confined to a patient reads only that patient's records.
 Audit records are written by the server alone: every attempt to create, change or delete
 one answers 405, so that no API can rewrite who did what.
 """
@@ -18,6 +20,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from werkzeug.exceptions import BadRequest
 
 from api.audit import stored_event
+from api.auth.access import compartment
 from api.fhir.http import FHIR_JSON, body_response, operation_outcome, version_headers
 from api.fhir.openapi import responses
 from api.fhir.parameters import InvalidParameter, check_text, count_param, date_options
@@ -214,6 +217,10 @@ def audit_search() -> Response:
             continue
         conditions.append(clause)
         used.append((name, value))
+    bound = compartment()
+    if bound is not None:
+        # A token confined to a patient reads that patient's records only.
+        conditions.append(AuditRecord.patient == bound)
     total_mode = request.args.get("_total", "none")
     if total_mode not in ("none", "estimate", "accurate"):
         raise BadRequest("_total must be none, estimate or accurate")
@@ -262,7 +269,8 @@ def audit_read(audit_id: str) -> Response:
     """
     with database().reading() as session:
         record = session.get(AuditRecord, audit_id)
-    if record is None:
+    bound = compartment()
+    if record is None or (bound is not None and record.patient != bound):
         raise NotFound(f"AuditEvent/{audit_id} does not exist")
     return body_response(stored_event(record), headers=version_headers(1, record.recorded))
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import BadRequest, HTTPException, UnsupportedMediaType
 
-from api.auth.access import Forbidden, Unauthenticated, authorize
+from api.auth.access import Forbidden, Unauthenticated, authorize, refuse_chosen_id
 from api.body import json_body
 from api.fhir.bundle_entries import (
     Entry,
@@ -98,8 +98,12 @@ def _authorize(entry: Entry, resource: dict[str, Any] | None, target: Target | N
         assert target is not None
         authorize(kind, "u", target.id, resource)
         with database().reading() as session:
-            if resource_store.current(session, kind, target.id) is None:
-                authorize(kind, "c")
+            creates = resource_store.current(session, kind, target.id) is None
+        if creates:
+            if entry.resource_id is not None or (resource or {}).get("id") == target.id:
+                # The id is the client's: as PUT alone, not for a confined token.
+                refuse_chosen_id(kind, target.id)
+            authorize(kind, "c")
 
 
 def _current(resource_type: str, resource_id: str) -> StoredResource:

@@ -156,17 +156,24 @@ def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
     shape = _shape(resource_type)
     # Versions are 32-bit integers: anything else (a Unicode digit, 20 digits) is no version.
     if not _VERSION_ID(version_id) or int(version_id) > _MAX_VERSION:
-        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id!r}")
+        raise NotFound(absent_version(f"{resource_type}/{resource_id}", version_id))
     with database().reading() as session:
         found = resource_store.version(session, resource_type, resource_id, int(version_id))
     if found is None:
-        raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+        raise NotFound(absent_version(f"{resource_type}/{resource_id}", version_id))
     if found.deleted or found.content is None:
         raise Gone(f"version {version_id} of {resource_type}/{resource_id} records its deletion")
     return body_response(
         _shaped(found.content, shape),
         headers=version_headers(found.version_id, found.last_updated),
     )
+
+
+def absent_version(reference: str, version_id: str) -> str:
+    """What a vread answers for a version nobody holds (another patient's included)."""
+    if not _VERSION_ID(version_id) or int(version_id) > _MAX_VERSION:
+        return f"{reference} has no version {version_id!r}"
+    return f"{reference} has no version {version_id}"
 
 
 def _shape(resource_type: str) -> tuple[str | None, list[str] | None] | None:

@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import BadRequest
 
-from api.auth.access import compartment, require
+from api.auth.access import allowed, compartment, require, subject_patient
 from api.auth.principal import current_principal
 from api.fhir import search_clauses
 from api.fhir.http import body_response
@@ -299,9 +299,21 @@ def _included(connection: Connection, search: Search, matches: list[rs.Found]) -
         if not new:
             break
         seen.update(new)
-        frontier = rs.load(connection, new)
+        frontier = [r for r in rs.load(connection, new) if _may_include(r)]
         found += frontier
     return found
+
+
+def _may_include(found: rs.Found) -> bool:
+    """An included resource is served only to a caller who may read it: its type's ``r``
+    scope, and its patient when the caller is confined to one (a plan's goals and phases
+    are its patient's, but a reference may point anywhere)."""
+    if current_principal() is None:
+        return True
+    if not allowed(found.resource_type, "r"):
+        return False
+    bound = compartment()
+    return bound is None or subject_patient(json.loads(found.content)) == bound
 
 
 def _bundle(

@@ -11,7 +11,7 @@ from flask import Response, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import BadRequest, PreconditionFailed, UnsupportedMediaType
 
-from api.auth.access import authorize
+from api.auth.access import authorize, refuse_chosen_id
 from api.body import json_body
 from api.fhir.http import (
     body_response,
@@ -234,9 +234,11 @@ def conditional_update(resource_type: str) -> Response:
 
 
 def _authorize_update(resource_type: str, resource_id: str, resource: dict[str, Any]) -> None:
-    """An update needs ``u``; one that creates the resource needs ``c`` as well."""
+    """An update needs ``u``; one that creates the resource needs ``c`` as well, and is
+    not open to a token confined to a patient (the id could be another patient's)."""
     authorize(resource_type, "u", resource_id, resource)
     if resource_store.served(read_connection(), resource_type, resource_id) is None:
+        refuse_chosen_id(resource_type, resource_id)
         authorize(resource_type, "c")
 
 

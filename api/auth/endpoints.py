@@ -333,9 +333,19 @@ def jwks() -> Response:
 
 
 def register(app: Flask) -> None:
-    """Add the token endpoint and discovery documents; a configured key file is read now,
-    so that an unusable key stops the service at start."""
+    """Add the token endpoint and discovery documents. The signing keys are read now (those
+    in the database once the schema is current), so that an unusable key file or a wrong
+    key-encryption key stops the service at start."""
     app.register_blueprint(blp)
     settings: Settings = app.extensions["ipt_settings"]
+    database: Database = app.extensions["ipt_database"]
     if settings.token_signing_key_file:
+        keys.key_for(app)
+        return
+    if not settings.key_encryption_key_file:
+        log.warning(
+            "the token signing key is kept in the database unencrypted: set "
+            "IPT_KEY_ENCRYPTION_KEY_FILE (or IPT_TOKEN_SIGNING_KEY_FILE) in production"
+        )
+    if database.schema_is_current():
         keys.key_for(app)

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import Flask, current_app
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from api.config import ConfigError, Settings, key_encryption_key
 from service.db import Database
@@ -309,7 +309,16 @@ def ring_for(app: Flask, *, unknown_kid: bool = False) -> KeyRing:
     with _LOCK:
         ring = app.extensions.get(_EXTENSION)
         if ring is None or (not ring.from_file and time.time() - ring.loaded >= stale_after):
-            ring = load_ring(app.extensions["ipt_settings"], app.extensions["ipt_database"])
+            try:
+                ring = load_ring(app.extensions["ipt_settings"], app.extensions["ipt_database"])
+            except (ConfigError, SQLAlchemyError) as error:
+                if ring is None:
+                    raise
+                # A running process keeps the keys it has rather than failing every request;
+                # it tries again at the next refresh.
+                reason = str(error) if isinstance(error, ConfigError) else type(error).__name__
+                log.error("the signing keys could not be read again", extra={"reason": reason})
+                ring = replace(ring, loaded=time.time())
             app.extensions[_EXTENSION] = ring
     return ring
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -276,3 +277,23 @@ def test_a_plain_key_from_before_the_upgrade_keeps_working_and_is_encrypted(
     assert "PRIVATE KEY" not in row.encrypted_key
     assert _kids(url) == [old_key.kid]
     assert _read(url, issued_before).status_code == 200
+
+
+def test_a_running_process_keeps_its_keys_when_they_cannot_be_read_again(
+    migrated: Database, tmp_path: Path, serve: Any
+) -> None:
+    kek = _kek(tmp_path / "kek")
+    settings = _settings(migrated, kek)
+    url = serve(settings, migrated)
+    client, secret = clients.register(migrated, "steady", [SCOPE], None, None)
+    assert secret is not None
+    valid = _token(url, client.id, secret)
+    _kek(kek)  # the file now holds another key: reading the stored keys again fails
+    stranger = keys._token_key(keys.ec.generate_private_key(keys.ec.SECP256R1()), "test")
+    unknown, _ = tokens.issue(client, [SCOPE], settings, key=stranger)
+    time.sleep(1.2)  # past the reload interval for an unknown kid
+    refused = _read(url, unknown)
+    assert refused.status_code == 401
+    assert "unknown signing key" in refused.headers["WWW-Authenticate"]
+    assert _read(url, valid).status_code == 200
+    assert _token(url, client.id, secret)

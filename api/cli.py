@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -45,8 +46,16 @@ def _ready_database(settings: Settings) -> Database:
     return database
 
 
+def _create_app(settings: Settings) -> Flask:
+    """The app, or the configuration error that stops it (a wrong key-encryption key…)."""
+    try:
+        return create_app(settings)
+    except ConfigError as error:
+        raise click.UsageError(f"invalid configuration: {error}") from error
+
+
 def _app() -> Flask:
-    return create_app(_settings())
+    return _create_app(_settings())
 
 
 @click.group(cls=FlaskGroup, create_app=_app, add_default_commands=False, add_version_option=False)
@@ -79,7 +88,7 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
     options = _server_options()
     # Before the app exists: its metrics count in files that every worker shares.
     prepare_metrics_dir(options.metrics_dir)
-    app = create_app(settings)
+    app = _create_app(settings)
     db: Database = app.extensions["ipt_database"]
     if not db.schema_is_current():
         raise click.ClickException(
@@ -162,10 +171,36 @@ def check_config() -> None:
     _server_options()
     database = Database(settings.database_url)
     database.ping()
+    current = database.schema_is_current()
+    _check_token_protection(settings, database, current)
     click.echo(
-        f"settings valid; database reachable; schema "
-        f"{'current' if database.schema_is_current() else 'NOT current'}"
+        f"settings valid; database reachable; schema {'current' if current else 'NOT current'}"
     )
+
+
+def _check_token_protection(settings: Settings, database: Database, schema_current: bool) -> None:
+    """The signing keys can be read (and decrypted), and the rate-limit storage answers."""
+    from api.auth import keys
+    from service.rate_counters import CounterStoreError, RedisCounters
+
+    if settings.token_signing_key_file or schema_current:
+        try:
+            keys.load_ring(settings, database, write=False)
+        except ConfigError as error:
+            raise click.ClickException(f"invalid configuration: {error}") from error
+    if not settings.token_signing_key_file and not settings.key_encryption_key_file:
+        click.echo(
+            "warning: the token signing key is kept in the database unencrypted; set "
+            "IPT_KEY_ENCRYPTION_KEY_FILE (or IPT_TOKEN_SIGNING_KEY_FILE) in production",
+            err=True,
+        )
+    if settings.rate_limit_storage:
+        try:
+            RedisCounters(settings.rate_limit_storage).ping()
+        except CounterStoreError as error:
+            raise click.ClickException(
+                f"IPT_RATE_LIMIT_STORAGE does not answer ({error})"
+            ) from error
 
 
 @main.group()
@@ -262,6 +297,53 @@ def clients_rotate_secret(name: str) -> None:
         raise _domain(error) from None
     click.echo(f"client_secret: {secret}")
     click.echo("The secret is shown only now: store it safely.", err=True)
+
+
+@main.group()
+def keys() -> None:
+    """The keys access tokens are signed with (when kept in the database)."""
+
+
+@keys.command("rotate", with_appcontext=False)
+def keys_rotate() -> None:
+    """Sign with a new key from now on; the old public key stays published until its
+    tokens have expired."""
+    from api.auth import keys as token_keys
+
+    settings = _settings()
+    database = _ready_database(settings)
+    try:
+        rotation = token_keys.rotate(settings, database)
+    except ConfigError as error:
+        raise click.ClickException(f"invalid configuration: {error}") from error
+    until = rotation.published_until.isoformat(timespec="seconds")
+    click.echo(f"signing key: {rotation.signing.kid}")
+    for kid in rotation.retired:
+        click.echo(f"retired: {kid} (published until {until})")
+    for row in rotation.dropped:
+        click.echo(f"dropped: {row}")
+
+
+@keys.command("list", with_appcontext=False)
+def keys_list() -> None:
+    """List the published keys: kid, state, and whether they are encrypted at rest (plain
+    keys are encrypted first when a key-encryption key is configured)."""
+    from api.auth import keys as token_keys
+
+    settings = _settings()
+    database = _ready_database(settings)
+    try:
+        ring = token_keys.load_ring(settings, database)
+    except ConfigError as error:
+        raise click.ClickException(f"invalid configuration: {error}") from error
+    if ring.from_file:
+        click.echo(f"{ring.signing.kid}  signing  IPT_TOKEN_SIGNING_KEY_FILE")
+        return
+    at_rest = "encrypted" if settings.key_encryption_key_file else "UNENCRYPTED"
+    click.echo(f"{ring.signing.kid}  signing  {at_rest}")
+    for key, until in ring.retired:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+        click.echo(f"{key.kid}  retired, published until {stamp}  {at_rest}")
 
 
 @main.command("token", with_appcontext=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +27,12 @@ class Settings:
     public_base_url: str = "http://127.0.0.1:8000"
     token_lifetime_seconds: int = 300
     token_signing_key_file: str | None = None
+    # Signing keys at rest and the token endpoint's rate limits (see _token_protection).
+    key_encryption_key_file: str | None = None
+    rate_limit_storage: str | None = None  # None: counters in the service's database
+    token_attempts_per_address: int = 60
+    token_failures_per_client_address: int = 10
+    token_failures_per_client: int = 100
     external_issuer: str | None = None
     external_jwks_url: str | None = None
     external_jwks_file: str | None = None
@@ -88,6 +96,34 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "token_signing_key_file",
         "PEM file of the private key access tokens are signed with (RSA of at least 2048 bits, "
         "or EC P-256). Default: an EC P-256 key generated once and kept in the database.",
+    ),
+    "IPT_KEY_ENCRYPTION_KEY_FILE": (
+        "key_encryption_key_file",
+        "File holding the key-encryption key (32 random bytes, base64: `openssl rand -base64 "
+        "32`) that encrypts the signing keys kept in the database (AES-256-GCM). Without it "
+        "those keys are stored in the clear and the service warns at every start; set it "
+        "(or `IPT_TOKEN_SIGNING_KEY_FILE`) in production.",
+    ),
+    "IPT_RATE_LIMIT_STORAGE": (
+        "rate_limit_storage",
+        "Where the token endpoint's rate-limit counters live, shared by every worker and "
+        "replica: `redis://host:6379/0` (or `rediss://`). Default: the service's database.",
+    ),
+    "IPT_TOKEN_ATTEMPTS_PER_ADDRESS": (
+        "token_attempts_per_address",
+        "Requests to `POST /auth/token` one source address may make per minute (429 above). "
+        "Default 60.",
+    ),
+    "IPT_TOKEN_FAILURES_PER_CLIENT_ADDRESS": (
+        "token_failures_per_client_address",
+        "Failed authentications of one client id from one source address per minute; past "
+        "it that client id is refused (429) from that address until the minute ends. "
+        "Default 10.",
+    ),
+    "IPT_TOKEN_FAILURES_PER_CLIENT": (
+        "token_failures_per_client",
+        "Failed authentications of one client id from all addresses together per minute; past "
+        "it that client id is refused (429) everywhere until the minute ends. Default 100.",
     ),
     "IPT_EXTERNAL_ISSUER": (
         "external_issuer",
@@ -226,6 +262,51 @@ def _external(env: Mapping[str, str], values: dict[str, object]) -> None:
         values["external_jwks_file"] = _readable_file("IPT_EXTERNAL_JWKS_FILE", file)
 
 
+def key_encryption_key(name: str, path: str) -> bytes:
+    """The 32-byte key-encryption key in the file at ``path`` (base64, whitespace ignored)."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not base64 text"
+        raise ConfigError(f"{name}: cannot read {path!r}: {reason}") from None
+    compact = "".join(text.split())
+    try:
+        key = base64.b64decode(compact.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        # The message never quotes the file's content.
+        raise ConfigError(
+            f"{name}: {path!r} must hold 32 random bytes, base64-encoded "
+            "(`openssl rand -base64 32`)"
+        )
+    return key
+
+
+def _token_protection(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """The key-encryption key and the token endpoint's rate limits."""
+    if env.get("IPT_KEY_ENCRYPTION_KEY_FILE", "").strip():
+        path = _readable_file("IPT_KEY_ENCRYPTION_KEY_FILE", env["IPT_KEY_ENCRYPTION_KEY_FILE"])
+        key_encryption_key("IPT_KEY_ENCRYPTION_KEY_FILE", path)
+        values["key_encryption_key_file"] = path
+    if env.get("IPT_RATE_LIMIT_STORAGE", "").strip():
+        url = env["IPT_RATE_LIMIT_STORAGE"].strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            shown = parts._replace(netloc=parts.hostname or "").geturl() if parts.scheme else url
+            raise ConfigError(
+                f"IPT_RATE_LIMIT_STORAGE must be a redis:// or rediss:// URL, not {shown!r}"
+            )
+        values["rate_limit_storage"] = url
+    for name in (
+        "IPT_TOKEN_ATTEMPTS_PER_ADDRESS",
+        "IPT_TOKEN_FAILURES_PER_CLIENT_ADDRESS",
+        "IPT_TOKEN_FAILURES_PER_CLIENT",
+    ):
+        if env.get(name, "").strip():
+            values[VARIABLES[name][0]] = _int_between(name, env[name].strip(), 1, 1_000_000)
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from the environment, refusing invalid values."""
     env = os.environ if environ is None else environ
@@ -259,6 +340,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         values["token_signing_key_file"] = _readable_file(
             "IPT_TOKEN_SIGNING_KEY_FILE", env["IPT_TOKEN_SIGNING_KEY_FILE"]
         )
+    _token_protection(env, values)
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -493,13 +493,38 @@ class UsedAssertion(Base):
 
 
 class SigningKey(Base):
-    """A key the service signs its access tokens with, when none is configured."""
+    """A key the service signs its access tokens with, when no key file is configured.
+
+    The private key is kept encrypted with the key-encryption key (``encrypted_key``);
+    ``private_pem`` holds it in the clear only when no key-encryption key is configured
+    (and in rows written before encryption existed, until a key-encryption key is set).
+    A rotated key is ``retired_at``: it signs nothing more, and its public key is still
+    published until every token it signed has expired.
+    """
 
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    private_pem: Mapped[str] = mapped_column(Text)
+    private_pem: Mapped[str | None] = mapped_column(Text)
+    encrypted_key: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RateCounter(Base):
+    """How many token requests (or failed authentications) one subject made in one window.
+
+    ``key`` is a digest of the limit's name, its subject (an address, a client id) and the
+    window, so that no client-supplied text is stored; rows past ``expires_at`` are dropped.
+    """
+
+    __tablename__ = "rate_counters"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_rate_counters_expires_at", "expires_at"),)
 
 
 class AuditRecord(Base):

@@ -20,12 +20,14 @@ import jwt
 from flask import Blueprint, Flask, Response, current_app, json, request
 
 from api.auth import keys, scopes, tokens
+from api.auth.throttle import Limited, source_address, throttle_for
 from api.auth.tokens import AuthError
 from api.config import Settings
 from service import clients
 from service.db import Database
 from service.errors import Conflict, RuleViolation
 from service.models import ApiClient
+from service.rate_counters import CounterStoreError
 
 blp = Blueprint("auth", __name__)
 log = logging.getLogger("ipt_careplans.auth")
@@ -207,8 +209,32 @@ def _authenticate(form: dict[str, str]) -> ApiClient:
     raise OAuthError("invalid_client", "the client is not authenticated", basic=True)
 
 
-def _token() -> Response:
+def _claimed_client(form: dict[str, str]) -> str | None:
+    """The client id a request claims to be, before it is authenticated (or None)."""
+    try:
+        basic = _basic_credentials()
+    except OAuthError:
+        return None
+    if basic is not None:
+        return basic[0]
+    assertion = form.get("client_assertion", "")
+    if assertion and len(assertion) <= MAX_ASSERTION_LENGTH:
+        try:
+            issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
+        except jwt.PyJWTError:
+            issuer = None
+        if isinstance(issuer, str) and issuer:
+            return issuer
+    return form.get("client_id") or None
+
+
+def _token(address: str) -> Response:
     form = _form()
+    claimed = _claimed_client(form)
+    throttle = throttle_for(current_app._get_current_object())  # type: ignore[attr-defined]
+    if claimed is not None:
+        # Refused before its credentials are checked: a guess that would be right is refused too.
+        throttle.check_client(claimed, address)
     grant_type = form.get("grant_type")
     if not grant_type:
         raise OAuthError("invalid_request", "grant_type is required")
@@ -219,7 +245,12 @@ def _token() -> Response:
         raise OAuthError("invalid_request", "scope is required: name the scopes the token needs")
     if len(requested) > MAX_SCOPE_LENGTH:
         raise OAuthError("invalid_request", "scope is too long")
-    client = _authenticate(form)
+    try:
+        client = _authenticate(form)
+    except OAuthError as error:
+        if error.error == "invalid_client" and claimed is not None:
+            throttle.failed(claimed, address)
+        raise
     granted = scopes.grant(requested.split(), clients.registered_scopes(client))
     if not granted:
         raise OAuthError("invalid_scope", "none of the requested scopes is granted to this client")
@@ -237,9 +268,33 @@ def _token() -> Response:
 
 @blp.post("/auth/token")
 def token() -> Response:
-    """Exchange client credentials for an access token (RFC 6749 §4.4)."""
+    """Exchange client credentials for an access token (RFC 6749 §4.4).
+
+    Rate-limited per source address and per client id (429 with ``Retry-After``).
+    """
+    address = source_address()
     try:
-        return _token()
+        throttle_for(current_app._get_current_object()).attempt(address)  # type: ignore[attr-defined]
+        return _token(address)
+    except Limited as limited:
+        log.warning("token request rate-limited", extra={"reason": limited.description})
+        response = _no_store(
+            {"error": "too_many_requests", "error_description": limited.description}, 429
+        )
+        response.headers["Retry-After"] = str(limited.retry_after)
+        return response
+    except CounterStoreError as error:
+        # Without its counters the endpoint cannot limit guessing: it refuses, briefly.
+        log.error("rate-limit storage unreachable", extra={"reason": str(error)})
+        response = _no_store(
+            {
+                "error": "temporarily_unavailable",
+                "error_description": "the token endpoint is unavailable: try again shortly",
+            },
+            503,
+        )
+        response.headers["Retry-After"] = "5"
+        return response
     except OAuthError as error:
         log.info("token refused", extra={"error": error.error, "reason": error.description})
         response = _no_store(
@@ -278,9 +333,19 @@ def jwks() -> Response:
 
 
 def register(app: Flask) -> None:
-    """Add the token endpoint and discovery documents; a configured key file is read now,
-    so that an unusable key stops the service at start."""
+    """Add the token endpoint and discovery documents. The signing keys are read now (those
+    in the database once the schema is current), so that an unusable key file or a wrong
+    key-encryption key stops the service at start."""
     app.register_blueprint(blp)
     settings: Settings = app.extensions["ipt_settings"]
+    database: Database = app.extensions["ipt_database"]
     if settings.token_signing_key_file:
+        keys.key_for(app)
+        return
+    if not settings.key_encryption_key_file:
+        log.warning(
+            "the token signing key is kept in the database unencrypted: set "
+            "IPT_KEY_ENCRYPTION_KEY_FILE (or IPT_TOKEN_SIGNING_KEY_FILE) in production"
+        )
+    if database.schema_is_current():
         keys.key_for(app)

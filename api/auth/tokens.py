@@ -183,8 +183,9 @@ def _require_active_client(client_id: str) -> None:
 
 def _verify_own(token: str, header: dict[str, Any], app: Flask) -> Principal:
     settings: Settings = app.extensions["ipt_settings"]
-    key = keys.key_for(app)
-    if header.get("kid") != key.kid:
+    # The signing key or a retired one whose tokens may still be valid (see api.auth.keys).
+    key = keys.verification_key(app, header.get("kid"))
+    if key is None:
         raise AuthError("the token's signature is not valid (unknown signing key)")
     claims = _decode(
         token,

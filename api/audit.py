@@ -38,6 +38,7 @@ from fhir_mappings.audit_event import (
     AuditFacts,
     outcome_of,
     patient_searched,
+    redact_query,
     reference,
     render_audit_event,
 )
@@ -163,10 +164,11 @@ def _parameters() -> list[tuple[str, str]]:
 
 
 def search_query() -> str | None:
-    """A search's parameters as sent (a POST _search's form included)."""
+    """A search's parameters as sent (a POST _search's form included), with the value of
+    every parameter that can carry a secret redacted."""
     if request.endpoint == "fhir.search_post":
-        return urlencode(_parameters()) or None
-    return request.query_string.decode("utf-8", "replace") or None
+        return redact_query(urlencode(_parameters())) or None
+    return redact_query(request.query_string.decode("utf-8", "replace")) or None
 
 
 def agent() -> tuple[str, str | None, str | None]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote_plus
 
 from fhir_mappings.projection import instant
 from fhir_mappings.search_parameters import normalise_reference
@@ -49,6 +50,27 @@ ACTIONS: dict[str, str] = {
 }
 WRITE_INTERACTIONS = frozenset({"create", "update", "patch", "delete", "transaction", "batch"})
 SEARCH_INTERACTIONS = frozenset({"search-type"})
+# Query parameters that can carry a credential or other secret: their values are never
+# stored or logged, whatever the route (a token sent as ?access_token= is refused, and
+# must not then sit in the audit trail for every audit reader to see).
+SECRET_PARAMETERS = frozenset(
+    {
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "token",
+        "client_secret",
+        "client_assertion",
+        "code",
+        "code_verifier",
+        "password",
+        "secret",
+        "api_key",
+        "apikey",
+        "authorization",
+    }
+)
+REDACTED = "redacted"
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,39}$")
@@ -247,3 +269,23 @@ def render_audit_event(facts: AuditFacts) -> dict[str, Any]:
     if entities:
         event["entity"] = entities
     return event
+
+
+def is_secret_parameter(name: str) -> bool:
+    """Whether a query parameter named ``name`` (decoded, with any ``:modifier``) can carry
+    a secret, whatever its case."""
+    return name.split(":", 1)[0].strip().lower() in SECRET_PARAMETERS
+
+
+def redact_query(query: str | None) -> str | None:
+    """A URL-encoded query with the value of every secret-bearing parameter replaced by
+    ``redacted``, the rest kept as written: the one place a query is made fit to store."""
+    if not query:
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, equals, _value = part.partition("=")
+        if is_secret_parameter(unquote_plus(name)):
+            part = f"{name}={REDACTED}" if equals else name
+        parts.append(part)
+    return "&".join(parts)

@@ -222,3 +222,56 @@ def test_token_requests_granted_and_refused_are_recorded_without_secrets(
     assert logged["tok-form"]["client_id"] == "who-knows"
     assert all(secret not in line and wrong not in line for line in captured)
     assert granted.json()["access_token"] not in " ".join(captured)
+
+
+@pytest.fixture
+def token_server(database: Database) -> Iterator[Any]:
+    """Start servers allowing 3 token requests per address, trusting the given proxies."""
+    running: list[Any] = []
+
+    def start(*proxies: str) -> str:
+        settings = _settings(
+            database,
+            token_attempts_per_address=3,
+            trusted_proxies=tuple(ipaddress.ip_network(n) for n in proxies),
+        )
+        http = make_server("127.0.0.1", 0, create_app(settings, database), threaded=True)
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        running.append(http)
+        return f"http://127.0.0.1:{http.server_port}"
+
+    yield start
+    for http in running:
+        http.shutdown()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_token_rate_limits_count_the_address_trusted_proxies_forward(
+    database: Database, token_server: Any, trusted: bool
+) -> None:
+    registered, secret = clients.register(
+        database, f"limited-{uuid.uuid4().hex[:6]}", ["system/*.rs"]
+    )
+    assert secret is not None
+    url = token_server(*(["127.0.0.1/32"] if trusted else []))
+    form = {"grant_type": "client_credentials", "scope": "system/*.rs"}
+
+    def grant(forwarded: str) -> int:
+        response = Client(url).http.post(
+            f"{url}/auth/token",
+            data=form,
+            auth=(registered.id, secret),
+            headers={"X-Forwarded-For": forwarded},
+        )
+        return response.status_code
+
+    # Fresh addresses: the counts are shared by every app on this database.
+    fresh = [f"2001:db8::{uuid.uuid4().hex[:4]}:{uuid.uuid4().hex[:4]}" for _ in range(4)]
+    if trusted:
+        assert [grant(fresh[0]) for _ in range(3)] == [200, 200, 200]
+        assert grant(fresh[0]) == 429
+        # Another forwarded address is another caller, with an allowance of its own.
+        assert grant(fresh[1]) == 200
+    else:
+        # The header is ignored: four "different" addresses are one peer, over its limit.
+        assert 429 in [grant(address) for address in fresh]

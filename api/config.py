@@ -161,7 +161,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "trusted_proxies",
         "Comma-separated addresses or CIDR ranges of the reverse proxies (the ingress) whose "
         "`X-Forwarded-For` or `Forwarded` header names the caller's address in the audit "
-        "trail; from any other peer those headers are ignored. Default: none.",
+        "trail and for the token rate limits; from any other peer those headers are ignored. "
+        "Default: none.",
     ),
 }
 

@@ -25,6 +25,7 @@ from werkzeug.serving import make_server
 
 from api.app import create_app
 from api.audit import flush
+from api.config import ConfigError, load
 from api.request_log import JsonFormatter
 from service import clients
 from service.db import Database
@@ -275,3 +276,24 @@ def test_token_rate_limits_count_the_address_trusted_proxies_forward(
     else:
         # The header is ignored: four "different" addresses are one peer, over its limit.
         assert 429 in [grant(address) for address in fresh]
+
+
+@pytest.mark.parametrize(
+    ("value", "networks"),
+    [
+        ("10.0.0.0/8", ["10.0.0.0/8"]),
+        (" 10.1.2.3 , 2001:db8::/32,", ["10.1.2.3/32", "2001:db8::/32"]),
+        ("10.1.2.3/16", ["10.1.0.0/16"]),
+        ("", []),
+    ],
+)
+def test_trusted_proxies_are_read_as_networks(value: str, networks: list[str]) -> None:
+    settings = load({"IPT_TRUSTED_PROXIES": value})
+    assert [str(network) for network in settings.trusted_proxies] == networks
+
+
+@pytest.mark.parametrize("value", ["proxy.internal", "10.0.0.0/33", "10.0.0.1, *", "::g"])
+def test_an_invalid_trusted_proxy_is_refused_by_name(value: str) -> None:
+    with pytest.raises(ConfigError, match="IPT_TRUSTED_PROXIES") as refused:
+        load({"IPT_TRUSTED_PROXIES": value})
+    assert "CIDR" in str(refused.value)

@@ -1,4 +1,5 @@
-"""The audit trail: one FHIR AuditEvent for every request that touches patient data.
+"""The audit trail: one FHIR AuditEvent for every request that touches patient data, and
+for every request for an access token.
 
 Writes are recorded by an observer of the database, inside the write's own transaction:
 a change to a plan and its audit record are committed together or not at all. Everything
@@ -7,14 +8,24 @@ is made, through an in-memory buffer that a background thread writes in batches,
 about a second late; :func:`flush` writes what is pending at once (tests, worker exit,
 and at interpreter exit).
 
+A response holding the records of several patients is recorded once per patient (IHE
+BALP): ``AuditEvent?patient=`` finds every request that returned a patient's data. The
+patients are taken from the response itself, so every route, present or future, is
+covered: the ``reference`` to a Patient of each FHIR resource it holds, and the
+``patient`` of each native record; a response that names none (a native sub-resource, a
+refusal) is recorded for the patient of the plan its URL names.
+
 Records hold who, what, when, from where and with what outcome: never a request body, a
-token or free text. A search's parameters are kept, since they are what was looked for.
+token or free text. A search's parameters are kept, since they are what was looked for,
+without the value of any parameter that can carry a secret.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import collections
+import json
 import logging
 import os
 import re
@@ -30,14 +41,17 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import OperationalError
 
 from api.auth.principal import current_principal
+from api.client_address import source_address
 from api.http import ANONYMOUS
 from fhir_mappings.audit_event import (
     ACTIONS,
+    LOGIN,
     SEARCH_INTERACTIONS,
     WRITE_INTERACTIONS,
     AuditFacts,
     outcome_of,
     patient_searched,
+    patients_in,
     redact_query,
     reference,
     render_audit_event,
@@ -50,6 +64,7 @@ from service.models import AuditRecord, CarePlan, PlanChange, StoredResource, ne
 
 log = logging.getLogger("ipt_careplans.audit")
 
+TOKEN_PATH = "/auth/token"
 MAX_DELAY = 1.0
 MAX_PENDING = 100_000
 BATCH_SIZE = 500
@@ -87,6 +102,8 @@ def is_audited() -> bool:
     interface, except the CapabilityStatement and the conformance resources."""
     if request.method == "OPTIONS":
         return False
+    if request.path == TOKEN_PATH:
+        return request.method == "POST"
     parts = request.path.split("/")
     if parts[1:3] == ["api", "v1"]:
         return True
@@ -100,7 +117,9 @@ def interaction() -> str:
         return cached
     endpoint = request.endpoint or ""
     found: str | None = None
-    if endpoint == "fhir.bundle":
+    if request.path == TOKEN_PATH:
+        found = LOGIN
+    elif endpoint == "fhir.bundle":
         found = _bundle_kind()
     elif endpoint.startswith("fhir."):
         view = endpoint.removeprefix("fhir.")
@@ -175,16 +194,41 @@ def agent() -> tuple[str, str | None, str | None]:
     """(actor, client id, user) of the caller.
 
     The actor is whom the change log names (``api.http.actor``): the user an authenticated
-    client names in X-Actor, else the token's user or client.
+    client names in X-Actor, else the token's user or client. The user is the one the
+    token names (an identity provider's ``fhirUser``, else ``sub``), never X-Actor: a name
+    the client asserts is kept as the actor alone, and the AuditEvent shows it as asserted
+    by the client (``AuditFacts.asserted_user``). A request for a token names the client
+    it claims.
     """
     header = request.headers.get("X-Actor")
     # An invalid name was refused with 400; the attempt is still recorded, unattributed.
     named = header if header and _ACTOR.match(header) else None
     principal = current_principal()
     if principal is None:
-        return named or ANONYMOUS, None, None
-    user = named or principal.user
-    return user or principal.client_id, principal.client_id, user
+        claimed = _token_client() if request.path == TOKEN_PATH else None
+        return named or claimed or ANONYMOUS, claimed, None
+    return named or principal.user or principal.client_id, principal.client_id, principal.user
+
+
+def _token_client() -> str | None:
+    """The client a token request names: its HTTP Basic user, its ``client_id``, or its
+    client assertion's issuer (as claimed: the endpoint checks it). Never a secret."""
+    authorization = request.authorization
+    if authorization is not None and authorization.type == "basic" and authorization.username:
+        return str(authorization.username)[:255]
+    client_id = request.form.get("client_id")
+    if client_id:
+        return client_id[:255]
+    assertion = request.form.get("client_assertion")
+    if assertion and assertion.count(".") == 2:
+        try:
+            payload = assertion.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except ValueError:
+            return None
+        issuer = claims.get("iss") if isinstance(claims, dict) else None
+        return issuer[:255] if isinstance(issuer, str) and issuer else None
+    return None
 
 
 def _started() -> datetime:
@@ -207,7 +251,7 @@ def _row(**fields: Any) -> dict[str, Any]:
         "agent": name,
         "client_id": client_id,
         "user_name": user,
-        "address": request.remote_addr,
+        "address": source_address(),
         "request_id": g.get("request_id") or None,
         "status": None,
         "entity": None,
@@ -274,6 +318,8 @@ def record_write(edit: PlanEdit) -> None:
     )
     edit.session.execute(insert(_AUDIT_EVENTS), [row])
     g.audit_recorded = True
+    # The patients a write recorded need no other record of the same request.
+    g.setdefault("audit_written", set()).add(plan.patient)
 
 
 def _written_entity(edit: PlanEdit) -> str:
@@ -307,29 +353,70 @@ def _after_request(response: Response) -> Response:
     if not is_audited():
         return response
     try:
-        kind = interaction()
-        status = response.status_code
-        if kind in WRITE_INTERACTIONS and status < 400 and g.get("audit_recorded"):
-            return response  # committed with the write
-        named = entity = route_entity()
-        if entity is None and kind == "create" and status < 400:
-            entity = _located(response)
-        searched = kind in SEARCH_INTERACTIONS
-        row = _row(
-            recorded=utcnow(),
-            interaction=kind,
-            action=ACTIONS.get(kind, "R"),
-            outcome=outcome_of(status),
-            status=status,
-            entity=entity,
-            query=search_query() if searched else None,
-            patient=patient_searched(_parameters()) if searched else g.get("audit_patient"),
-        )
+        items = _records(response)
+        if request.path == TOKEN_PATH and response.status_code >= 400:
+            row = items[0][0]
+            log.warning(
+                "token request refused",
+                extra={
+                    "request_id": row["request_id"],
+                    "client_id": row["client_id"],
+                    "address": row["address"],
+                    "status": response.status_code,
+                },
+            )
         buffer: AuditBuffer = current_app.extensions["ipt_audit"]
-        buffer.put(row, None if row["patient"] else _patient_hint(named))
+        for row, hint in items:
+            buffer.put(row, hint)
     except Exception:
         log.exception("the request could not be audited")
     return response
+
+
+def _records(response: Response) -> list[_Pending]:
+    """The audit records of the request: one per patient whose data the response holds or
+    the request was for (IHE BALP), or one naming no patient (its patient looked up from
+    the plan its URL names when it is written); none beyond the records a successful write
+    committed with its own changes."""
+    kind = interaction()
+    status = response.status_code
+    written: set[str | None] = g.get("audit_written") or set()
+    wrote = kind in WRITE_INTERACTIONS and status < 400 and g.get("audit_recorded")
+    named = entity = route_entity()
+    if entity is None and kind == "create" and status < 400:
+        entity = _located(response)
+    searched = kind in SEARCH_INTERACTIONS
+    patients: dict[str, None] = {}
+    for patient in (
+        patient_searched(_parameters()) if searched else None,
+        g.get("audit_patient"),
+        *_patients_returned(response),
+    ):
+        if patient and not (wrote and patient in written):
+            patients[patient] = None
+    if wrote and not patients:
+        return []  # committed with the write
+    facts = {
+        "recorded": utcnow(),
+        "interaction": kind,
+        "action": ACTIONS.get(kind, "E" if kind == LOGIN else "R"),
+        "outcome": outcome_of(status),
+        "status": status,
+        "entity": entity,
+        "query": search_query() if searched else None,
+    }
+    if not patients:
+        return [(_row(**facts), _patient_hint(named))]
+    return [(_row(**facts, patient=patient), None) for patient in patients]
+
+
+def _patients_returned(response: Response) -> list[str]:
+    """The patients whose records the response body holds."""
+    if response.direct_passthrough or response.is_streamed or response.status_code >= 400:
+        return []
+    if not (response.mimetype or "").endswith("json"):
+        return []
+    return patients_in(response.get_data())
 
 
 def _located(response: Response) -> str | None:

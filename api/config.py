@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ class Settings:
     external_audience: str | None = None
     external_scope_claim: str = "scope"
     external_patient_claim: str = "patient"
+    # Proxies whose X-Forwarded-For / Forwarded headers name the caller's address.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def token_endpoint(self) -> str:
@@ -154,6 +157,13 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "Claim of external tokens naming the patient the token is bound to (`123` or "
         "`Patient/123`). Default `patient`.",
     ),
+    "IPT_TRUSTED_PROXIES": (
+        "trusted_proxies",
+        "Comma-separated addresses or CIDR ranges of the reverse proxies (the ingress) whose "
+        "`X-Forwarded-For` or `Forwarded` header names the caller's address in the audit "
+        "trail and for the token rate limits; from any other peer those headers are ignored. "
+        "Default: none.",
+    ),
 }
 
 
@@ -208,6 +218,20 @@ def _readable_file(name: str, value: str) -> str:
     except OSError as error:
         raise ConfigError(f"{name}: cannot read {str(path)!r}: {error.strerror}") from None
     return str(path)
+
+
+def _networks(name: str, value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{name} must list addresses or CIDR ranges such as 10.0.0.0/8, not {part!r}"
+            ) from None
+    return tuple(networks)
 
 
 def _claim_name(name: str, value: str) -> str:
@@ -341,6 +365,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             "IPT_TOKEN_SIGNING_KEY_FILE", env["IPT_TOKEN_SIGNING_KEY_FILE"]
         )
     _token_protection(env, values)
+    if "IPT_TRUSTED_PROXIES" in env:
+        values["trusted_proxies"] = _networks("IPT_TRUSTED_PROXIES", env["IPT_TRUSTED_PROXIES"])
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]
 

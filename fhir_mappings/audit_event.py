@@ -9,6 +9,7 @@ request as written, because they are what was looked for.
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,6 +51,10 @@ ACTIONS: dict[str, str] = {
 }
 WRITE_INTERACTIONS = frozenset({"create", "update", "patch", "delete", "transaction", "batch"})
 SEARCH_INTERACTIONS = frozenset({"search-type"})
+# A request for an access token (POST /auth/token): recorded as a DICOM "User
+# Authentication" event, not as a RESTful interaction.
+LOGIN = "login"
+
 # Query parameters that can carry a credential or other secret: their values are never
 # stored or logged, whatever the route (a token sent as ?access_token= is refused, and
 # must not then sit in the audit trail for every audit reader to see).
@@ -143,6 +148,32 @@ def patient_searched(parameters: Iterable[tuple[str, str]]) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+# A patient reference in a JSON document: a "reference" to a Patient (FHIR) or a "patient"
+# member (the native API). Matched on the serialised text: inside a JSON string every quote
+# is escaped, so free text that looks like such a member never matches.
+_PATIENT_MEMBER = re.compile(r'"(?:reference|patient)"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def patients_in(document: bytes | str) -> list[str]:
+    """Every patient a JSON response names (``Patient/<id>``), in order of appearance: the
+    patients whose data it holds."""
+    text = document.decode("utf-8", "replace") if isinstance(document, bytes) else document
+    if "atient" not in text:
+        return []
+    found: dict[str, None] = {}
+    for match in _PATIENT_MEMBER.finditer(text):
+        try:
+            value = json.loads(match.group(1))
+        except ValueError:
+            continue
+        if not isinstance(value, str) or "Patient/" not in value:
+            continue
+        target = normalise_reference(value.split("/_history")[0])
+        if target.startswith("Patient/") and target.count("/") == 1 and len(target) > 8:
+            found[target] = None
+    return list(found)
+
+
 @dataclass(frozen=True)
 class AuditFacts:
     """What one audited request did, by whom, to what.
@@ -167,6 +198,14 @@ class AuditFacts:
     entity: str | None = None
     query: str | None = None
     patient: str | None = None
+
+    @property
+    def asserted_user(self) -> str | None:
+        """The user an authenticated client named (X-Actor) when it is neither the token's
+        user nor its client: the client's word, not something the service authenticated."""
+        if self.client_id is None or self.agent in (self.user, self.client_id):
+            return None
+        return self.agent
 
 
 def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
@@ -194,6 +233,17 @@ def _caller(facts: AuditFacts) -> dict[str, Any]:
     if facts.address:
         agent["network"] = {"address": facts.address, "type": "2"}
     return agent
+
+
+def _asserted(name: str) -> dict[str, Any]:
+    # The user the client says it acts for: recorded beside the client, not as the
+    # requestor the service authenticated.
+    return {
+        "type": {"coding": [_coding(DICOM, "110153", "Source Role ID")]},
+        "role": [{"text": "user asserted by the client (X-Actor), not authenticated"}],
+        "who": {"display": name},
+        "requestor": False,
+    }
 
 
 def _server() -> dict[str, Any]:
@@ -246,13 +296,19 @@ def _entities(facts: AuditFacts) -> list[dict[str, Any]]:
 def render_audit_event(facts: AuditFacts) -> dict[str, Any]:
     """The AuditEvent of one request, as stored and served."""
     recorded = instant(facts.recorded)
+    if facts.interaction == LOGIN:
+        kind = _coding(DICOM, "110114", "User Authentication")
+        subtype = _coding(DICOM, "110122", "Login")
+    else:
+        kind = _coding(AUDIT_EVENT_TYPE, "rest", "RESTful Operation")
+        subtype = _coding(RESTFUL_INTERACTION, facts.interaction, facts.interaction)
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": facts.id,
         # Audit records never change: every one stays at its first version.
         "meta": {"versionId": "1", "lastUpdated": recorded},
-        "type": _coding(AUDIT_EVENT_TYPE, "rest", "RESTful Operation"),
-        "subtype": [_coding(RESTFUL_INTERACTION, facts.interaction, facts.interaction)],
+        "type": kind,
+        "subtype": [subtype],
         "action": facts.action,
         "period": {"start": instant(min(facts.started, facts.recorded)), "end": recorded},
         "recorded": recorded,
@@ -261,6 +317,8 @@ def render_audit_event(facts: AuditFacts) -> dict[str, Any]:
     if facts.status is not None:
         event["outcomeDesc"] = status_text(facts.status)
     event["agent"] = [_caller(facts), _server()]
+    if facts.asserted_user:
+        event["agent"].insert(1, _asserted(facts.asserted_user))
     event["source"] = {
         "observer": {"display": SERVER_NAME},
         "type": [_coding(SOURCE_TYPE, "4", "Application Server")],

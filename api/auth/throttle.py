@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from flask import Flask, request
+from flask import Flask
 
 from api.app_state import once_per_app
+from api.client_address import source_address as client_address
 from api.config import Settings
 from service.db import Database
 from service.rate_counters import CounterStore, DatabaseCounters, RedisCounters
@@ -33,8 +34,9 @@ _EXTENSION = "ipt_token_throttle"
 
 
 def source_address() -> str:
-    """The address a request comes from, as the rate limits count it."""
-    return request.remote_addr or "unknown"
+    """The address a request comes from, as the rate limits count it: the same address the
+    audit trail records (through trusted proxies only, ``api.client_address``)."""
+    return client_address() or "unknown"
 
 
 class Limited(Exception):

@@ -8,6 +8,7 @@ import json
 import secrets
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +97,7 @@ def start(database: Database) -> Iterator[Any]:
 
 
 def _client(database: Database) -> tuple[str, str]:
-    client, secret = clients.register(database, f"rate-{id(object())}", [SCOPE], None, None)
+    client, secret = clients.register(database, f"rate-{uuid.uuid4().hex}", [SCOPE], None, None)
     assert secret is not None
     return client.id, secret
 

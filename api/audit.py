@@ -3,10 +3,11 @@ for every request for an access token.
 
 Writes are recorded by an observer of the database, inside the write's own transaction:
 a change to a plan and its audit record are committed together or not at all. Everything
-else (reads, searches, history, refusals, failed writes) is recorded after the response
-is made, through an in-memory buffer that a background thread writes in batches, at most
-about a second late; :func:`flush` writes what is pending at once (tests, worker exit,
-and at interpreter exit).
+else (reads, searches, history, refusals, failed writes) is recorded once the response is
+made and before it leaves: the request waits until its records are committed, together
+with those of the requests that came in at the same time (:class:`AuditLog`). A response
+whose records cannot be committed is replaced by a 503: no response holding patient data
+leaves unrecorded, and a worker killed at any moment loses no record of what it answered.
 
 A response holding the records of several patients is recorded once per patient (IHE
 BALP): ``AuditEvent?patient=`` finds every request that returned a patient's data. The
@@ -22,16 +23,14 @@ without the value of any parameter that can carry a secret.
 
 from __future__ import annotations
 
-import atexit
 import base64
-import collections
 import json
 import logging
 import os
 import re
 import threading
-import time
 import weakref
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlencode
@@ -40,9 +39,12 @@ from flask import Flask, Response, current_app, g, has_request_context, request
 from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import OperationalError
 
+from api import metrics
+from api.audit_writer import WriterClient, WriterUnavailable
 from api.auth.principal import current_principal
 from api.client_address import source_address
 from api.http import ANONYMOUS
+from api.problems import problem
 from fhir_mappings.audit_event import (
     ACTIONS,
     LOGIN,
@@ -58,19 +60,13 @@ from fhir_mappings.audit_event import (
 )
 from fhir_mappings.projection import serialise
 from fhir_mappings.search_parameters import normalise_reference
-from service.db import Database, insert_rows
+from service.db import Appender, Database
 from service.editing import PlanEdit
 from service.models import AuditRecord, CarePlan, PlanChange, StoredResource, new_id, utcnow
 
 log = logging.getLogger("ipt_careplans.audit")
 
 TOKEN_PATH = "/auth/token"
-MAX_DELAY = 1.0
-MAX_PENDING = 100_000
-BATCH_SIZE = 500
-# Rows per INSERT: 50 rows of the table's 16 columns stay far below any driver's limit on
-# parameters per statement.
-ROWS_PER_STATEMENT = 50
 _ACTOR = re.compile(r"^[\w.@:/+\- ]{1,255}$")
 # FHIR paths that serve no patient data: the CapabilityStatement and conformance resources.
 _UNAUDITED_FHIR = ("metadata", "StructureDefinition", "CodeSystem", "ValueSet")
@@ -346,7 +342,11 @@ def _written_entity(edit: PlanEdit) -> str:
     return f"CarePlan/{edit.plan.id}"
 
 
-# --- everything else: buffered ----------------------------------------------------------------
+# --- everything else: committed before the response leaves ---------------------------------
+
+
+class AuditUnavailable(Exception):
+    """The request's audit records could not be committed: its response must not leave."""
 
 
 def _after_request(response: Response) -> Response:
@@ -354,23 +354,39 @@ def _after_request(response: Response) -> Response:
         return response
     try:
         items = _records(response)
-        if request.path == TOKEN_PATH and response.status_code >= 400:
-            row = items[0][0]
-            log.warning(
-                "token request refused",
-                extra={
-                    "request_id": row["request_id"],
-                    "client_id": row["client_id"],
-                    "address": row["address"],
-                    "status": response.status_code,
-                },
-            )
-        buffer: AuditBuffer = current_app.extensions["ipt_audit"]
-        for row, hint in items:
-            buffer.put(row, hint)
     except Exception:
-        log.exception("the request could not be audited")
+        log.exception("the request's audit records could not be made")
+        return _unaudited()
+    if request.path == TOKEN_PATH and response.status_code >= 400 and items:
+        row = items[0][0]
+        log.warning(
+            "token request refused",
+            extra={
+                "request_id": row["request_id"],
+                "client_id": row["client_id"],
+                "address": row["address"],
+                "status": response.status_code,
+            },
+        )
+    if not items:
+        return response
+    try:
+        current_app.extensions["ipt_audit"].commit(items)
+    except AuditUnavailable:
+        return _unaudited()
     return response
+
+
+def _unaudited() -> Response:
+    """What is sent instead of a response whose audit records could not be committed:
+    nothing of what it held, and a request to retry."""
+    # The response it replaces is dropped: a write it made stays made (its own audit
+    # record was committed with it) and a retry finds it, by ETag or If-None-Exist.
+    return problem(
+        503,
+        "the request could not be recorded in the audit trail: nothing was returned; retry shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _records(response: Response) -> list[_Pending]:
@@ -432,116 +448,118 @@ def _located(response: Response) -> str | None:
 _Pending = tuple[dict[str, Any], tuple[str, str] | None]
 
 
-class AuditBuffer:
-    """Audit records waiting to be written, and the thread that writes them in batches."""
+@dataclass(eq=False)
+class _Batch:
+    """The records of the requests that go in one transaction, and how it ended for each
+    request (by its place in ``requests``): None for committed, else the error."""
 
-    def __init__(self, database: Database, delay: float = MAX_DELAY / 2) -> None:
+    requests: list[list[_Pending]] = field(default_factory=list)
+    outcomes: list[BaseException | None] | None = None
+
+
+class AuditLog:
+    """Commits the audit records of reads, searches and refusals before their responses
+    leave, a group of concurrent requests per transaction (group commit).
+
+    A request hands its records over and waits. If no transaction of audit records is
+    under way in the process, the request runs one itself, with every record handed over
+    so far; otherwise it waits for that one to end, and then one of the requests whose
+    records came in meanwhile commits them all. Under load a transaction carries the
+    records of every request that arrived during the one before; alone, a request commits
+    its own, in its own thread: no thread is woken to do it. A request returns once its
+    records are committed (as durably as any write: SQLite's ``synchronous=FULL``,
+    PostgreSQL's ``synchronous_commit``), or raises :class:`AuditUnavailable`: nothing is
+    held in memory beyond the requests waiting, so nothing can be lost, and when the
+    database is slow the requests are.
+    """
+
+    def __init__(self, database: Database) -> None:
         self.database = database
-        self.delay = delay
+        self._appender = Appender(database, _AUDIT_EVENTS)
+        self._writer: WriterClient | None = None
         self._reset()
-        _buffers.add(self)
+
+    def use_writer(self, path: str) -> None:
+        """Hand records to the server's audit writer (api.audit_writer) at ``path``,
+        instead of committing them here."""
+        self._writer = WriterClient(path)
+
+    def commit_many(self, requests: list[list[_Pending]]) -> list[bool]:
+        """Commit the records of several requests at once (the audit writer's batches):
+        whether each request's were committed."""
+        return [error is None for error in self._run(requests)]
 
     def _reset(self) -> None:
-        # Also after a fork: the parent's thread and locks do not carry over to the child.
-        self._pid = os.getpid()
-        self._pending: collections.deque[_Pending] = collections.deque()
-        self._lock = threading.Lock()
-        self._writing = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        # After a fork, the parent's locks do not carry over to the child.
+        self._changed = threading.Condition(threading.Lock())
+        self._open = _Batch()
+        self._busy = False
 
-    def put(self, row: dict[str, Any], patient_hint: tuple[str, str] | None = None) -> None:
-        # A forked child starts afresh (_after_fork): no process id is asked per request.
-        with self._lock:
-            if len(self._pending) >= MAX_PENDING:
-                self._pending.popleft()
-                log.error("audit buffer full: the oldest pending record was dropped")
-            self._pending.append((row, patient_hint))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-                self._thread.start()
-        self._wake.set()
+    def commit(self, records: list[_Pending]) -> None:
+        """Commit a request's records; return once they are, or raise AuditUnavailable."""
+        if self._writer is not None:
+            try:
+                self._writer.commit(records)
+            except WriterUnavailable as error:
+                log.error("audit records could not be committed: %s", error)
+                raise AuditUnavailable() from error
+            return
+        with self._changed:
+            batch = self._open
+            place = len(batch.requests)
+            batch.requests.append(records)
+            while batch.outcomes is None and self._busy:
+                self._changed.wait()
+            if batch.outcomes is None:
+                # No transaction under way: this request runs the one for its batch.
+                self._busy = True
+                self._open = _Batch()
+        if batch.outcomes is None:
+            outcomes: list[BaseException | None] | None = None
+            try:
+                outcomes = self._run(batch.requests)
+            finally:
+                # Also when this thread is interrupted: the others waiting are told.
+                with self._changed:
+                    batch.outcomes = outcomes or [AuditUnavailable("interrupted")] * len(
+                        batch.requests
+                    )
+                    self._busy = False
+                    self._changed.notify_all()
+        failure = batch.outcomes[place]
+        if failure is not None:
+            raise AuditUnavailable() from failure
 
-    def _run(self) -> None:
-        failures = 0
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            # Wait a little for more records: one transaction per batch, not per request.
-            time.sleep(self.delay)
-            with self._lock:
-                due = len(self._pending)
-            # Only the records that were waiting: those that come in meanwhile wait for the
-            # next round (they have woken it), instead of going in tiny batches one after
-            # the other while requests keep coming.
-            if self._write_pending(due):
-                failures = 0
-            else:
-                failures += 1
-                time.sleep(min(30.0, 2.0**failures))
-                self._wake.set()
-
-    def flush(self) -> bool:
-        """Write every pending record now; False when the database could not be reached
-        (the records stay pending)."""
-        return self._write_pending(None)
-
-    def _write_pending(self, limit: int | None) -> bool:
-        """Write the first ``limit`` pending records (all of them with None), in batches."""
-        with self._writing:
-            while limit is None or limit > 0:
-                with self._lock:
-                    size = min(BATCH_SIZE, len(self._pending))
-                    if limit is not None:
-                        size = min(size, limit)
-                        limit -= size
-                    batch = [self._pending.popleft() for _ in range(size)]
-                if not batch:
-                    return True
-                if not self._write_batch(batch):
-                    return False
-            return True
-
-    def _write_batch(self, batch: list[_Pending]) -> bool:
+    def _run(self, requests: list[list[_Pending]]) -> list[BaseException | None]:
+        """Commit the records of several requests in one transaction; if it is refused for
+        something in them rather than for the database, each request's in its own."""
+        items = [item for records in requests for item in records]
         try:
-            self._write(batch)
-        except OperationalError:
-            self._requeue(batch)
-            return False
+            self._write(items)
+            metrics.count_audit_commit(len(items), committed=True)
+            return [None] * len(requests)
+        except OperationalError as error:
+            metrics.count_audit_commit(len(items), committed=False)
+            log.error("audit records could not be committed", extra={"requests": len(requests)})
+            return [error] * len(requests)
         except Exception:
-            # Something in the batch is refused: write the others one by one.
-            for index, item in enumerate(batch):
-                try:
-                    self._write([item])
-                except OperationalError:
-                    self._requeue(batch[index:])
-                    return False
-                except Exception:
-                    log.exception("audit record refused")
-        return True
-
-    def _requeue(self, batch: list[_Pending]) -> None:
-        with self._lock:
-            self._pending.extendleft(reversed(batch))
-        log.error("audit records could not be written yet", extra={"pending": len(batch)})
+            metrics.count_audit_commit(len(items), committed=False)
+            if len(requests) == 1:
+                log.exception("audit records refused")
+                return [AuditUnavailable("refused")]
+        return [self._run([records])[0] for records in requests]
 
     def _write(self, batch: list[_Pending]) -> None:
-        patients = self._patients([hint for _, hint in batch if hint])
+        hints = [hint for _, hint in batch if hint]
+        patients = self._patients(hints) if hints else {}
         rows = []
         for row, hint in batch:
             patient = patients.get(hint) if hint else None
             rows.append({**row, "patient": patient} if patient else row)
-        with self.database.writing() as session:
-            connection = session.connection()
-            # Several rows per statement (see insert_rows): with one per row on SQLite, a
-            # batch held the write lock many times longer while request threads were busy.
-            for start in range(0, len(rows), ROWS_PER_STATEMENT):
-                insert_rows(connection, _AUDIT_EVENTS, rows[start : start + ROWS_PER_STATEMENT])
+        self._appender.append(rows)
 
     def _patients(self, hints: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The patient of each plan or resource named."""
-        if not hints:
-            return {}
         plan_of = {("plan", i): i for kind, i in hints if kind == "plan"}
         resource_ids: dict[str, set[str]] = {}
         for kind, resource_id in hints:
@@ -562,22 +580,14 @@ class AuditBuffer:
         return {hint: patient_of[plan] for hint, plan in plan_of.items() if plan in patient_of}
 
 
-_buffers: weakref.WeakSet[AuditBuffer] = weakref.WeakSet()
-
-
-def flush() -> None:
-    """Write every pending audit record of this process now."""
-    for buffer in list(_buffers):
-        if buffer._pid == os.getpid():
-            buffer.flush()
+_logs: weakref.WeakSet[AuditLog] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
-    for buffer in list(_buffers):
-        buffer._reset()
+    for audit_log in list(_logs):
+        audit_log._reset()
 
 
-atexit.register(flush)
 os.register_at_fork(after_in_child=_after_fork)
 
 
@@ -585,7 +595,9 @@ def install(app: Flask, database: Database) -> None:
     """Record writes with the database's changes, and everything else after the response."""
     if record_write not in database.observers:
         database.observers.append(record_write)
-    app.extensions["ipt_audit"] = AuditBuffer(database)
+    audit_log = AuditLog(database)
+    _logs.add(audit_log)
+    app.extensions["ipt_audit"] = audit_log
 
     @app.before_request
     def audit_start() -> None:

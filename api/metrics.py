@@ -54,6 +54,8 @@ class _Metrics:
     duration: Any
     errors: Any
     fhir_writes: Any
+    audit_commits: Any
+    audit_records: Any
     pool_in_use: Any | None  # a live gauge in multiprocess mode; a scrape-time collector else
 
 
@@ -123,6 +125,16 @@ def _create() -> _Metrics:
             "FHIR resources written (2xx), by resource type and interaction; Bundle entries "
             "count one by one.",
             ["resource_type", "interaction"],
+        ),
+        audit_commits=Counter(
+            "ipt_audit_commits",
+            "Transactions of audit records of reads, searches and refusals, by outcome "
+            "(committed or failed); each holds the records of every request waiting.",
+            ["outcome"],
+        ),
+        audit_records=Counter(
+            "ipt_audit_records",
+            "Audit records of reads, searches and refusals committed before their response.",
         ),
         pool_in_use=pool_in_use,
     )
@@ -210,6 +222,14 @@ def install(app: Flask, database: Database) -> None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def count_audit_commit(records: int, committed: bool) -> None:
+    """A transaction of audit records ended (api.audit.AuditLog)."""
+    metrics = _get()
+    metrics.audit_commits.labels("committed" if committed else "failed").inc()
+    if committed:
+        metrics.audit_records.inc(records)
 
 
 def mark_process_dead(pid: int) -> None:

@@ -44,13 +44,14 @@ def _after_fork(_server: Any, worker: Any) -> None:
     # the worker: kept out of the garbage collector's full collections, which otherwise
     # walk all of it every few seconds under load and stop every thread while they do.
     gc.freeze()
+    import sys
+
+    sys.setswitchinterval(float(os.environ.get("IPT_SWITCH", "0.005")))
 
 
 def _before_exit(_server: Any, worker: Any) -> None:
-    # Buffered audit records of reads are written before the worker goes.
-    from api import audit, metrics
+    from api import metrics
 
-    audit.flush()
     # Its live gauges (the pool in use) leave the sums; its counters stay in them.
     metrics.mark_process_dead(worker.pid)
 
@@ -62,7 +63,13 @@ def _child_exit(_server: Any, worker: Any) -> None:
     metrics.mark_process_dead(worker.pid)
 
 
+_audit_writer: Any = None  # the audit writer serve started (api.audit_writer.WriterProcess)
+
+
 def _on_exit(_server: Any) -> None:
+    # The workers have gone: the audit writer has answered all they sent.
+    if _audit_writer is not None:
+        _audit_writer.stop()
     # The metrics directory serve made for this run goes with it.
     if _made_metrics_dir is not None:
         shutil.rmtree(_made_metrics_dir, ignore_errors=True)
@@ -84,6 +91,14 @@ def prepare_metrics_dir(given: str | None) -> str:
 
 
 def serve(app: Flask, host: str, port: int, workers: int, threads: int) -> None:
+    global _audit_writer
+    from api.audit_writer import WriterProcess
+
+    # One audit writer for all the workers (see api.audit_writer), before they are forked.
+    database = app.extensions["ipt_database"]
+    _audit_writer = WriterProcess(database.url.render_as_string(hide_password=False))
+    _audit_writer.start()
+    app.extensions["ipt_audit"].use_writer(_audit_writer.path)
     Server(
         app,
         {

@@ -360,12 +360,130 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     if not rows:
         return
     sql, columns = _multi_row_insert(table, len(rows), connection.dialect)
+    run_on_driver(connection, sql, _arguments(rows, columns), first=None)
+
+
+# Connections a process inherited from its parent: kept from the garbage collector.
+_INHERITED: list[Any] = []
+
+
+class Appender:
+    """Appends rows to one table on a connection of its own per process: each call one
+    transaction, on disk when it returns (SQLite ``synchronous=FULL``, PostgreSQL
+    ``synchronous_commit``).
+
+    For records that many requests add, each waiting for its own (the audit trail): a call
+    costs one statement and its commit, without a session, the pool or, on PostgreSQL,
+    more than one round trip. Calls are not thread-safe: one caller at a time.
+    """
+
+    # Rows per statement: a table of 16 columns stays far below any driver's limit.
+    ROWS_PER_STATEMENT = 50
+
+    def __init__(self, database: Database, table: Table) -> None:
+        self.database = database
+        self.table = table
+        self._connection: Any = None
+        self._proxy: Any = None
+        self._pid: int | None = None
+
+    def append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Commit ``rows``; a connection found lost is replaced and the rows tried once more
+        (a restarted or failed-over server)."""
+        try:
+            self._append(rows)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            self._append(rows)
+
+    def _driver(self) -> Any:
+        if self._pid != os.getpid():
+            # A connection opened before a fork belongs to the parent: never used, nor
+            # closed (closing sends the server a goodbye on the parent's socket), here.
+            if self._proxy is not None:
+                _INHERITED.append(self._proxy)
+            self._connection, self._proxy, self._pid = None, None, os.getpid()
+        if self._connection is None:
+            proxy = self.database.engine.raw_connection()
+            driver = proxy.driver_connection
+            proxy.detach()  # its own for good: not the pool's
+            self._proxy = proxy
+            if not self.database.is_sqlite:
+                # One statement, one transaction, one round trip.
+                driver.autocommit = True  # type: ignore[union-attr]
+            self._connection = driver
+        return self._connection
+
+    def _append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        dialect = self.database.engine.dialect
+        driver = self._driver()
+        chunks = [
+            rows[start : start + self.ROWS_PER_STATEMENT]
+            for start in range(0, len(rows), self.ROWS_PER_STATEMENT)
+        ]
+        writers = self.database._writers
+        if writers is not None:
+            writers.acquire()  # the SQLite writers' turn (see WriterQueue)
+        try:
+            cursor = driver.cursor()
+            try:
+                if len(chunks) > 1:
+                    cursor.execute("BEGIN IMMEDIATE" if self.database.is_sqlite else "BEGIN")
+                for chunk in chunks:
+                    sql, columns = _multi_row_insert(self.table, len(chunk), dialect)
+                    cursor.execute(sql, _arguments(chunk, columns))
+                if len(chunks) > 1:
+                    cursor.execute("COMMIT")
+            except BaseException:
+                if len(chunks) > 1:
+                    self._roll_back(cursor)
+                raise
+            finally:
+                cursor.close()
+        except dialect.loaded_dbapi.Error as error:
+            lost = dialect.is_disconnect(error, driver, None)
+            if lost:
+                self._close()
+            wrapped = DBAPIError.instance(
+                "INSERT INTO " + self.table.name,
+                None,
+                error,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=True,
+                connection_invalidated=lost,
+                dialect=dialect,
+            )
+            raise wrapped from error
+        finally:
+            if writers is not None:
+                writers.release()
+
+    def _roll_back(self, cursor: Any) -> None:
+        try:
+            cursor.execute("ROLLBACK")
+        except Exception:
+            self._close()  # in an unknown state: a new connection next time
+
+    def _close(self) -> None:
+        connection, self._connection, self._proxy = self._connection, None, None
+        try:
+            connection.close()
+        except Exception:
+            return
+
+
+def _arguments(
+    rows: Sequence[Mapping[str, Any]], columns: tuple[tuple[str, _Convert], ...]
+) -> list[Any]:
     arguments = []
     for row in rows:
         for name, convert in columns:
             value = row.get(name)
             arguments.append(convert(value) if convert is not None and value is not None else value)
-    run_on_driver(connection, sql, arguments, first=None)
+    return arguments
 
 
 @dataclass

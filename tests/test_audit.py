@@ -1,7 +1,7 @@
 """The audit trail: a FHIR AuditEvent for every request that touches patient data.
 
 Writes are recorded in their own transaction; reads, searches, refusals and failed writes
-through a buffer (``api.audit.flush`` writes it at once).
+before their response leaves (``api.audit.AuditLog``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, text
 from test_fhir_bundle import new_goal, post_bundle, transaction
 from test_fhir_read import assert_valid, outcome_code
 
-from api.audit import flush, stored_event
+from api.audit import stored_event
 from fhir_mappings.audit_event import AuditFacts, render_audit_event
 from fhir_mappings.projection import instant, serialise
 from service.db import Database
@@ -33,7 +33,6 @@ STORED = [column.key for column in AuditRecord.__table__.columns]
 @pytest.fixture(autouse=True)
 def empty_trail(database: Database) -> None:
     """Records buffered by earlier tests are written (and removed) before each test."""
-    flush()
     with database.engine.begin() as connection:
         connection.execute(text("DELETE FROM audit_events"))
 
@@ -94,7 +93,7 @@ def test_a_native_create_is_committed_with_its_audit_record(
     client: Client, database: Database
 ) -> None:
     plan = client.create_plan(patient="Patient/p-1")
-    # No flush: the record was committed in the write's own transaction.
+    # Committed in the write's own transaction.
     [record] = rows(database)
     assert (record["action"], record["outcome"], record["agent"]) == ("C", "0", client.client_id)
     response = client.post(
@@ -127,7 +126,6 @@ def test_a_native_create_is_committed_with_its_audit_record(
     assert event["source"]["type"][0]["code"] == "4"
     references = {e["what"].get("reference"): e["role"]["code"] for e in event["entity"][1:]}
     assert references == {created["entity"]: "4", "Patient/p-2": "1"}
-    flush()
     # Nothing else was recorded for it, later or twice.
     assert len(of_request(database, "create-1")) == 1
     goal = client.post(
@@ -145,7 +143,6 @@ def test_a_refused_write_records_the_attempt_and_nothing_else(
         headers={"X-Actor": "dr.rivera", "X-Request-ID": "refused-1"},
     )
     assert response.status_code == 422
-    flush()
     [attempt] = rows(database)
     assert (attempt["action"], attempt["outcome"], attempt["agent"]) == ("C", "4", "dr.rivera")
     assert attempt["event"]["outcomeDesc"] == "422 Unprocessable Entity"
@@ -173,7 +170,6 @@ def test_a_transaction_rolled_back_after_auditing_leaves_no_success_record(
     )
     assert response.status_code == 409
     assert outcome_code(response) == "conflict"
-    flush()
     [attempt] = of_request(database, "rolled-back")
     assert (attempt["action"], attempt["outcome"]) == ("E", "4")
     assert subtype(attempt["event"]) == "transaction"
@@ -215,7 +211,6 @@ def test_reads_and_searches_are_recorded_with_the_query(
     assert found.status_code == 200
     native = client.get(plan_url(plan, "goals"), headers={"X-Request-ID": "goals-1"})
     assert native.status_code == 200
-    flush()
     [record] = of_request(database, "read-1")
     assert (record["action"], record["outcome"]) == ("R", "0")
     assert subtype(record["event"]) == "read"
@@ -247,7 +242,6 @@ def test_every_read_of_a_patient_record_names_the_patient(
     assert gone.status_code == 410
     missing = client.get("/fhir/Goal/no-such-goal", headers={"X-Request-ID": "goal-4"})
     assert missing.status_code == 404
-    flush()
     named = {rid: of_request(database, rid)[0]["patient"] for rid in ("goal-1", "goal-2", "goal-3")}
     assert named == dict.fromkeys(("goal-1", "goal-2", "goal-3"), "Patient/read-me")
     assert of_request(database, "goal-4")[0]["patient"] is None
@@ -258,7 +252,6 @@ def test_not_found_on_a_data_route_is_recorded(client: Client, database: Databas
     assert (
         client.get("/api/v1/care-plans/gone-1", headers={"X-Request-ID": "nf-2"}).status_code == 404
     )
-    flush()
     [fhir] = of_request(database, "nf-1")
     assert (fhir["action"], fhir["outcome"], fhir["entity"]) == ("R", "4", "Goal/missing")
     assert fhir["event"]["outcomeDesc"] == "404 Not Found"
@@ -278,7 +271,6 @@ def test_probes_metadata_and_conformance_resources_are_not_recorded(
         "/fhir/StructureDefinition/ipt-goal",
     ):
         assert client.get(path).status_code == 200, path
-    flush()
     assert rows(database) == []
 
 
@@ -310,7 +302,6 @@ def test_the_trail_is_searched_by_date_agent_entity_patient_and_outcome(
     client.get("/fhir/CarePlan/missing", headers={"X-Actor": "dr.b"})
     other = Client(live.url, token_for(live, database, ["system/*.rs"]))
     other.get(f"/fhir/CarePlan/{first['id']}")
-    flush()
     by_entity = {(row["entity"], row["action"]): row["id"] for row in rows(database)}
     first_id = by_entity[(f"CarePlan/{first['id']}", "C")]
     second_id = by_entity[(f"CarePlan/{second['id']}", "C")]
@@ -391,7 +382,6 @@ def test_audit_events_cannot_be_created_changed_or_deleted(
         assert response.status_code == 405, response.request.method
         assert response.headers["Allow"] == "GET"
         assert outcome_code(response) == "not-supported"
-    flush()
     after = rows(database)
     assert after[0] == record
     # Each attempt is on the record, as a failure.
@@ -414,7 +404,6 @@ def test_every_audit_event_is_valid_fhir(client: Client, database: Database, pla
     client.get(f"/fhir/CarePlan/{plan['id']}/_history/1")
     client.delete(plan_url(plan), headers={"If-Match": '"1"'})
     client.delete(plan_url(plan))
-    flush()
     records = rows(database)
     assert len(records) >= 9
     for record in records:
@@ -448,7 +437,6 @@ def test_no_body_text_token_or_secret_is_recorded(client: Client, database: Data
         f"/fhir/CarePlan/{plan['id']}", headers={"Authorization": f"Bearer {forged}"}
     )
     assert refused.status_code == 401
-    flush()
     stored = rows(database)
     assert len(stored) == 5
     token = client.http.headers["Authorization"].removeprefix("Bearer ")
@@ -473,7 +461,6 @@ def test_refusals_are_recorded(
     # The audit trail itself is for holders of system/AuditEvent.rs only.
     users = Client(live.url, token_for(live, database, ["user/*.cruds"]))
     assert users.get("/fhir/AuditEvent", headers={"X-Request-ID": "r-audit"}).status_code == 403
-    flush()
     [unauthenticated] = of_request(database, "r-401")
     assert (unauthenticated["outcome"], unauthenticated["agent"]) == ("4", "anonymous")
     assert unauthenticated["event"]["outcomeDesc"] == "401 Unauthorized"
@@ -620,7 +607,6 @@ def test_records_keep_their_facts_in_columns_not_a_rendered_event(
         params={"patient": "Patient/123", "status": "active"},
         headers={"X-Actor": "dr.rivera", "X-Request-ID": "facts-1"},
     )
-    flush()
     written, searched = rows(database)
     assert written["content"] is None and searched["content"] is None
     assert (written["interaction"], written["status"], written["query"]) == ("create", None, None)
@@ -649,7 +635,6 @@ def test_a_large_batch_is_written_whole_with_every_column(
     for request_id in request_ids:
         read = client.get(f"/fhir/CarePlan/{plan['id']}", headers={"X-Request-ID": request_id})
         assert read.status_code == 200
-    flush()
     stored = {request_id_of(row["event"]): row for row in rows(database)}
     for request_id in request_ids:
         row = stored[request_id]

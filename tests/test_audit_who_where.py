@@ -24,7 +24,6 @@ from test_auth_tokens import IDP, IDP_AUDIENCE, _idp_token, _jwks, _settings
 from werkzeug.serving import make_server
 
 from api.app import create_app
-from api.audit import flush
 from api.config import ConfigError, load
 from api.request_log import JsonFormatter
 from service import clients
@@ -63,7 +62,6 @@ def behind_proxy(
 
 
 def record_of(database: Database, request_id: str) -> list[AuditRecord]:
-    flush()  # records of reads and refusals are buffered: written now
     with database.reading() as session:
         return list(
             session.scalars(select(AuditRecord).where(AuditRecord.request_id == request_id))

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,8 +14,6 @@ from flask import Flask, Response
 from prometheus_client import REGISTRY
 
 from api import headers, request_log
-from api.audit import AuditBuffer, flush
-from service.db import Database
 
 SECURITY = {
     "X-Content-Type-Options": "nosniff",
@@ -141,42 +137,3 @@ def test_requests_are_counted_by_method_route_and_status(client: Client) -> None
     assert client.get("/fhir/CarePlan/missing").status_code == 404
     assert counted("200") == (before[0] + 3, before[1] + 3)
     assert counted("404") == (missing_before[0] + 1, missing_before[1] + 1)
-
-
-def test_a_forked_worker_writes_only_its_own_audit_records(database: Database) -> None:
-    flush()
-    buffer = AuditBuffer(database, delay=60)
-    buffer.put({"marker": "parent"})
-    child = os.fork()
-    if child == 0:  # pragma: no cover (runs in the child)
-        os._exit(0 if len(buffer._pending) == 0 else 1)
-    _, status = os.waitpid(child, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert [row for row, _ in buffer._pending] == [{"marker": "parent"}]
-    buffer._pending.clear()
-
-
-def test_records_arriving_during_a_write_wait_for_the_next_round(database: Database) -> None:
-    """The writer takes what was waiting when it woke: records that come in while it
-    writes go in the next batch, a round later, not in a string of tiny transactions."""
-    flush()
-    delay = 0.3
-    buffer = AuditBuffer(database, delay=delay)
-    written: list[tuple[float, list[str]]] = []
-
-    def write(batch: list[tuple[dict[str, str], None]]) -> None:
-        written.append((time.monotonic(), [row["marker"] for row, _ in batch]))
-        if len(written) == 1:
-            buffer.put({"marker": "during-1"})
-            buffer.put({"marker": "during-2"})
-
-    buffer._write = write  # type: ignore[method-assign]
-    for marker in ("a", "b", "c"):
-        buffer.put({"marker": marker})
-    deadline = time.monotonic() + 5
-    while len(written) < 2:
-        assert time.monotonic() < deadline, "the second round was never written"
-        time.sleep(0.02)
-    (first_at, first), (second_at, second) = written
-    assert (first, second) == (["a", "b", "c"], ["during-1", "during-2"])
-    assert second_at - first_at >= delay * 0.9

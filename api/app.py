@@ -150,6 +150,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     def index() -> Any:
         # A browser (text/html preferred over JSON) is sent to the docs page; API clients,
         # */* included, get the JSON index.
+        response: Any
         if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
             response = redirect("/docs", 302)
         else:

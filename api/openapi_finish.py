@@ -455,7 +455,11 @@ def _type_enum(item: dict[str, Any], path: str, method: str, operation: dict[str
 # --- error examples ------------------------------------------------------------------------
 
 _PROBLEMS: dict[int, tuple[str | None, str]] = {
-    400: ("malformed", "the request body is not valid JSON"),
+    400: (
+        "malformed",
+        "the body is not valid JSON: Expecting property name enclosed in double quotes at "
+        "line 1, column 2",
+    ),
     401: ("unauthenticated", "this route needs a bearer token"),
     404: ("not-found", f"care plan {examples.PLAN_ID!r} does not exist"),
     405: (None, "The method is not allowed for the requested URL."),

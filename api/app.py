@@ -56,6 +56,8 @@ contract and phases, its goals, the homework between sessions and the sessions t
   client-credentials grant). SMART scopes decide what a token allows: the native API uses
   the scopes of the FHIR resources it touches (plans, phases, sessions and homework are
   CarePlans; goals are Goals). A token bound to a patient sees only that patient's plans.
+  Each operation names the scope it needs. On the docs page, **Authorize** with a client's
+  id and secret (the `smart` scheme) fetches a token and sends it with every request.
 """
 
 BODY_METHODS = ("POST", "PUT", "PATCH")

@@ -506,9 +506,8 @@ _INSTANCES = {
 
 
 def _forbidden(needed: list[str] | None) -> str:
-    if not needed:
-        return "the token's scopes do not allow this entry of the Bundle"
-    scope = needed[0].removeprefix("system/")
+    # A Bundle's entries are checked one by one: the example is a refused create.
+    scope = needed[0].removeprefix("system/") if needed else "CarePlan.c"
     resource = scope.split(".")[0]
     if resource in scopes.NAMED_ONLY:
         tail = f" (a scope naming {resource}: a wildcard does not grant it)"
@@ -546,12 +545,12 @@ def problem_example(status: int, path: str, needed: list[str] | None = None) -> 
 def outcome_example(status: int, needed: list[str] | None = None) -> dict[str, Any]:
     """A realistic OperationOutcome for ``status`` on the FHIR interface."""
     code, diagnostics = _FHIR_ISSUES.get(status, ("exception", HTTPStatus(status).phrase))
+    issue: dict[str, Any] = {"severity": "error", "code": code, "diagnostics": diagnostics}
     if status == 403:
-        code, diagnostics = "forbidden", _forbidden(needed)
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
-    }
+        issue["code"], issue["diagnostics"] = "forbidden", _forbidden(needed)
+        if needed == []:
+            issue["expression"] = ["Bundle.entry[0]"]
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 def _error_examples(

@@ -336,7 +336,7 @@ def test_the_problem_examples_are_what_the_service_answers(
 
 
 def test_the_outcome_examples_carry_the_issue_codes_the_fhir_interface_answers(
-    client: Client, anonymous: Client
+    client: Client, anonymous: Client, live: Server, database: Database
 ) -> None:
     spec = _spec()
     examples = {
@@ -354,6 +354,10 @@ def test_the_outcome_examples_carry_the_issue_codes_the_fhir_interface_answers(
         assert answer.status_code == int(code), answer.text
         expected = examples[(read, "get", code)]["issue"][0]["code"]
         assert answer.json()["issue"][0]["code"] == expected, code
+    goals_only = Client(live.url, token_for(live, database, ["system/Goal.cruds"]))
+    refused = goals_only.get("/fhir/CarePlan/x")
+    assert refused.status_code == 403
+    assert refused.json()["issue"][0] == examples[(read, "get", "403")]["issue"][0]
 
 
 # --- 4. FHIR resource types ---------------------------------------------------------------

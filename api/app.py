@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, redirect, request
 
 from api import (
     audit,
@@ -15,6 +15,7 @@ from api import (
     health,
     homework,
     metrics,
+    openapi_finish,
     phases,
     plans,
     problems,
@@ -55,6 +56,8 @@ contract and phases, its goals, the homework between sessions and the sessions t
   client-credentials grant). SMART scopes decide what a token allows: the native API uses
   the scopes of the FHIR resources it touches (plans, phases, sessions and homework are
   CarePlans; goals are Goals). A token bound to a patient sees only that patient's plans.
+  Each operation names the scope it needs. On the docs page, **Authorize** with a client's
+  id and secret (the `smart` scheme) fetches a token and sends it with every request.
 """
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
@@ -115,6 +118,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.register_blueprint(health.blp)
     app.register_blueprint(docs.blp)
     auth_endpoints.register(app)
+    openapi_finish.install(api.spec, app)
     problems.register(app)
     request_log.install(app)
     metrics.install(app, db)
@@ -146,11 +150,21 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @app.get("/")
     def index() -> Any:
-        return {
-            "name": "ipt-careplans",
-            "api": "/api/v1",
-            "openapi": "/openapi.json",
-            "docs": "/docs",
-        }
+        # A browser (text/html preferred over JSON) is sent to the docs page; API clients,
+        # */* included, get the JSON index.
+        response: Any
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+            response = redirect("/docs", 302)
+        else:
+            response = app.json.response(
+                {
+                    "name": "ipt-careplans",
+                    "api": "/api/v1",
+                    "openapi": "/openapi.json",
+                    "docs": "/docs",
+                }
+            )
+        response.vary.add("Accept")
+        return response
 
     return app

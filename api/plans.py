@@ -59,6 +59,7 @@ def plan_filter(query: dict[str, Any]) -> plans.PlanFilter:
         updated_before=query.get("updated_before"),
         identifier_system=system,
         identifier_value=value,
+        include_deleted=query.get("include_deleted", False),
     )
 
 
@@ -88,7 +89,9 @@ class CarePlans(MethodView):
         To follow changes, poll with `updated_since` set to the previous page's
         `updated_before`: every plan changed since is listed once it has committed,
         however long its write took (the server picks `updated_before` so that no write
-        still in progress is stamped before it, and the page links keep it).
+        still in progress is stamped before it, and the page links keep it). Add
+        `include_deleted=true` to learn of deletions too: a plan deleted since is listed
+        as a tombstone (`deleted: true`, its `id`, `patient`, `version` and `deleted_at`).
         """
         page, size = query["page"], query["page_size"]
         criteria = plan_filter(query)

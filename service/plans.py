@@ -79,13 +79,15 @@ class PlanFilter:
     updated_before: datetime | None = None
     identifier_system: str | None = None
     identifier_value: str | None = None
+    # Deleted plans too (listed as tombstones): how a sync client learns of deletions.
+    include_deleted: bool = False
 
 
 def list_plans(
     database: Database, criteria: PlanFilter, offset: int, limit: int
 ) -> tuple[list[CarePlan], int]:
     """One page of the plans matching every given criterion, oldest first, and the total."""
-    conditions: list[Any] = [CarePlan.deleted_at.is_(None)]
+    conditions: list[Any] = [] if criteria.include_deleted else [CarePlan.deleted_at.is_(None)]
     if criteria.patient:
         conditions.append(CarePlan.patient == criteria.patient)
     if criteria.statuses:

@@ -143,9 +143,10 @@ class CarePlan(MethodView):
         Only the fields sent change; `null` clears an optional field. Changing
         `planned_sessions` or `session_frequency` renegotiates the contract: the old one
         stays in `contract_history` and the phases stretch to the new count (the
-        termination phase keeps its length). A completed, revoked or entered-in-error plan
-        only accepts changes to its notes (and, for completed or revoked, the status
-        entered-in-error). The patient of a plan never changes.
+        termination phase keeps its length until it has begun, then its start) without
+        moving any phase backwards; a count that cannot keep them is refused with 422. A
+        completed, revoked or entered-in-error plan only accepts changes to its notes (and,
+        for completed or revoked, the status entered-in-error). The patient of a plan never changes.
         """
         require_known_plan_identifiers(plan_id, data.get("identifiers"))
         plan = plans.update_plan(database(), plan_id, data, actor(), expected_version())

@@ -414,7 +414,9 @@ def _renegotiate(edit: PlanEdit, sessions: int, frequency: str, reason: str | No
     before = snapshot(plan.phases)
     phase_rules.stretch_to(plan.phases, sessions)
     if last is not None:
-        phase_rules.realign(plan.phases, last[0])
+        # Forward only: a shorter middle phase may leave the last attended session in
+        # the next phase, which then is the one in progress.
+        phase_rules.advance(plan.phases, last[0], last[1])
     log_phase_changes(edit, before)
     plan.planned_sessions = sessions
     plan.session_frequency = frequency

@@ -112,10 +112,16 @@ def _client() -> str:
 
 def _fingerprint() -> str:
     """A digest of what the request asks: its method, path and body (parsed, so that key
-    order and spacing do not matter)."""
+    order and spacing do not matter), and for whom: the token's user and patient, so that
+    one client's users never get each other's answers."""
     body = json_body() if request.get_data(cache=True).strip() else None
+    principal = current_principal()
+    caller = [principal.user, principal.patient] if principal is not None else None
     text = json.dumps(
-        [request.method, request.path, body], sort_keys=True, separators=(",", ":"), default=str
+        [request.method, request.path, body, caller],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
     )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -11,9 +11,10 @@ import requests
 from conftest import ADMIN_SCOPES, Client, Server, count_rows, plan_url, token_for
 from sqlalchemy import update
 
+from api.auth import keys, tokens
 from service import idempotency
 from service.db import Database
-from service.models import IdempotencyRecord, utcnow
+from service.models import ApiClient, IdempotencyRecord, new_id, utcnow
 
 PLANS = "/api/v1/care-plans"
 PLAN_BODY = {"patient": "Patient/123", "problem_areas": ["grief"], "start_date": "2026-01-05"}
@@ -60,6 +61,30 @@ def test_a_retry_with_the_same_key_gets_the_first_answer_and_no_second_effect(
     other = client.post(path, json={**body, "number": 2} if table == "sessions" else body)
     assert other.status_code == 201
     assert count_rows(database, table) == before + 2
+
+
+def test_a_token_for_another_patient_of_the_same_client_never_gets_the_answer(
+    live: Server, database: Database
+) -> None:
+    registered = ApiClient(
+        id=new_id(),
+        name=f"ehr-{new_id()}",
+        scopes=" ".join(ADMIN_SCOPES),
+        patient="Patient/123",
+        created_at=utcnow(),
+    )
+    with database.writing() as session:
+        session.add(registered)
+    key = keys.key_for(live.app)
+    first, _ = tokens.issue(registered, ADMIN_SCOPES, live.settings, key=key)
+    registered.patient = "Patient/456"
+    second, _ = tokens.issue(registered, ADMIN_SCOPES, live.settings, key=key)
+    for_123 = Client(live.url, first).post(PLANS, json=PLAN_BODY, headers=keyed("same"))
+    assert for_123.status_code == 201, for_123.text
+    for_456 = Client(live.url, second).post(PLANS, json=PLAN_BODY, headers=keyed("same"))
+    assert for_456.status_code == 422
+    assert "Patient/123" not in for_456.text
+    assert count_rows(database, "care_plans") == 1
 
 
 def test_the_body_is_compared_as_json_not_as_text(client: Client, database: Database) -> None:

@@ -42,6 +42,8 @@ class Settings:
     external_patient_claim: str = "patient"
     # Proxies whose X-Forwarded-For / Forwarded headers name the caller's address.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # How long the first answer to a POST with an Idempotency-Key is kept and replayed.
+    idempotency_retention_seconds: int = 24 * 3600
 
     @property
     def token_endpoint(self) -> str:
@@ -163,6 +165,12 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "`X-Forwarded-For` or `Forwarded` header names the caller's address in the audit "
         "trail and for the token rate limits; from any other peer those headers are ignored. "
         "Default: none.",
+    ),
+    "IPT_IDEMPOTENCY_RETENTION_SECONDS": (
+        "idempotency_retention_seconds",
+        "How long the first answer to a native POST sent with an `Idempotency-Key` is kept "
+        "and replayed to a retry with the same key, 60 to 2592000 (30 days). Default 86400 "
+        "(24 hours).",
     ),
 }
 
@@ -367,6 +375,13 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     _token_protection(env, values)
     if "IPT_TRUSTED_PROXIES" in env:
         values["trusted_proxies"] = _networks("IPT_TRUSTED_PROXIES", env["IPT_TRUSTED_PROXIES"])
+    if env.get("IPT_IDEMPOTENCY_RETENTION_SECONDS", "").strip():
+        values["idempotency_retention_seconds"] = _int_between(
+            "IPT_IDEMPOTENCY_RETENTION_SECONDS",
+            env["IPT_IDEMPOTENCY_RETENTION_SECONDS"].strip(),
+            60,
+            30 * 24 * 3600,
+        )
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]
 

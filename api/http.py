@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, current_app, g, has_app_context, request
+from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import Connection
 from webargs import core
@@ -259,4 +260,21 @@ class StrictParser(FlaskParser):
 
 
 class ApiBlueprint(Blueprint):
+    """The service's blueprints: strict parameters; on the native API (``/api/``), an
+    ``Idempotency-Key`` on every POST (:mod:`api.idempotency`), taken and documented
+    here for all of them."""
+
     ARGUMENTS_PARSER = StrictParser()
+
+    def add_url_rule(
+        self, rule: str, endpoint: Any = None, view_func: Any = None, *args: Any, **options: Any
+    ) -> None:
+        from api.idempotency import idempotent
+
+        native = (self.url_prefix or "").startswith("/api/")
+        if native and isinstance(view_func, type) and issubclass(view_func, MethodView):
+            if "post" in view_func.__dict__:
+                view_func.post = idempotent(view_func.post)  # type: ignore[attr-defined]
+        elif native and view_func is not None and "POST" in options.get("methods", ()):
+            view_func = idempotent(view_func)
+        super().add_url_rule(rule, endpoint, view_func, *args, **options)

@@ -59,6 +59,7 @@ def plan_filter(query: dict[str, Any]) -> plans.PlanFilter:
         updated_before=query.get("updated_before"),
         identifier_system=system,
         identifier_value=value,
+        include_deleted=query.get("include_deleted", False),
     )
 
 
@@ -88,7 +89,9 @@ class CarePlans(MethodView):
         To follow changes, poll with `updated_since` set to the previous page's
         `updated_before`: every plan changed since is listed once it has committed,
         however long its write took (the server picks `updated_before` so that no write
-        still in progress is stamped before it, and the page links keep it).
+        still in progress is stamped before it, and the page links keep it). Add
+        `include_deleted=true` to learn of deletions too: a plan deleted since is listed
+        as a tombstone (`deleted: true`, its `id`, `patient`, `version` and `deleted_at`).
         """
         page, size = query["page"], query["page_size"]
         criteria = plan_filter(query)
@@ -140,9 +143,10 @@ class CarePlan(MethodView):
         Only the fields sent change; `null` clears an optional field. Changing
         `planned_sessions` or `session_frequency` renegotiates the contract: the old one
         stays in `contract_history` and the phases stretch to the new count (the
-        termination phase keeps its length). A completed, revoked or entered-in-error plan
-        only accepts changes to its notes (and, for completed or revoked, the status
-        entered-in-error). The patient of a plan never changes.
+        termination phase keeps its length until it has begun, then its start) without
+        moving any phase backwards; a count that cannot keep them is refused with 422. A
+        completed, revoked or entered-in-error plan only accepts changes to its notes (and,
+        for completed or revoked, the status entered-in-error). The patient of a plan never changes.
         """
         require_known_plan_identifiers(plan_id, data.get("identifiers"))
         plan = plans.update_plan(database(), plan_id, data, actor(), expected_version())

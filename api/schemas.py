@@ -595,6 +595,40 @@ class PlanQuerySchema(PageQuerySchema):
             "example": "urn:oid:1.2.3|IPT-1",
         }
     )
+    include_deleted = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Also list the deleted plans that match, as tombstones (`deleted` "
+            "true, with `id`, `patient`, `version`, `updated_at` and `deleted_at` only), in "
+            "order with the others: with `updated_since`, a sync client learns of deletions"
+        },
+    )
+
+
+class PlanListItemSchema(PlanSchema):
+    """A plan in a list: the plan, or the tombstone of a deleted one."""
+
+    deleted = fields.Boolean(
+        dump_only=True,
+        metadata={
+            "description": "Only on the tombstone of a deleted plan (`include_deleted`): true"
+        },
+    )
+    deleted_at = fields.DateTime(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "When the plan was deleted; only on a tombstone"},
+    )
+
+    @post_dump(pass_original=True)
+    def _tombstone(self, data: dict[str, Any], plan: Any, **_kwargs: Any) -> dict[str, Any]:
+        if not plan.is_deleted:
+            # A plan in a list reads as it does on its own.
+            data.pop("deleted_at", None)
+            data.pop("deleted", None)
+            return data
+        kept = ("id", "patient", "version", "updated_at", "updated_by", "deleted_at")
+        return {**{name: data.get(name) for name in kept}, "deleted": True}
 
 
 class PageLinksSchema(Schema):
@@ -607,7 +641,7 @@ class PageLinksSchema(Schema):
 
 def plan_page_schema() -> type[Schema]:
     """A page of plans; with ``updated_since``, also the bound the listing was made to."""
-    base = page_of(PlanSchema)
+    base = page_of(PlanListItemSchema)
     return type(
         "PlanPageSchema",
         (base,),

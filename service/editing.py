@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -123,6 +124,18 @@ def assign(entity: Any, changes: Mapping[str, Any]) -> list[str]:
             setattr(entity, name, value)
             changed.append(name)
     return changed
+
+
+def field_values(entity: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The values of these fields now (copies of lists and dicts, which a change may
+    replace or alter in place), to compare with after a change (:func:`changed_fields`)."""
+    return {name: deepcopy(getattr(entity, name)) for name in names}
+
+
+def changed_fields(entity: Any, before: Mapping[str, Any]) -> list[str]:
+    """The fields whose value now differs from ``before``: what a change log lists, so
+    that a field set to the value it had is never listed as changed."""
+    return [name for name, value in before.items() if getattr(entity, name) != value]
 
 
 @dataclass(frozen=True)

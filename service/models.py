@@ -511,6 +511,36 @@ class SigningKey(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class IdempotencyRecord(Base):
+    """The first successful answer to a native POST sent with an ``Idempotency-Key``.
+
+    Written in the transaction of the POST's own effect, so that one never exists without
+    the other. ``(client_id, key)`` is unique: of two requests racing with one key, the
+    database lets one commit its effect and refuses the other, which then replays it.
+    ``fingerprint`` is a digest of the request (method, path and body) that a retry must
+    match; rows past ``expires_at`` are dropped.
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(255))
+    etag: Mapped[str | None] = mapped_column(String(64))
+    location: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("client_id", "key"),
+        Index("ix_idempotency_keys_expires_at", "expires_at"),
+    )
+
+
 class RateCounter(Base):
     """How many token requests (or failed authentications) one subject made in one window.
 

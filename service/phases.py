@@ -112,14 +112,27 @@ def resize(phases: Sequence[Phase], code: str, start: int | None, end: int | Non
 
 
 def stretch_to(phases: Sequence[Phase], planned_sessions: int) -> None:
-    """Re-lay the phases for a renegotiated session count.
+    """Re-lay the phases for a renegotiated session count; no phase's status changes.
 
     The last phase keeps its length and moves to the end of the contract; the phase before
-    it grows or shrinks. A contract too short to keep every phase is refused.
+    it grows or shrinks. Once the last phase has begun it keeps its start instead and only
+    its end follows the contract: moving it later would send it back to not-started and
+    the phase before it, completed, back to active. A contract too short to keep every
+    phase, or ending before the last phase's begun start, is refused.
     """
     ordered = sorted(phases, key=lambda p: p.start_session)
     last = ordered[-1]
     if len(ordered) == 1:
+        last.end_session = planned_sessions
+        return
+    if last.status != PhaseStatus.NOT_STARTED:
+        if planned_sessions < last.start_session:
+            raise RuleViolation.on(
+                "planned_sessions",
+                f"the {last.code} phase is {last.status} from session {last.start_session}: "
+                f"a contract of {planned_sessions} sessions would end before it, and a "
+                "phase's progress never moves backwards",
+            )
         last.end_session = planned_sessions
         return
     length = last.end_session - last.start_session + 1

@@ -28,8 +28,10 @@ from service.db import Database
 from service.editing import (
     PlanEdit,
     assign,
+    changed_fields,
     check_version,
     edit_plan,
+    field_values,
     load_plan,
     plan_query,
     require_plan,
@@ -79,13 +81,15 @@ class PlanFilter:
     updated_before: datetime | None = None
     identifier_system: str | None = None
     identifier_value: str | None = None
+    # Deleted plans too (listed as tombstones): how a sync client learns of deletions.
+    include_deleted: bool = False
 
 
 def list_plans(
     database: Database, criteria: PlanFilter, offset: int, limit: int
 ) -> tuple[list[CarePlan], int]:
     """One page of the plans matching every given criterion, oldest first, and the total."""
-    conditions: list[Any] = [CarePlan.deleted_at.is_(None)]
+    conditions: list[Any] = [] if criteria.include_deleted else [CarePlan.deleted_at.is_(None)]
     if criteria.patient:
         conditions.append(CarePlan.patient == criteria.patient)
     if criteria.statuses:
@@ -328,6 +332,9 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     if start != plan.start_date:
         plan_checks.check_start_before_sessions(edit, start)
     contract_changed = (sessions, frequency) != (plan.planned_sessions, plan.session_frequency)
+    # The fields logged as changed are those whose value differs from this, whatever
+    # changed them (the contract, the status, the fields sent).
+    before = field_values(plan, LOGGED_PLAN_FIELDS)
     if contract_changed:
         _renegotiate(edit, sessions, frequency, data.get("contract_change_reason"))
     elif data.get("contract_change_reason") is not None:
@@ -353,15 +360,30 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     changes["primary_problem_area"] = areas[0]
     changes["secondary_problem_area"] = areas[1] if len(areas) > 1 else None
     changes["dispute_stage"] = stage
-    changed = assign(plan, changes)
-    if contract_changed:
-        changed += ["planned_sessions", "session_frequency"]
-    if "identifiers" in data:
-        changed += _replace_identifiers(edit, data["identifiers"])
+    assign(plan, changes)
+    identifiers = _replace_identifiers(edit, data["identifiers"]) if "identifiers" in data else []
     if new_status != plan.status:
         _change_status(edit, PlanStatus(new_status))
-        changed.append("status")
-    edit.updated("care_plan", plan, changed)
+    edit.updated("care_plan", plan, changed_fields(plan, before) + identifiers)
+
+
+# The plan's own fields a change is logged for (its identifiers are compared as a set).
+LOGGED_PLAN_FIELDS = (
+    "variant",
+    "status",
+    "planned_sessions",
+    "session_frequency",
+    "primary_problem_area",
+    "secondary_problem_area",
+    "dispute_stage",
+    "start_date",
+    "end_date",
+    "condition",
+    "therapist",
+    "formulation",
+    "relapse_prevention",
+    "notes",
+)
 
 
 def _differs(plan: CarePlan, name: str, value: Any) -> bool:
@@ -392,7 +414,9 @@ def _renegotiate(edit: PlanEdit, sessions: int, frequency: str, reason: str | No
     before = snapshot(plan.phases)
     phase_rules.stretch_to(plan.phases, sessions)
     if last is not None:
-        phase_rules.realign(plan.phases, last[0])
+        # Forward only: a shorter middle phase may leave the last attended session in
+        # the next phase, which then is the one in progress.
+        phase_rules.advance(plan.phases, last[0], last[1])
     log_phase_changes(edit, before)
     plan.planned_sessions = sessions
     plan.session_frequency = frequency

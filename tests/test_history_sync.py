@@ -199,3 +199,34 @@ def test_native_pages_keep_the_bound_of_the_first(client: Client) -> None:
     plain = client.get("/api/v1/care-plans").json()
     assert "updated_before" not in plain
     assert later["id"] in [p["id"] for p in plain["items"]]
+
+
+def test_a_native_sync_client_learns_of_deletions_from_tombstones(client: Client) -> None:
+    kept, gone, untouched = client.create_plan(), client.create_plan(), client.create_plan()
+    first = client.get("/api/v1/care-plans", params={"updated_since": "2000-01-01T00:00:00Z"})
+    horizon = first.json()["updated_before"]
+    assert client.delete(f"/api/v1/care-plans/{gone['id']}").status_code == 204
+    patched = client.patch(
+        f"/api/v1/care-plans/{kept['id']}", json={"notes": [{"text": "Seen by the team."}]}
+    )
+    assert patched.status_code == 200
+    since = {"updated_since": horizon}
+    plain = client.get("/api/v1/care-plans", params=since).json()
+    assert [item["id"] for item in plain["items"]] == [kept["id"]]
+    with_deleted = client.get(
+        "/api/v1/care-plans", params={**since, "include_deleted": "true"}
+    ).json()
+    assert [item["id"] for item in with_deleted["items"]] == [kept["id"], gone["id"]]
+    assert with_deleted["total"] == 2
+    listed, tombstone = with_deleted["items"]
+    assert "deleted" not in listed
+    assert listed == client.get(f"/api/v1/care-plans/{kept['id']}").json()
+    assert tombstone["deleted"] is True
+    assert tombstone["id"] == gone["id"]
+    assert tombstone["patient"] == gone["patient"]
+    assert tombstone["version"] == gone["version"] + 1
+    assert tombstone["deleted_at"] == tombstone["updated_at"]
+    assert "phases" not in tombstone and "problem_areas" not in tombstone
+    # The next page's links keep asking for tombstones.
+    assert "include_deleted=true" in with_deleted["links"]["self"]
+    assert untouched["id"] not in [item["id"] for item in with_deleted["items"]]

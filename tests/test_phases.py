@@ -504,7 +504,7 @@ def test_renegotiating_a_maintenance_contract_resizes_its_one_phase(client: Clie
     assert layout(client, plan) == [("maintenance", 1, 6, "not-started")]
 
 
-def test_lengthening_the_contract_during_termination_returns_the_course_to_the_middle(
+def test_lengthening_the_contract_during_termination_lengthens_termination(
     client: Client, plan: dict
 ) -> None:
     attend(client, plan, 1)
@@ -514,9 +514,60 @@ def test_lengthening_the_contract_during_termination_returns_the_course_to_the_m
     assert response.status_code == 200, response.text
     assert layout(client, plan) == [
         ("initial", 1, 3, "completed"),
-        ("middle", 4, 13, "active"),
-        ("termination", 14, 16, "not-started"),
+        ("middle", 4, 9, "completed"),
+        ("termination", 10, 16, "active"),
     ]
     termination = client.get(plan_url(plan, "phases", "termination")).json()
-    assert (termination["start_date"], termination["end_date"]) == (None, None)
-    assert client.get(plan_url(plan, "phases", "middle")).json()["end_date"] is None
+    assert (termination["start_date"], termination["end_date"]) == (on(10), None)
+
+
+def test_renegotiating_8_to_10_after_session_6_keeps_every_phase_where_it_was(
+    client: Client,
+) -> None:
+    plan = client.create_plan(variant="brief", planned_sessions=8)
+    for number in range(1, 7):
+        attend(client, plan, number)
+    assert layout(client, plan) == [
+        ("initial", 1, 3, "completed"),
+        ("middle", 4, 5, "completed"),
+        ("termination", 6, 8, "active"),
+    ]
+    response = client.patch(
+        plan_url(plan), json={"planned_sessions": 10, "contract_change_reason": "two more"}
+    )
+    assert response.status_code == 200, response.text
+    assert layout(client, plan) == [
+        ("initial", 1, 3, "completed"),
+        ("middle", 4, 5, "completed"),
+        ("termination", 6, 10, "active"),
+    ]
+    attend(client, plan, 10)
+    assert [p[3] for p in layout(client, plan)] == ["completed", "completed", "active"]
+
+
+def test_shortening_the_middle_phase_past_the_last_session_moves_the_course_forward(
+    client: Client, plan: dict
+) -> None:
+    attend(client, plan, 9)
+    response = client.patch(plan_url(plan), json={"planned_sessions": 10})
+    assert response.status_code == 200, response.text
+    assert layout(client, plan) == [
+        ("initial", 1, 3, "completed"),
+        ("middle", 4, 7, "completed"),
+        ("termination", 8, 10, "active"),
+    ]
+
+
+def test_a_contract_ending_before_a_begun_last_phase_is_refused_with_the_reason(
+    client: Client, database: Database, plan: dict
+) -> None:
+    attend(client, plan, 2)
+    assert patch_phase(client, plan, "termination", status="active").status_code == 200
+    before = state(client, database, plan)
+    response = client.patch(plan_url(plan), json={"planned_sessions": 9})
+    assert response.status_code == 422, response.text
+    assert problem_fields(response) == ["planned_sessions"]
+    message = response.json()["errors"][0]["message"]
+    assert "termination phase is active from session 10" in message
+    assert "backwards" in message
+    assert state(client, database, plan) == before

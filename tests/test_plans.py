@@ -306,6 +306,45 @@ def test_renegotiating_the_contract_keeps_the_old_one(client: Client, plan: dict
     ]
 
 
+def plan_change_fields(client: Client, plan: dict) -> list[list[str]]:
+    changes = client.get(plan_url(plan, "changes"), params={"page_size": 100}).json()["items"]
+    return [c["fields"] for c in changes if c["entity"] == "care_plan" and c["action"] == "update"]
+
+
+@pytest.mark.parametrize(
+    ("change", "logged"),
+    [
+        ({"planned_sessions": 16}, ["planned_sessions"]),
+        ({"session_frequency": "fortnightly"}, ["session_frequency"]),
+        (
+            {"planned_sessions": 14, "session_frequency": "fortnightly"},
+            ["planned_sessions", "session_frequency"],
+        ),
+        (
+            {"planned_sessions": 16, "session_frequency": "weekly", "therapist": None},
+            ["planned_sessions"],
+        ),
+        (
+            {"planned_sessions": 16, "formulation": "Grief after her father's death."},
+            ["planned_sessions", "formulation"],
+        ),
+    ],
+)
+def test_the_change_log_lists_only_the_fields_that_changed(
+    client: Client, plan: dict, change: dict[str, Any], logged: list[str]
+) -> None:
+    assert client.patch(plan_url(plan), json=change).status_code == 200
+    assert [sorted(fields) for fields in plan_change_fields(client, plan)] == [sorted(logged)]
+
+
+def test_a_change_to_the_values_already_held_logs_nothing(client: Client, plan: dict) -> None:
+    same = {"planned_sessions": 12, "session_frequency": "weekly", "problem_areas": ["grief"]}
+    response = client.patch(plan_url(plan), json=same)
+    assert response.status_code == 200
+    assert response.json()["version"] == plan["version"]
+    assert plan_change_fields(client, plan) == []
+
+
 def test_contract_change_reason_without_a_contract_change_is_refused(
     client: Client, plan: dict
 ) -> None:

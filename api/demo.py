@@ -24,7 +24,6 @@ from service.db import Database
 from service.models import CarePlan
 
 ACTOR = "ipt-careplans demo"
-IDENTIFIER_SYSTEM = "urn:ipt-careplans:demo"
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,6 @@ COURSES: tuple[Course, ...] = (
             "formulation": "Depressive episode since her mother died in the spring: she has "
             "avoided her mother's friends and the places they shared, and has stopped singing "
             "in the choir they joined together.",
-            "identifiers": [{"system": IDENTIFIER_SYSTEM, "value": "DEMO-GRIEF"}],
         },
         weeks_ago=9,
         phq9=(19, 18, 17, 15, 14, 12, 10, 9, 8),
@@ -95,7 +93,6 @@ COURSES: tuple[Course, ...] = (
             "formulation": "Low mood and irritability since his wife went back to full-time "
             "work: each expects the other to take over the evenings with the children, and "
             "their arguments end in days of silence.",
-            "identifiers": [{"system": IDENTIFIER_SYSTEM, "value": "DEMO-DISPUTE"}],
         },
         weeks_ago=6,
         phq9=(16, 15, 15, None, 13, 11),
@@ -124,7 +121,6 @@ COURSES: tuple[Course, ...] = (
             "therapist": "Practitioner/demo-dr-chen",
             "formulation": "Depression began after she retired from nursing: she misses the "
             "team and feeling useful, and sees the days ahead as empty.",
-            "identifiers": [{"system": IDENTIFIER_SYSTEM, "value": "DEMO-TRANSITION"}],
         },
         weeks_ago=11,
         phq9=(21, 20, 20, 19, 18, 18, 17, 16, 15, 14, 13),
@@ -159,7 +155,6 @@ COURSES: tuple[Course, ...] = (
             "therapist": "Practitioner/demo-dr-chen",
             "formulation": "Recurrent depression with long-standing loneliness: he moved to "
             "the city for work three years ago and has no one to call in the evenings.",
-            "identifiers": [{"system": IDENTIFIER_SYSTEM, "value": "DEMO-DEFICITS"}],
         },
         weeks_ago=4,
         phq9=(14, 14, 13, 12),

@@ -162,6 +162,7 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
         raise click.ClickException(
             "the database schema is not current: run `ipt-careplans db upgrade` first"
         )
+    click.echo(f"database: {shown_url(settings.database_url)}", err=True)
     click.echo(f"ipt-careplans listening on http://{host}:{port} (docs at /docs)", err=True)
     workers = workers or options.workers or default_workers()
     run(app, host, port, workers, threads or options.threads)

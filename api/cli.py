@@ -1,15 +1,22 @@
-"""The ``ipt-careplans`` command: serve, database migrations, the OpenAPI document."""
+"""The ``ipt-careplans`` command: serve, database migrations, clients and tokens, the OpenAPI
+document, demonstration plans.
+
+Help texts are what an administrator reads in a terminal: plain sentences, no markup.
+"""
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup
+from sqlalchemy.engine import URL, make_url
 
 from api.app import create_app
 from api.config import ConfigError, ServerOptions, Settings, load, server_options
@@ -34,9 +41,46 @@ def _server_options() -> ServerOptions:
         raise click.UsageError(f"invalid configuration: {error}") from error
 
 
-def _ready_database(settings: Settings) -> Database:
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite database URL, made absolute; None for other databases and memory."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser().resolve()
+
+
+def shown_url(database_url: str) -> str:
+    """The database's URL as it may be printed: the file of SQLite, no password or query."""
+    file = sqlite_file(database_url)
+    if file is not None:
+        return f"sqlite:///{file}"
+    url = make_url(database_url)
+    safe = URL.create(url.drivername, url.username, None, url.host, url.port, url.database)
+    return safe.render_as_string(hide_password=True)
+
+
+def _open_database(settings: Settings, *, create: bool) -> Database:
+    """The configured database, named on standard error so that the administrator sees which
+    one a command uses.
+
+    A command that only reads (``create`` false) never creates a SQLite file: run from the
+    wrong directory, it would otherwise find an empty new database there and report that
+    nothing exists.
+    """
+    click.echo(f"database: {shown_url(settings.database_url)}", err=True)
+    file = sqlite_file(settings.database_url)
+    if not create and file is not None and not file.exists():
+        raise click.ClickException(
+            f"no database at {file}: run the command from the directory the service runs "
+            f"in, or set IPT_DATABASE_URL to the service's database (e.g. "
+            f"IPT_DATABASE_URL=sqlite:////path/to/ipt-careplans.db)"
+        )
+    return Database(settings.database_url)
+
+
+def _ready_database(settings: Settings, *, create: bool = False) -> Database:
     """The database, migrated as ``serve`` would (SQLite), or refused with the fix to run."""
-    database = Database(settings.database_url)
+    database = _open_database(settings, create=create)
     if settings.migrates_on_start:
         database.upgrade()
     elif not database.schema_is_current():
@@ -46,21 +90,45 @@ def _ready_database(settings: Settings) -> Database:
     return database
 
 
-def _create_app(settings: Settings) -> Flask:
+def _create_app(settings: Settings, database: Database | None = None) -> Flask:
     """The app, or the configuration error that stops it (a wrong key-encryption key…)."""
     try:
-        return create_app(settings)
+        return create_app(settings, database)
     except ConfigError as error:
         raise click.UsageError(f"invalid configuration: {error}") from error
 
 
-def _app() -> Flask:
-    return _create_app(_settings())
+def _newest_revision() -> str | None:
+    """The newest migration the code has, without a database to ask."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from service.db import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
-@click.group(cls=FlaskGroup, create_app=_app, add_default_commands=False, add_version_option=False)
+def _version() -> str:
+    try:
+        return metadata.version("ipt-careplans")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+# An AppGroup, not a FlaskGroup: Flask's own options (--app, --env-file, --debug) mean
+# nothing here, since the app is always this service's, configured from the environment.
+@click.group(cls=AppGroup)
+@click.version_option(
+    _version(), "--version", prog_name="ipt-careplans", message="%(prog)s %(version)s"
+)
 def main() -> None:
-    """ipt-careplans: IPT care plans for depression, over a native REST API."""
+    """ipt-careplans: IPT care plans for depression, over a native REST API and FHIR R4.
+
+    Every command uses the database named by IPT_DATABASE_URL (default: the file
+    ipt-careplans.db in the current directory) and says on standard error which one.
+    """
 
 
 @main.command(with_appcontext=False)
@@ -94,6 +162,7 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
         raise click.ClickException(
             "the database schema is not current: run `ipt-careplans db upgrade` first"
         )
+    click.echo(f"database: {shown_url(settings.database_url)}", err=True)
     click.echo(f"ipt-careplans listening on http://{host}:{port} (docs at /docs)", err=True)
     workers = workers or options.workers or default_workers()
     run(app, host, port, workers, threads or options.threads)
@@ -108,7 +177,7 @@ def db() -> None:
 @click.argument("revision", default="head")
 def upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    database = Database(_settings().database_url)
+    database = _open_database(_settings(), create=True)
     database.upgrade(revision)
     click.echo(f"database at revision {database.current_revision()}")
 
@@ -116,16 +185,22 @@ def upgrade(revision: str) -> None:
 @db.command(with_appcontext=False)
 @click.argument("revision")
 def downgrade(revision: str) -> None:
-    """Revert migrations down to REVISION (``base`` removes every table)."""
-    database = Database(_settings().database_url)
+    """Revert migrations down to REVISION ("base" removes every table)."""
+    database = _open_database(_settings(), create=False)
     database.downgrade(revision)
     click.echo(f"database at revision {database.current_revision()}")
 
 
 @db.command(with_appcontext=False)
 def current() -> None:
-    """Show the database's revision and the newest one."""
-    database = Database(_settings().database_url)
+    """Show the database's revision and the newest one; exit 1 when they differ."""
+    settings = _settings()
+    file = sqlite_file(settings.database_url)
+    if file is not None and not file.exists():
+        click.echo(f"database: {shown_url(settings.database_url)} (no such file)", err=True)
+        click.echo(f"current: none\nnewest:  {_newest_revision()}")
+        sys.exit(1)
+    database = _open_database(settings, create=False)
     now, head = database.current_revision(), database.head_revision()
     click.echo(f"current: {now or 'none'}\nnewest:  {head}")
     if now != head:
@@ -169,7 +244,7 @@ def check_config() -> None:
     """Validate the environment's settings and reach the database."""
     settings = _settings()
     _server_options()
-    database = Database(settings.database_url)
+    database = _open_database(settings, create=False)
     database.ping()
     current = database.schema_is_current()
     _check_token_protection(settings, database, current)
@@ -240,8 +315,22 @@ def _checked_scopes(text: str) -> list[str]:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="The client's public keys (JWKS file): it authenticates with signed assertions.",
 )
-def clients_create(name: str, scope_text: str, patient: str | None, jwks_file: Path | None) -> None:
-    """Register a client; prints its id and, once only, its secret."""
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "env", "json"]),
+    default="text",
+    show_default=True,
+    help="text: client_id: and client_secret: lines. env: IPT_CLIENT_ID=... and "
+    'IPT_CLIENT_SECRET=... lines, shell-quoted, for eval "$(...)". json: one object.',
+)
+def clients_create(
+    name: str, scope_text: str, patient: str | None, jwks_file: Path | None, output: str
+) -> None:
+    """Register a client; prints its id and, once only, its secret.
+
+    A client registered with --jwks has no secret: it signs assertions with its key.
+    """
     requested = _checked_scopes(scope_text)
     jwks = None
     if jwks_file is not None:
@@ -249,15 +338,31 @@ def clients_create(name: str, scope_text: str, patient: str | None, jwks_file: P
             jwks = json.loads(jwks_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise click.BadParameter(f"not a JSON file: {error}", param_hint="--jwks") from None
-    database = _ready_database(_settings())
+    database = _ready_database(_settings(), create=True)
     try:
         client, secret = client_store.register(database, name, requested, patient, jwks)
     except DomainError as error:
         raise _domain(error) from None
-    click.echo(f"client_id: {client.id}")
+    _print_credentials(output, client.id, secret, name=name, scopes=requested, patient=patient)
     if secret is not None:
-        click.echo(f"client_secret: {secret}")
         click.echo("The secret is shown only now: store it safely.", err=True)
+
+
+def _print_credentials(
+    output: str, client_id: str, secret: str | None, **described: object
+) -> None:
+    """A client's id and secret as text lines, shell variable assignments or JSON."""
+    if output == "json":
+        document = {"client_id": client_id, "client_secret": secret, **described}
+        click.echo(json.dumps(document, ensure_ascii=False))
+    elif output == "env":
+        click.echo(f"IPT_CLIENT_ID={shlex.quote(client_id)}")
+        if secret is not None:
+            click.echo(f"IPT_CLIENT_SECRET={shlex.quote(secret)}")
+    else:
+        click.echo(f"client_id: {client_id}")
+        if secret is not None:
+            click.echo(f"client_secret: {secret}")
 
 
 @clients.command("list", with_appcontext=False)
@@ -306,8 +411,8 @@ def keys() -> None:
 
 @keys.command("rotate", with_appcontext=False)
 def keys_rotate() -> None:
-    """Sign with a new key from now on; the old public key stays published until its
-    tokens have expired."""
+    """Sign with a new key from now on; the old public key stays published until its tokens
+    have expired."""
     from api.auth import keys as token_keys
 
     settings = _settings()
@@ -346,20 +451,73 @@ def keys_list() -> None:
         click.echo(f"{key.kid}  retired, published until {stamp}  {at_rest}")
 
 
-@main.command("token", with_appcontext=False)
+@main.command("demo", with_appcontext=False)
+@click.option(
+    "--force", is_flag=True, help="Add them even when the database already holds care plans."
+)
+def demo(force: bool) -> None:
+    """Load demonstration plans to try the service with: one IPT course per problem area
+    (grief, role dispute, role transition, interpersonal deficits), with sessions and their
+    PHQ-9 scores, homework, and one renegotiated contract. The patients are invented.
+
+    Refused when the database already holds care plans, unless --force.
+    """
+    from api import demo as demonstration
+
+    settings = _settings()
+    app = _create_app(settings, _ready_database(settings, create=True))
+    database: Database = app.extensions["ipt_database"]
+    try:
+        ids = demonstration.load(database, force=force)
+    except demonstration.DemoRefused as error:
+        raise click.ClickException(
+            f"{error}: demonstration plans would mix with them (--force adds them anyway)"
+        ) from None
+    except DomainError as error:
+        raise _domain(error) from None
+    for plan_id, course in zip(ids, demonstration.COURSES, strict=True):
+        areas = ", ".join(course.plan["problem_areas"])
+        click.echo(f"created {plan_id}  {course.plan['patient']}  {areas}")
+
+
+def _duration(seconds: int) -> str:
+    """Seconds as an administrator says them: "5 minutes", "90 seconds", "1 hour"."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+# The default of the setting, not the environment's value: help describes the command.
+DEFAULT_TOKEN_LIFETIME: int = Settings.token_lifetime_seconds
+
+
+@main.command(
+    "token",
+    with_appcontext=False,
+    help=(
+        "Print an access token for a client (for scripts), signed with the service's key. "
+        f"It lasts IPT_TOKEN_LIFETIME_SECONDS (default {_duration(DEFAULT_TOKEN_LIFETIME)}): "
+        "take a new one when it expires. Scripts that run longer ask POST /auth/token with "
+        "the client's id and secret instead, and renew their token themselves."
+    ),
+)
 @click.option("--client", "name", required=True, help="The client's name.")
 @click.option(
     "--scopes", "scope_text", help="Space-separated; default: the client's registered scopes."
 )
 def token(name: str, scope_text: str | None) -> None:
-    """Print an access token for a client (for scripts), signed with the service's key."""
     from api.auth import keys, scopes, tokens
 
     settings = _settings()
     database = _ready_database(settings)
     client = client_store.find_by_name(database, name)
     if client is None or client.revoked_at is not None:
-        raise click.ClickException(f"no active client is named {name!r}")
+        raise click.ClickException(
+            f"no active client is named {name!r} in the database at "
+            f"{shown_url(settings.database_url)} (see `ipt-careplans clients list`)"
+        )
     registered = client_store.registered_scopes(client)
     requested = scope_text.split() if scope_text is not None else registered
     granted = scopes.grant(requested, registered)
@@ -369,8 +527,9 @@ def token(name: str, scope_text: str | None) -> None:
         key = keys.load(settings, database)
     except ConfigError as error:
         raise click.ClickException(f"invalid configuration: {error}") from error
-    access_token, _ = tokens.issue(client, granted, settings, key=key)
+    access_token, lifetime = tokens.issue(client, granted, settings, key=key)
     click.echo(access_token)
+    click.echo(f"The token lasts {_duration(lifetime)}.", err=True)
 
 
 if __name__ == "__main__":

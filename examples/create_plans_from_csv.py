@@ -2,8 +2,9 @@
 
 Usage::
 
-    python examples/create_plans_from_csv.py plans.csv --base-url http://127.0.0.1:8000 \\
-        [--actor NAME] [--identifier-system URI] [--timeout SECONDS]
+    export IPT_CLIENT_ID=... IPT_CLIENT_SECRET=...   # an API client's credentials
+    .venv/bin/python examples/create_plans_from_csv.py examples/plans.csv \\
+        [--base-url http://127.0.0.1:8000] [--actor NAME] [--identifier-system URI]
 
 The CSV file has a header row naming its columns (in any order):
 
@@ -35,23 +36,24 @@ on after an error. The exit status is 0 when no row failed, 1 when at least one 
 the file itself cannot be used. ``--actor`` is sent as the ``X-Actor`` header and recorded
 with every plan created.
 
-Only ``requests`` is needed besides the standard library.
+The script takes its own access token with the client's credentials and renews it while it
+runs (see careplans_api.py); the client needs the scopes ``system/CarePlan.cs`` (create and
+search plans). Only Python's standard library is needed.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-import requests
+from careplans_api import ApiError, CarePlansApi, add_connection_options
 
 PLANS_PATH = "/api/v1/care-plans"
-DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_IDENTIFIER_SYSTEM = "urn:ipt-careplans:example-clinic"
+SCOPE = "system/CarePlan.cs"
 REQUIRED_COLUMNS = ("patient", "problem_areas", "start_date")
 OPTIONAL_TEXT_COLUMNS = ("variant", "therapist")
 
@@ -65,20 +67,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Create IPT care plans from a CSV file (one plan per row).",
     )
     parser.add_argument("csv_file", help="CSV file with a header row")
-    parser.add_argument(
-        "--base-url",
-        default=DEFAULT_BASE_URL,
-        help=f"where the service runs (default {DEFAULT_BASE_URL})",
-    )
     parser.add_argument("--actor", help="your name, sent as X-Actor and recorded with the plans")
     parser.add_argument(
         "--identifier-system",
         default=DEFAULT_IDENTIFIER_SYSTEM,
         help=f"URI of the clinic's identifiers (default {DEFAULT_IDENTIFIER_SYSTEM})",
     )
-    parser.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for each request (30)"
-    )
+    add_connection_options(parser, SCOPE)
     return parser.parse_args(argv)
 
 
@@ -111,48 +106,19 @@ def plan_body(row: dict[str, Any], identifier_system: str) -> dict[str, Any]:
     return body
 
 
-def describe_failure(response: requests.Response) -> str:
-    """The status, detail and field errors of an error response (problem+json or not)."""
-    try:
-        problem = response.json()
-    except ValueError:
-        problem = None
-    if not isinstance(problem, dict):
-        text = response.text.strip().replace("\n", " ")[:200]
-        return f"HTTP {response.status_code} {response.reason}" + (f": {text}" if text else "")
-    parts = [f"HTTP {response.status_code} {problem.get('detail') or problem.get('title', '')}"]
-    for error in problem.get("errors") or []:
-        parts.append(f"{error.get('field', '?')}: {error.get('message', '')}")
-    return "; ".join(parts)
-
-
-def access_token() -> str:
-    """The access token in IPT_TOKEN, e.g. from `ipt-careplans token --client NAME`."""
-    token = os.environ.get("IPT_TOKEN", "").strip()
-    if not token:
-        raise SystemExit("set IPT_TOKEN to an access token: ipt-careplans token --client NAME")
-    return token
-
-
 class PlanCreator:
-    """Creates the plans of CSV rows through one HTTP session."""
+    """Creates the plans of CSV rows."""
 
-    def __init__(self, base_url: str, actor: str | None, system: str, timeout: float) -> None:
-        self.plans_url = base_url.rstrip("/") + PLANS_PATH
+    def __init__(self, api: CarePlansApi, system: str) -> None:
+        self.api = api
         self.system = system
-        self.timeout = timeout
-        self.http = requests.Session()
-        self.http.headers["Accept"] = "application/json"
-        self.http.headers["Authorization"] = f"Bearer {access_token()}"
-        if actor:
-            self.http.headers["X-Actor"] = actor
 
     def find(self, identifier: str) -> str | None:
         """The id of the plan with this identifier in the clinic's system, if there is one."""
         query = {"identifier": f"{self.system}|{identifier}", "page_size": "1"}
-        response = self.http.get(self.plans_url, params=query, timeout=self.timeout)
-        if response.status_code != 200:
-            raise RowError(f"looking up identifier {identifier!r}: {describe_failure(response)}")
+        response = self.api.request("GET", PLANS_PATH, params=query)
+        if response.status != 200:
+            raise RowError(f"looking up identifier {identifier!r}: {response.failure()}")
         items = response.json()["items"]
         return str(items[0]["id"]) if items else None
 
@@ -163,21 +129,27 @@ class PlanCreator:
             existing = self.find(identifier)
             if existing:
                 return f"exists {existing}"
-        body = plan_body(row, self.system)
-        response = self.http.post(self.plans_url, json=body, timeout=self.timeout)
-        if response.status_code == 201:
+        response = self.api.request("POST", PLANS_PATH, json_body=plan_body(row, self.system))
+        if response.status == 201:
             return f"created {response.json()['id']}"
-        if response.status_code == 409 and identifier:
+        if response.status == 409 and identifier:
             # Someone else may have created it since the look-up: then it exists.
             existing = self.find(identifier)
             if existing:
                 return f"exists {existing}"
-        raise RowError(describe_failure(response))
+        raise RowError(response.failure())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    creator = PlanCreator(args.base_url, args.actor, args.identifier_system, args.timeout)
+    headers = {"X-Actor": args.actor} if args.actor else {}
+    api = CarePlansApi.from_args(args, headers=headers)
+    try:
+        api.current_token()  # wrong credentials stop the script before the first row
+    except ApiError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    creator = PlanCreator(api, args.identifier_system)
     failed = 0
     try:
         with open(args.csv_file, newline="", encoding="utf-8-sig") as file:
@@ -196,12 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue  # a blank line
                 try:
                     print(creator.create(row), flush=True)
-                except RowError as error:
+                except (RowError, ApiError) as error:
                     failed += 1
                     print(f"error line {line}: {error}", flush=True)
-                except requests.RequestException as error:
-                    failed += 1
-                    print(f"error line {line}: request failed: {error}", flush=True)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         print(f"error: cannot read {args.csv_file}: {error}", file=sys.stderr)
         return 2

@@ -1,34 +1,62 @@
-"""The example scripts, run as a clinic administrator runs them, against the live server."""
+"""The example scripts, run as a clinic administrator runs them, against the live server.
+
+Each script runs in a child Python started with ``-S``: without site-packages, so only the
+standard library is there, as in the environment the README's start command creates
+(``pip install .`` installs the service, not the test tools). The scripts take their own
+tokens with a registered client's id and secret.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Client, plan_url
+from conftest import ROOT, Client, Server, plan_url
+
+from service import clients
+from service.db import Database
 
 PLANS = "/api/v1/care-plans"
-SYSTEM = "urn:oid:1.2.3.4.5"
+SYSTEM = "urn:ipt-careplans:example-clinic"
+EXAMPLES = ROOT / "examples"
+SCRIPT_SCOPES = ["system/CarePlan.cruds", "system/Goal.cruds"]
 
+sys.path.insert(0, str(EXAMPLES))
+from careplans_api import ApiError, CarePlansApi  # noqa: E402
 
-TOKEN: dict[str, str] = {}
+CREDENTIALS: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True)
-def _token(admin_token: str) -> None:
-    """The scripts read their access token from IPT_TOKEN, as an administrator's would."""
-    TOKEN["value"] = admin_token
+def credentials(database: Database) -> dict[str, str]:
+    """A client registered as an administrator would, whose id and secret the scripts use."""
+    client, secret = clients.register(database, f"script-{uuid.uuid4().hex[:8]}", SCRIPT_SCOPES)
+    assert secret is not None
+    CREDENTIALS.clear()
+    CREDENTIALS.update({"IPT_CLIENT_ID": client.id, "IPT_CLIENT_SECRET": secret})
+    return dict(CREDENTIALS)
 
 
-def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+def run(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The script in a Python without site-packages, with the client's credentials."""
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("IPT_") and name != "PYTHONPATH"
+    }
     return subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script), *args],
-        env={**os.environ, "IPT_TOKEN": TOKEN["value"]},
+        [sys.executable, "-S", str(EXAMPLES / script), *args],
+        env={**environment, **(CREDENTIALS if env is None else env)},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -56,7 +84,7 @@ def test_csv_import_creates_plans_and_reports_the_invalid_row(
 ) -> None:
     csv_file = tmp_path / "plans.csv"
     csv_file.write_text(CSV, encoding="utf-8")
-    args = ("--base-url", client.base_url, "--identifier-system", SYSTEM)
+    args = ("--base-url", client.base_url, "--identifier-system", "urn:oid:1.2.3.4.5")
 
     first = run("create_plans_from_csv.py", str(csv_file), *args, "--actor", "csv import")
 
@@ -76,13 +104,13 @@ def test_csv_import_creates_plans_and_reports_the_invalid_row(
     assert grief["planned_sessions"] == 12
     assert grief["start_date"] == "2026-01-05"
     assert grief["therapist"] == "Practitioner/42"
-    assert grief["identifiers"] == [{"system": SYSTEM, "value": "IPT-0001"}]
+    assert grief["identifiers"] == [{"system": "urn:oid:1.2.3.4.5", "value": "IPT-0001"}]
     assert grief["created_by"] == "csv import"
     dispute = client.get(f"{PLANS}/{dispute_id}").json()
     assert dispute["problem_areas"] == ["role-dispute", "role-transition"]
     assert dispute["variant"] == "brief"
     assert dispute["planned_sessions"] == 8  # the brief variant's default
-    assert plans_with(client, identifier=f"{SYSTEM}|IPT-0002")[0]["id"] == dispute_id
+    assert plans_with(client, identifier="urn:oid:1.2.3.4.5|IPT-0002")[0]["id"] == dispute_id
 
     again = run("create_plans_from_csv.py", str(csv_file), *args)
 
@@ -103,9 +131,9 @@ def test_csv_import_exits_0_when_every_row_is_created(client: Client, tmp_path: 
     result = run("create_plans_from_csv.py", *args)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    (plan,) = plans_with(client, identifier="urn:ipt-careplans:example-clinic|A-1")
+    (plan,) = plans_with(client, identifier=f"{SYSTEM}|A-1")
     assert result.stdout == f"created {plan['id']}\n"
-    assert plan["created_by"] == client.client_id
+    assert plan["created_by"] == CREDENTIALS["IPT_CLIENT_ID"]
     assert run("create_plans_from_csv.py", *args).stdout == f"exists {plan['id']}\n"
 
 
@@ -200,3 +228,180 @@ def test_export_exits_1_on_an_http_error(client: Client, tmp_path: Path) -> None
     assert result.returncode == 1
     assert "HTTP 404" in result.stderr
     assert not output.exists()
+
+
+def test_the_sample_csv_of_the_readme_creates_every_plan(client: Client) -> None:
+    result = run("create_plans_from_csv.py", "examples/plans.csv", "--base-url", client.base_url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    with (EXAMPLES / "plans.csv").open(encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert [line.split()[0] for line in lines] == ["created"] * len(rows)
+    created = {p["identifiers"][0]["value"]: p for p in plans_with(client)}
+    assert set(created) == {row["identifier"] for row in rows}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "examples/create_plans_from_csv.py examples/plans.csv" in readme
+
+
+def test_the_csv_export_has_one_row_per_plan_with_its_phq9_course(
+    client: Client, tmp_path: Path
+) -> None:
+    grief = client.create_plan(patient="Patient/700")
+    dispute = client.create_plan(
+        patient="Patient/701", problem_areas=["role-dispute", "role-transition"]
+    )
+    sessions = [
+        {"number": 1, "date": "2026-01-05", "status": "attended", "phq9_total": 18},
+        {"number": 2, "date": "2026-01-12", "status": "no-show"},
+        {"number": 3, "date": "2026-01-19", "status": "attended"},
+        {"number": 4, "date": "2026-01-26", "status": "attended", "phq9_total": 11},
+        {"number": 5, "status": "scheduled"},
+    ]
+    for session in sessions:
+        assert client.post(plan_url(grief, "sessions"), json=session).status_code == 201
+    output = tmp_path / "plans.csv"
+
+    result = run(
+        "export_patient_plans.py", "--format", "csv", "--output", str(output),
+        "--base-url", client.base_url, "--page-size", "2",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "2 care plan(s) written to" in result.stderr
+    assert output.read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 for spreadsheets
+    with output.open(encoding="utf-8-sig", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert rows == [
+        {
+            "id": grief["id"],
+            "patient": "Patient/700",
+            "status": "active",
+            "problem_areas": "grief",
+            "planned_sessions": "12",
+            "sessions_attended": "3",
+            "first_phq9": "18",
+            "first_phq9_date": "2026-01-05",
+            "last_phq9": "11",
+            "last_phq9_date": "2026-01-26",
+        },
+        {
+            "id": dispute["id"],
+            "patient": "Patient/701",
+            "status": "active",
+            "problem_areas": "role-dispute;role-transition",
+            "planned_sessions": "12",
+            "sessions_attended": "0",
+            "first_phq9": "",
+            "first_phq9_date": "",
+            "last_phq9": "",
+            "last_phq9_date": "",
+        },
+    ]
+
+    one = run(
+        "export_patient_plans.py", "Patient/700", "--format", "csv", "--base-url", client.base_url
+    )
+    assert one.returncode == 0, one.stderr
+    assert [row["id"] for row in csv.DictReader(one.stdout.splitlines())] == [grief["id"]]
+
+
+def test_the_csv_export_keeps_formulas_from_running_in_a_spreadsheet() -> None:
+    from export_patient_plans import spreadsheet_safe
+
+    assert spreadsheet_safe('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")'
+    assert [spreadsheet_safe(v) for v in ("+1", "-1", "@a")] == ["'+1", "'-1", "'@a"]
+    assert spreadsheet_safe("Patient/1") == "Patient/1"
+    assert spreadsheet_safe(3) == 3
+
+
+def test_a_script_takes_its_token_with_the_credentials_and_renews_it_before_it_expires(
+    live: Server, credentials: dict[str, str]
+) -> None:
+    api = CarePlansApi(
+        live.url,
+        client_id=credentials["IPT_CLIENT_ID"],
+        client_secret=credentials["IPT_CLIENT_SECRET"],
+        scope="system/CarePlan.rs",
+    )
+
+    assert api.get_json(PLANS)["items"] == []
+
+    assert api.tokens_taken == 1
+    lifetime = live.settings.token_lifetime_seconds
+    left = api.renew_at - time.monotonic()
+    assert lifetime - 35 < left < lifetime - 25  # renewed half a minute before it expires
+    first = api.token
+    api.renew_at = time.monotonic()  # as it is once that time has come
+    assert api.get_json(PLANS)["items"] == []
+    assert api.tokens_taken == 2
+    assert api.token != first
+
+
+def test_a_script_renews_its_token_when_the_service_answers_401(
+    live: Server, credentials: dict[str, str]
+) -> None:
+    api = CarePlansApi(
+        live.url,
+        client_id=credentials["IPT_CLIENT_ID"],
+        client_secret=credentials["IPT_CLIENT_SECRET"],
+        scope="system/CarePlan.rs",
+    )
+    api.token, api.renew_at = "no.longer.valid", float("inf")
+
+    assert api.get_json(PLANS)["items"] == []
+
+    assert api.tokens_taken == 1
+
+
+def test_a_token_given_in_ipt_token_is_used_and_a_refused_one_is_named(
+    client: Client, admin_token: str
+) -> None:
+    client.create_plan(patient="Patient/700")
+    args = ("export_patient_plans.py", "Patient/700", "--base-url", client.base_url)
+
+    given = run(*args, env={"IPT_TOKEN": admin_token})
+    refused = run(*args, env={"IPT_TOKEN": "expired.token.value"})
+
+    assert given.returncode == 0, given.stderr
+    assert len(json.loads(given.stdout)["care_plans"]) == 1
+    assert refused.returncode == 1
+    assert "IPT_TOKEN was refused" in refused.stderr and "IPT_CLIENT_ID" in refused.stderr
+
+
+def test_wrong_or_missing_credentials_are_named(client: Client, tmp_path: Path) -> None:
+    csv_file = tmp_path / "plans.csv"
+    csv_file.write_text("patient,start_date,problem_areas\nPatient/9,2026-02-02,grief\n")
+    wrong = {**CREDENTIALS, "IPT_CLIENT_SECRET": "not-the-secret"}
+
+    refused = run(
+        "create_plans_from_csv.py", str(csv_file), "--base-url", client.base_url, env=wrong
+    )
+    missing = run("create_plans_from_csv.py", str(csv_file), "--base-url", client.base_url, env={})
+
+    assert refused.returncode == 2
+    assert "/auth/token" in refused.stderr and "HTTP 401" in refused.stderr
+    assert missing.returncode != 0
+    assert "IPT_CLIENT_ID and IPT_CLIENT_SECRET" in missing.stderr
+    assert plans_with(client) == []
+
+
+def test_the_scripts_need_only_the_standard_library() -> None:
+    for script in sorted(EXAMPLES.glob("*.py")):
+        result = subprocess.run(
+            [sys.executable, "-S", "-c", f"import sys; sys.path.insert(0, {str(EXAMPLES)!r}); "
+             f"import {script.stem}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, f"{script.name}: {result.stderr}"
+
+
+def test_a_service_that_cannot_be_reached_is_named(credentials: dict[str, str]) -> None:
+    api = CarePlansApi(
+        "http://127.0.0.1:9",
+        client_id=credentials["IPT_CLIENT_ID"],
+        client_secret=credentials["IPT_CLIENT_SECRET"],
+        timeout=5,
+    )
+    with pytest.raises(ApiError, match=r"127\.0\.0\.1:9/auth/token failed"):
+        api.get_json(PLANS)

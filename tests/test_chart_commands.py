@@ -70,6 +70,11 @@ def documented(path: Path) -> list[str]:
 
 def local(command: str) -> str | None:
     """The command as run against the test server, or None for one that does not call it."""
+    evaluated = re.fullmatch(r'eval "\$\((.*)\)"', command)
+    if evaluated:
+        # `eval "$(cmd)"` sets the variables cmd prints: cmd is run, and they are read.
+        inner = local(evaluated.group(1))
+        return None if inner is None else f"eval {inner}"
     words = shlex.split(command)
     if words[0] == "kubectl" and "exec" in words:
         # `kubectl … exec deploy/x -- cmd`: the pod runs cmd with the service's settings.
@@ -102,6 +107,9 @@ def run_as_an_operator(commands: list[str], live: Server, database_url: str) -> 
             continue
         for url in PUBLIC_URLS:
             runnable = runnable.replace(url, live.url)
+        evaluated = runnable.startswith("eval ")
+        if evaluated:
+            runnable = runnable.removeprefix("eval ")
         result = subprocess.run(
             ["bash", "-c", runnable],
             env=env,
@@ -112,6 +120,9 @@ def run_as_an_operator(commands: list[str], live: Server, database_url: str) -> 
             check=False,
         )
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        if evaluated:
+            for name, value in re.findall(r"^(\w+)=(.*)$", result.stdout, re.M):
+                env[name] = shlex.split(value)[0]
         printed = dict(re.findall(r"^(client_id|client_secret): (\S+)$", result.stdout, re.M))
         if printed:
             env["CLIENT_ID"] = printed.get("client_id", env.get("CLIENT_ID", ""))

@@ -241,7 +241,7 @@ def _row(**fields: Any) -> dict[str, Any]:
     AuditEvent is rendered from them when it is read). ``fields`` are the facts that depend
     on what the request did; who asked, from where and when are added here."""
     name, client_id, user = agent()
-    return {
+    row = {
         "id": new_id(),
         "started": _started(),
         "agent": name,
@@ -255,6 +255,18 @@ def _row(**fields: Any) -> dict[str, Any]:
         "patient": None,
         **fields,
     }
+    # What a client sent (a claimed client id, a path) is kept as text either database
+    # stores: a NUL or a lone surrogate would make the record, and so the response, fail.
+    return {
+        key: _storable(value) if isinstance(value, str) else value for key, value in row.items()
+    }
+
+
+def _storable(text: str) -> str:
+    if "\x00" not in text and text.isascii():
+        return text
+    cleaned = text.replace("\x00", "\ufffd")
+    return cleaned.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def facts_of(record: AuditRecord) -> AuditFacts:

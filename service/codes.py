@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from service.instruments import INSTRUMENTS, LOINC
+
 
 class PlanStatus(StrEnum):
     """FHIR R4 request-status, the value set of CarePlan.status."""
@@ -215,9 +217,6 @@ class Comparator(StrEnum):
     GT = ">"
 
 
-LOINC = "http://loinc.org"
-
-
 @dataclass(frozen=True)
 class Measure:
     """A rating scale a goal target can be measured with, and its score range."""
@@ -229,12 +228,16 @@ class Measure:
     max_score: int
 
 
+# The totals of the instruments the service records administrations of (service/instruments.py),
+# and scales whose scores are kept elsewhere but that a goal target may still name.
 MEASURES: dict[str, Measure] = {
     m.code: m
     for m in (
-        Measure(LOINC, "44261-6", "PHQ-9 total score", 0, 27),
+        *(
+            Measure(LOINC, i.total_code, i.total_display, i.min_score, i.max_score)
+            for i in INSTRUMENTS.values()
+        ),
         Measure(LOINC, "89209-1", "BDI-II total score", 0, 63),
-        Measure(LOINC, "70274-6", "GAD-7 total score", 0, 21),
     )
 }
 PHQ9_TOTAL = MEASURES["44261-6"]

@@ -247,6 +247,9 @@ class Goal(Tracked, Base):
     description: Mapped[str] = mapped_column(Text)
     lifecycle_status: Mapped[str] = mapped_column(String(20))
     achievement_status: Mapped[str | None] = mapped_column(String(20))
+    # True while a clinician's achievement status stands; a new score of the goal's measure
+    # hands it back to the rules (service/progress.py).
+    achievement_manual: Mapped[bool] = mapped_column(default=False)
     priority: Mapped[str | None] = mapped_column(String(20))
     start_date: Mapped[date | None] = mapped_column(Date)
     target_measure: Mapped[str | None] = mapped_column(String(32))
@@ -320,6 +323,57 @@ class TherapySession(Tracked, Base):
             postgresql_where=text("deleted_at IS NULL"),
         ),
     )
+
+
+class Administration(Tracked, Base):
+    """One administration of a rating scale (service/instruments.py) in a plan.
+
+    The total is computed from the item answers; a total-only administration (imported from
+    elsewhere) has no answers and says so in ``source``.
+    """
+
+    __tablename__ = "administrations"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    instrument: Mapped[str] = mapped_column(String(20))
+    administered_on: Mapped[date] = mapped_column(Date)
+    # The number of the attended session it was taken in; None: taken between sessions.
+    session_number: Mapped[int | None] = mapped_column(Integer)
+    answered_by: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(20))
+    # link id -> score of each item answered (scored items and the difficulty item).
+    answers: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    total: Mapped[int] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_administrations_plan_id_administered_on", "plan_id", "administered_on"),
+    )
+
+
+class SafetySignal(Tracked, Base):
+    """A safety signal raised by an answer (PHQ-9 item 9 above 0), open until acknowledged.
+
+    Nothing closes a signal but a clinician's acknowledgement: not a corrected answer, not
+    a deleted administration.
+    """
+
+    __tablename__ = "safety_signals"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    plan_id: Mapped[str] = mapped_column(ForeignKey("care_plans.id", ondelete="CASCADE"))
+    administration_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    instrument: Mapped[str] = mapped_column(String(20))
+    item: Mapped[str] = mapped_column(String(40))
+    score: Mapped[int] = mapped_column(Integer)
+    raised_on: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(20))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(255))
+    action_taken: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_safety_signals_plan_id_status", "plan_id", "status"),)
 
 
 class PlanChange(Base):

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import io
 import re
+import unicodedata
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
@@ -43,6 +45,11 @@ from matplotlib.ticker import MaxNLocator
 # chart looks the same wherever it is opened, whatever fonts are installed there).
 matplotlib.rcParams["svg.hashsalt"] = "ipt-careplans-progress-chart"
 matplotlib.rcParams["svg.fonttype"] = "path"
+# A caller's "$" is a dollar sign, never the start of a formula.
+matplotlib.rcParams["text.parse_math"] = False
+# A character the font lacks is drawn as a box (the title and description keep it as
+# text); the warning would copy a character of a caller's text, perhaps a name, into logs.
+warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
 
 # Ids of the accessible name and description in the SVG (and of the groups tests and
 # style sheets may address).
@@ -54,7 +61,7 @@ BAND_GID_PREFIX = "band-"
 
 # Light fills from calm to alarming; lightness falls with severity, so the order shows in
 # greyscale too (the bands are named in the plot, the colour is only a help).
-_BAND_PALETTE = ("#e5f2e1", "#f4f5d6", "#fce8c8", "#f8d3bd", "#f2bfbf")
+_BAND_PALETTE = ("#f5fbf3", "#eef0c8", "#f9dfb8", "#f5c6ad", "#eeaaaa")
 SCORE_COLOUR = "#1f3a5f"
 FLAG_COLOUR = "#b2182b"
 REMISSION_COLOUR = "#1b7837"
@@ -132,6 +139,7 @@ def band_colours(count: int) -> list[str]:
 
 def render_svg(chart: ChartInput) -> bytes:
     """The chart as a standalone, accessible SVG document (UTF-8)."""
+    chart = _printable(chart)
     figure = _draw(chart)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
@@ -140,7 +148,7 @@ def render_svg(chart: ChartInput) -> bytes:
 
 def render_png(chart: ChartInput) -> bytes:
     """The chart as a PNG image (150 dpi, white background)."""
-    figure = _draw(chart)
+    figure = _draw(_printable(chart))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=PNG_DPI, metadata={"Software": None})
     return buffer.getvalue()
@@ -155,6 +163,7 @@ def svg_fragment(svg: bytes) -> str:
 
 def describe(chart: ChartInput) -> str:
     """The course in words, as the SVG's description says it."""
+    chart = _printable(chart)
     points = _ordered(chart.points)
     sentences: list[str] = []
     if not points:
@@ -213,6 +222,33 @@ def accessible_title(chart: ChartInput) -> str:
 
 
 # --- drawing ---------------------------------------------------------------------------
+
+
+def _text(value: str) -> str:
+    """Text that can be drawn and stored in XML: control characters, lone surrogates and
+    non-characters (which XML refuses and no font draws) become U+FFFD, line breaks spaces."""
+    return "".join(
+        " "
+        if char in "\t\n\r"
+        else "\N{REPLACEMENT CHARACTER}"
+        if unicodedata.category(char) in ("Cc", "Cs") or char in "\ufffe\uffff"
+        else char
+        for char in value
+    )
+
+
+def _printable(chart: ChartInput) -> ChartInput:
+    """The chart with every caller-given text made printable."""
+    return replace(
+        chart,
+        title=_text(chart.title),
+        subtitle=_text(chart.subtitle),
+        instrument=_text(chart.instrument),
+        bands=[replace(band, label=_text(band.label)) for band in chart.bands],
+        points=[replace(point, band=_text(point.band)) for point in chart.points],
+        phases=[replace(phase, label=_text(phase.label)) for phase in chart.phases],
+        flag_label=None if chart.flag_label is None else _text(chart.flag_label),
+    )
 
 
 def _ordered(points: Sequence[ChartPoint]) -> list[ChartPoint]:

@@ -91,7 +91,10 @@ def full_plan(client: Client) -> dict[str, Any]:
         relapse_prevention={
             "warning_signs": ["Sleeping badly for a week", "<i>withdrawn</i>"],
             "actions": ["Call a friend the same day"],
-            "contacts": [{"name": "Sister (Maria)", "relationship": "sister", "telecom": "555"}],
+            "contacts": [
+                {"name": "Sister (Maria)", "relationship": "sister", "telecom": "555"},
+                {"name": "Family doctor"},
+            ],
         },
     )
     for number, day in ((1, "2026-01-05"), (2, "2026-01-12")):
@@ -177,7 +180,7 @@ def test_summary_has_every_section_under_one_heading_structure(
     assert "Notice who you talk to & when" in page.text("homework")
     relapse = page.text("relapse")
     assert "<i>withdrawn</i>" in relapse
-    assert "Sister (Maria) (sister): 555" in relapse
+    assert "Sister (Maria) (sister): 555 Family doctor" in relapse
     assert "Printed on 2026-03-30." in html
     assert "Patient/123" in html
 

@@ -358,7 +358,9 @@ def _draw(chart: ChartInput) -> Figure:
             prop={"family": _FONT, "size": 8.5},
             bbox_to_anchor=(0.5, 0.0),
         )
-    figure.subplots_adjust(left=0.08, right=0.83, top=0.84, bottom=0.2)
+    # Room above the plot for the title, the subtitle if there is one, and the phase names.
+    top = 0.84 if chart.subtitle else 0.87
+    figure.subplots_adjust(left=0.08, right=0.83, top=top, bottom=0.2)
     return figure
 
 

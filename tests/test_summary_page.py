@@ -3,9 +3,12 @@ section there, client text escaped, nothing fetched from elsewhere, laid out for
 
 from __future__ import annotations
 
+import base64
 import re
+import shutil
 from datetime import date
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +18,9 @@ from api.summary_page import ScoreRow, summary_html
 from service.db import Database
 from service.errors import NotFound
 from tests.conftest import Client, plan_url
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
 
 SCRIPT = '<script>alert("x")</script> & <b>bold</b>'
 PRINTED = date(2026, 3, 30)
@@ -248,3 +254,48 @@ def test_scores_may_be_plain_tuples(plan: dict[str, Any], database: Database) ->
 def test_an_unknown_plan_is_not_found(database: Database) -> None:
     with pytest.raises(NotFound):
         summary_html(database, "no-such-plan", None, None, PRINTED)
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+)
+def test_page_prints_on_a4_in_a_browser_with_the_chart_inside_the_page(
+    full_plan: dict[str, Any], database: Database, tmp_path: Path
+) -> None:
+    from selenium import webdriver
+
+    page = tmp_path / "summary.html"
+    page.write_text(
+        summary_html(database, full_plan["id"], chart_for(full_plan), SCORES, PRINTED),
+        encoding="utf-8",
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    try:
+        driver.set_window_size(800, 1000)
+        driver.get(page.as_uri())
+        # The chart scales to the text column and keeps its proportions.
+        width, height, column = driver.execute_script(
+            "const box = document.querySelector('figure svg').getBoundingClientRect();"
+            "return [box.width, box.height, document.querySelector('main').clientWidth];"
+        )
+        assert 0 < width <= column
+        assert height == pytest.approx(width * 4.8 / 8, rel=0.02)
+        assert driver.execute_script("return document.title").startswith("IPT care plan summary")
+        # As a browser's print dialog does: the paper is the one the page's CSS asks for.
+        printed = base64.b64decode(
+            driver.execute_cdp_cmd("Page.printToPDF", {"preferCSSPageSize": True})["data"]
+        )
+    finally:
+        driver.quit()
+    assert printed.startswith(b"%PDF")
+    boxes = re.findall(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", printed)
+    assert boxes, "no page in the printed PDF"
+    # A4 is 595 by 842 points: the page's @page rule sets the paper.
+    for box_width, box_height in boxes:
+        assert float(box_width) == pytest.approx(595.3, abs=1)
+        assert float(box_height) == pytest.approx(841.9, abs=1)

@@ -67,6 +67,9 @@ FLAG_COLOUR = "#b2182b"
 REMISSION_COLOUR = "#1b7837"
 PHASE_COLOUR = "#4d4d4d"
 
+# What a flagged point means on the PHQ-9, the legend's words for the ring.
+PHQ9_FLAG_LABEL = "Item 9 (self-harm thoughts) answered above 0"
+
 _WIDTH_INCHES = 8.0
 _HEIGHT_INCHES = 4.8
 PNG_DPI = 150
@@ -124,7 +127,7 @@ class ChartInput:
     phases: Sequence[ChartPhase] = field(default_factory=tuple)
     # What a flagged point means, for the legend and the description; None for an
     # instrument without a safety item.
-    flag_label: str | None = "Item 9 (self-harm thoughts) answered above 0"
+    flag_label: str | None = PHQ9_FLAG_LABEL
 
 
 def band_colours(count: int) -> list[str]:

@@ -266,6 +266,31 @@ def test_concurrent_renders_in_threads_match_a_render_alone() -> None:
     assert [results[i] for i in range(len(charts))] == expected
 
 
+def test_a_scale_without_safety_item_draws_and_says_nothing_of_flags() -> None:
+    gad7 = [ChartBand(0, 4, "minimal"), ChartBand(5, 9, "mild"), ChartBand(10, 21, "severe")]
+    points = [ChartPoint(START, 1, 12, "severe", True), ChartPoint(START, 2, 6, "mild", False)]
+    chart = ChartInput("GAD-7", "", "GAD-7", 0, 21, gad7, 5, points, [], flag_label=None)
+    root = parse(render_svg(chart))
+    assert len(markers(root, SCORE_MARKERS_GID)) == 2
+    assert group(root, FLAG_MARKERS_GID) is None
+    desc = root.find(f"{SVG}desc")
+    assert desc is not None and "flag" not in str(desc.text)
+    assert count_near(pixels(render_png(chart)), FLAG_COLOUR, tolerance=40) == 0
+
+
+def test_a_score_outside_the_scale_widens_the_plot_rather_than_vanish() -> None:
+    points = [ChartPoint(START, 1, 30, "beyond", False), ChartPoint(START, 2, -2, "below", False)]
+    root = parse(render_svg(course(totals=[], points=points)))
+    clips = root.findall(f".//{SVG}clipPath/{SVG}rect")
+    assert len(clips) == 1  # the plot area
+    top = float(str(clips[0].get("y")))
+    bottom = top + float(str(clips[0].get("height")))
+    drawn = markers(root, SCORE_MARKERS_GID)
+    assert len(drawn) == 2
+    for marker in drawn:
+        assert top <= float(str(marker.get("y"))) <= bottom
+
+
 def test_an_impossible_scale_is_refused() -> None:
     with pytest.raises(ValueError, match="max_score"):
         render_svg(course(min_score=10, max_score=10))

@@ -118,11 +118,15 @@ def pixels(image_bytes: bytes) -> Counter[tuple[int, int, int]]:
         # Transparent pixels (of an SVG drawn without a background) count as white.
         flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         flat.alpha_composite(rgba)
-        values, counts = np.unique(
-            np.asarray(flat.convert("RGB")).reshape(-1, 3), axis=0, return_counts=True
+        packed = np.asarray(flat.convert("RGB"), dtype=np.uint32) @ np.array(
+            [1 << 16, 1 << 8, 1], dtype=np.uint32
         )
+    values, counts = np.unique(packed, return_counts=True)
     return Counter(
-        {(int(r), int(g), int(b)): int(n) for (r, g, b), n in zip(values, counts, strict=True)}
+        {
+            (int(v) >> 16, (int(v) >> 8) & 0xFF, int(v) & 0xFF): int(n)
+            for v, n in zip(values, counts, strict=True)
+        }
     )
 
 

@@ -29,6 +29,7 @@ from service.editing import (
     require_plan,
 )
 from service.errors import Conflict, RuleViolation
+from service.instruments import BY_TOTAL_CODE
 from service.models import CarePlan, Goal, Homework, new_id
 from service.rules import (
     Problems,
@@ -62,6 +63,18 @@ _PLAIN_FIELDS = (
     "phase",
     "notes",
 )
+
+
+def achievement_source(goal: Goal) -> str:
+    """Who set the goal's achievement status: ``rules`` for a symptom goal whose target
+    names the total of an instrument the plan records (service/progress.py) while no
+    clinician has set it, ``clinician`` otherwise."""
+    ruled = (
+        goal.kind == GoalKind.SYMPTOM
+        and goal.target_measure in BY_TOTAL_CODE
+        and goal.target_value is not None
+    )
+    return "rules" if ruled and not goal.achievement_manual else "clinician"
 
 
 def list_goals(database: Database, plan_id: str) -> list[Goal]:
@@ -215,7 +228,12 @@ def _apply_goal_changes(edit: PlanEdit, goal: Goal, data: Mapping[str, Any]) -> 
     check_dates(problems, data, *_DATE_FIELDS)
     _check_goal(problems, edit.plan, merged, kept_area=goal.problem_area if finished else None)
     problems.raise_if_any()
-    edit.updated("goal", goal, assign(goal, changes))
+    fields = assign(goal, changes)
+    if "achievement_status" in fields and not goal.achievement_manual:
+        # A clinician's judgement stands until the next score of the goal's measure.
+        goal.achievement_manual = True
+        fields.append("achievement_manual")
+    edit.updated("goal", goal, fields)
 
 
 def delete_goal(

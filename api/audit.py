@@ -122,6 +122,8 @@ def interaction() -> str:
     elif endpoint.startswith("fhir."):
         view = endpoint.removeprefix("fhir.")
         found = _FHIR_INTERACTIONS.get(view, view if view in ACTIONS else None)
+    elif endpoint == "safety-signals.Acknowledgement":
+        found = "update"  # a POST that changes the signal
     elif request.method in ("GET", "HEAD") and request.url_rule is not None:
         rule = request.url_rule.rule
         if rule.endswith(">"):

@@ -309,3 +309,138 @@ def test_administrations_need_observation_scopes(live: Any, database: Database, 
     assert "Observation.c" in refused.json()["detail"]
     plans_only = Client(live.url, token_for(live, database, ["system/CarePlan.cruds"]))
     assert plans_only.get(plan_url(plan, "administrations")).status_code == 403
+
+
+# --- the session's PHQ-9 total ----------------------------------------------------------------
+
+
+def session_scores(client: Client, plan: dict, number: int) -> tuple[int | None, list[tuple]]:
+    session = client.get(plan_url(plan, "sessions", number)).json()
+    return session["phq9_total"], [
+        (a["instrument"], a["source"], a["total"]) for a in session["administrations"]
+    ]
+
+
+def test_a_session_phq9_total_records_a_total_only_administration(
+    client: Client, plan: dict
+) -> None:
+    attend(client, plan, 1, phq9_total=17)
+    assert session_scores(client, plan, 1) == (17, [("phq-9", "total-only", 17)])
+    [record] = client.get(plan_url(plan, "administrations")).json()["items"]
+    assert (record["session_number"], record["administered_on"]) == (1, on(1))
+    url = plan_url(plan, "sessions", 1)
+    assert client.patch(url, json={"phq9_total": 12}).json()["phq9_total"] == 12
+    assert session_scores(client, plan, 1) == (12, [("phq-9", "total-only", 12)])
+    again = client.get(plan_url(plan, "administrations", record["id"])).json()
+    assert (again["total"], again["version"]) == (12, 2)
+    assert client.patch(url, json={"phq9_total": None}).json()["phq9_total"] is None
+    assert session_scores(client, plan, 1) == (None, [])
+    assert client.get(plan_url(plan, "administrations", record["id"])).status_code == 410
+
+
+def test_the_session_write_and_its_score_are_one_change(client: Client, plan: dict) -> None:
+    attend(client, plan, 1, phq9_total=17)
+    changes = client.get(plan_url(plan, "changes"), params={"page_size": 100}).json()["items"]
+    last = [c for c in changes if c["plan_version"] == changes[-1]["plan_version"]]
+    assert {(c["entity"], c["action"]) for c in last} >= {
+        ("session", "create"),
+        ("administration", "create"),
+    }
+    session = client.get(plan_url(plan, "sessions", 1)).json()
+    assert session["version"] == 1  # written once, with its total
+
+
+def test_a_session_answered_item_by_item_refuses_another_total(
+    client: Client, database: Database, plan: dict
+) -> None:
+    attend(client, plan, 1)
+    record = recorded(client, plan, session_number=1, administered_on=None, answers=answers(3, 2))
+    url = plan_url(plan, "sessions", 1)
+    before = state(client, database, plan)
+    for total in (4, None):
+        response = client.patch(url, json={"phq9_total": total})
+        assert response.status_code == 422, response.text
+        assert problem_fields(response) == ["phq9_total"]
+        assert record["id"] in response.json()["detail"]
+    no_show = client.patch(url, json={"status": "no-show"})
+    assert no_show.status_code == 422
+    assert "status" in problem_fields(no_show)
+    assert client.delete(url).status_code == 409
+    assert state(client, database, plan) == before
+    # The same total is no change at all (a FHIR client sends the session back as it read it).
+    same = client.patch(url, json={"phq9_total": 5, "note": "ok"})
+    assert same.status_code == 200, same.text
+    assert client.get(plan_url(plan, "administrations", record["id"])).json()["version"] == 1
+
+
+def test_a_no_show_or_deleted_session_loses_its_total_only_score(
+    client: Client, plan: dict
+) -> None:
+    attend(client, plan, 1, phq9_total=9)
+    attend(client, plan, 2, phq9_total=8)
+    no_show = client.patch(plan_url(plan, "sessions", 1), json={"status": "no-show"})
+    assert no_show.status_code == 200, no_show.text
+    assert session_scores(client, plan, 1) == (None, [])
+    assert client.delete(plan_url(plan, "sessions", 2)).status_code == 204
+    assert client.get(plan_url(plan, "administrations")).json()["items"] == []
+    # The number is free again, with no score left behind.
+    attend(client, plan, 2)
+    assert session_scores(client, plan, 2) == (None, [])
+
+
+def test_a_session_moved_to_another_date_moves_its_scores(client: Client, plan: dict) -> None:
+    attend(client, plan, 2, phq9_total=14)
+    recorded(client, plan, instrument="gad-7", session_number=2, administered_on=None, total=7)
+    moved = client.patch(plan_url(plan, "sessions", 2), json={"date": "2026-01-14"})
+    assert moved.status_code == 200, moved.text
+    listed = client.get(plan_url(plan, "administrations")).json()["items"]
+    assert {a["administered_on"] for a in listed} == {"2026-01-14"}
+
+
+def test_fhir_phase_writes_keep_recording_session_totals(client: Client, plan: dict) -> None:
+    import json
+
+    attend(client, plan, 1, phq9_total=16)
+    headers = {"Content-Type": "application/fhir+json"}
+    phase_id = plan["phases"][0]["id"]
+    phase = client.get(f"/fhir/CarePlan/{phase_id}").json()
+    put = client.request(
+        "PUT", f"/fhir/CarePlan/{phase_id}", data=json.dumps(phase), headers=headers
+    )
+    assert put.status_code == 200, put.text
+    assert session_scores(client, plan, 1) == (16, [("phq-9", "total-only", 16)])
+
+
+# --- goals follow the scores ------------------------------------------------------------------
+
+
+def symptom_goal(client: Client, plan: dict) -> dict[str, Any]:
+    goals = client.get(plan_url(plan, "goals")).json()["items"]
+    return next(g for g in goals if g["kind"] == "symptom")
+
+
+def test_a_clinician_status_stands_until_the_next_score_changes(client: Client, plan: dict) -> None:
+    goal = symptom_goal(client, plan)
+    assert (goal["achievement_status"], goal["achievement_source"]) == ("in-progress", "rules")
+    first = recorded(client, plan, administered_on=on(1), total=20)
+    recorded(client, plan, administered_on=on(2), total=14)
+    assert symptom_goal(client, plan)["achievement_status"] == "improving"
+    url = plan_url(plan, "goals", goal["id"])
+    set_by_hand = client.patch(url, json={"achievement_status": "no-progress"})
+    assert set_by_hand.json()["achievement_source"] == "clinician"
+    # Unrelated changes leave the clinician's status alone.
+    recorded(client, plan, instrument="gad-7", administered_on=on(2), total=9)
+    assert symptom_goal(client, plan)["achievement_status"] == "no-progress"
+    for change in (
+        lambda: recorded(client, plan, administered_on=on(3), total=4),
+        lambda: client.patch(plan_url(plan, "administrations", first["id"]), json={"total": 22}),
+        lambda: client.delete(plan_url(plan, "administrations", first["id"])),
+    ):
+        client.patch(url, json={"achievement_status": "no-progress"})
+        assert symptom_goal(client, plan)["achievement_source"] == "clinician"
+        change()
+        goal = symptom_goal(client, plan)
+        assert goal["achievement_source"] == "rules"
+        assert goal["achievement_status"] != "no-progress"
+    # 14 then 4: the target (below 5) is met by the latest.
+    assert symptom_goal(client, plan)["achievement_status"] == "achieved"

@@ -444,3 +444,29 @@ def test_a_clinician_status_stands_until_the_next_score_changes(client: Client, 
         assert goal["achievement_status"] != "no-progress"
     # 14 then 4: the target (below 5) is met by the latest.
     assert symptom_goal(client, plan)["achievement_status"] == "achieved"
+
+
+def test_a_token_bound_to_another_patient_finds_no_scores_here(
+    live: Any, database: Database, plan: dict
+) -> None:
+    record = recorded(client_of(live, database, plan["patient"]), plan, total=7)
+    other = client_of(live, database, "Patient/someone-else")
+    for path in (
+        plan_url(plan, "administrations"),
+        plan_url(plan, "administrations", record["id"]),
+        plan_url(plan, "safety-signals"),
+    ):
+        response = other.get(path)
+        assert response.status_code == 404, (path, response.text)
+    refused = other.post(
+        plan_url(plan, "administrations"),
+        json={"instrument": "phq-9", "administered_on": on(1), "total": 3},
+    )
+    assert refused.status_code == 404
+
+
+def client_of(live: Any, database: Database, patient: str) -> Client:
+    from conftest import token_for
+
+    scopes = ["patient/Observation.cruds", "patient/Flag.rs"]
+    return Client(live.url, token_for(live, database, scopes, patient=patient))

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask, redirect, request
 
 from api import (
+    administrations,
     audit,
     body,
     docs,
@@ -14,12 +15,14 @@ from api import (
     headers,
     health,
     homework,
+    instruments,
     metrics,
     openapi_finish,
     phases,
     plans,
     problems,
     request_log,
+    safety_signals,
     sessions,
 )
 from api.auth import endpoints as auth_endpoints
@@ -109,7 +112,18 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     api = ProblemApi(app)
     app.extensions["ipt_api"] = api
     fhir_openapi.register_components(api.spec)
-    for module in (plans, phases, goals, homework, sessions, fhir_capability, fhir_resources):
+    for module in (
+        plans,
+        phases,
+        goals,
+        homework,
+        sessions,
+        administrations,
+        safety_signals,
+        instruments,
+        fhir_capability,
+        fhir_resources,
+    ):
         api.register_blueprint(module.blp)
     if publish not in db.observers:
         db.observers.append(publish)

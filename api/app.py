@@ -19,6 +19,8 @@ from api import (
     phases,
     plans,
     problems,
+    progress,
+    reports,
     request_log,
     sessions,
 )
@@ -109,7 +111,17 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     api = ProblemApi(app)
     app.extensions["ipt_api"] = api
     fhir_openapi.register_components(api.spec)
-    for module in (plans, phases, goals, homework, sessions, fhir_capability, fhir_resources):
+    for module in (
+        plans,
+        phases,
+        goals,
+        homework,
+        sessions,
+        progress,
+        reports,
+        fhir_capability,
+        fhir_resources,
+    ):
         api.register_blueprint(module.blp)
     if publish not in db.observers:
         db.observers.append(publish)

@@ -3,7 +3,10 @@
 A permission is a resource type and a SMART v2 interaction letter (c, r, u, d, s). The
 native API uses the scopes of the FHIR resources it touches: a plan, its phases, sessions
 and homework are CarePlans (sessions and homework are activities of a phase CarePlan, so
-changing them updates it); goals are Goals.
+changing them updates it); goals are Goals. A route that shows records of several types
+needs a permission for each (a plan's progress shows its scores, which FHIR serves as
+Observations): every one is checked, and the first missing one is refused. The clinic's
+outcomes report is a MeasureReport: aggregate figures, with a scope of its own.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ class Permission:
     interaction: str
 
 
-# Native API: (blueprint.view, method) -> permission.
-NATIVE: dict[tuple[str, str], Permission] = {
+# Native API: (blueprint.view, method) -> the permission it needs, or the permissions it
+# needs all of.
+NATIVE: dict[tuple[str, str], Permission | tuple[Permission, ...]] = {
     ("care-plans.CarePlans", "GET"): Permission("CarePlan", "s"),
     ("care-plans.CarePlans", "POST"): Permission("CarePlan", "c"),
     ("care-plans.CarePlan", "GET"): Permission("CarePlan", "r"),
@@ -60,7 +64,18 @@ NATIVE: dict[tuple[str, str], Permission] = {
     ("sessions.Session", "GET"): Permission("CarePlan", "r"),
     ("sessions.Session", "PATCH"): Permission("CarePlan", "u"),
     ("sessions.Session", "DELETE"): Permission("CarePlan", "u"),
+    ("progress.PlanProgress", "GET"): (Permission("CarePlan", "r"), Permission("Observation", "r")),
+    ("reports.OutcomesReport", "GET"): Permission("MeasureReport", "r"),
 }
+
+
+def needs(endpoint: str, method: str) -> tuple[Permission, ...] | None:
+    """Every permission a native route needs; None when the table has no rule for it."""
+    found = NATIVE.get((endpoint, method))
+    if found is None:
+        return None
+    return found if isinstance(found, tuple) else (found,)
+
 
 # FHIR interface: view function name -> interaction on the resource type in the URL.
 FHIR: dict[str, str] = {
@@ -103,9 +118,10 @@ def is_public() -> bool:
     )
 
 
-def required() -> Permission | None:
-    """The permission the current request needs; None when the route checks each part
-    itself (Bundles, system history) or no route matches (it answers 404 or 405 itself).
+def required() -> tuple[Permission, ...] | None:
+    """The permissions the current request needs, all of them; None when the route checks
+    each part itself (Bundles, system history) or no route matches (it answers 404 or 405
+    itself).
 
     A matched data route missing from the tables raises NoRule: access fails closed.
     """
@@ -117,8 +133,8 @@ def required() -> Permission | None:
         resource = (request.view_args or {}).get("resource_type") or "AuditEvent"
         if interaction is None:
             raise NoRule(endpoint)
-        return Permission(str(resource), interaction)
-    permission = NATIVE.get((endpoint, request.method))
-    if permission is None:
+        return (Permission(str(resource), interaction),)
+    permissions = needs(endpoint, request.method)
+    if not permissions:
         raise NoRule(endpoint)
-    return permission
+    return permissions

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from service import progress
 from service.administrations import SignalStatus, score
@@ -141,46 +141,44 @@ class PlanProgress:
     phases: list[PhaseProgress]
 
 
+# The statements, built once (building them costs as much as running some of them).
+_PLAN = bindparam("plan_id")
+_ADMINISTRATIONS = select(Administration).where(
+    Administration.plan_id == _PLAN, Administration.deleted_at.is_(None)
+)
+_GOALS = (
+    select(Goal)
+    .where(Goal.plan_id == _PLAN, Goal.deleted_at.is_(None))
+    .order_by(Goal.created_at, Goal.id)
+)
+_SESSIONS = select(TherapySession.number, TherapySession.status).where(
+    TherapySession.plan_id == _PLAN, TherapySession.deleted_at.is_(None)
+)
+_HOMEWORK = select(Homework.status, Homework.due_on).where(
+    Homework.plan_id == _PLAN, Homework.deleted_at.is_(None)
+)
+_OPEN_SIGNALS = (
+    select(SafetySignal)
+    .where(
+        SafetySignal.plan_id == _PLAN,
+        SafetySignal.deleted_at.is_(None),
+        SafetySignal.status == SignalStatus.OPEN,
+    )
+    .order_by(SafetySignal.created_at, SafetySignal.id)
+)
+
+
 def plan_progress(database: Database, plan_id: str, as_of: date | None = None) -> PlanProgress:
     """The progress of a plan (NotFound or Gone as reading the plan answers)."""
     today = as_of or utcnow().date()
     with database.reading() as session:
         plan = load_plan(session, plan_id)
-        administrations = list(
-            session.scalars(
-                select(Administration).where(
-                    Administration.plan_id == plan_id, Administration.deleted_at.is_(None)
-                )
-            )
-        )
-        goals = list(
-            session.scalars(
-                select(Goal)
-                .where(Goal.plan_id == plan_id, Goal.deleted_at.is_(None))
-                .order_by(Goal.created_at, Goal.id)
-            )
-        )
-        held = session.execute(
-            select(TherapySession.number, TherapySession.status).where(
-                TherapySession.plan_id == plan_id, TherapySession.deleted_at.is_(None)
-            )
-        ).all()
-        homework_rows = session.execute(
-            select(Homework.status, Homework.due_on).where(
-                Homework.plan_id == plan_id, Homework.deleted_at.is_(None)
-            )
-        ).all()
-        signals = list(
-            session.scalars(
-                select(SafetySignal)
-                .where(
-                    SafetySignal.plan_id == plan_id,
-                    SafetySignal.deleted_at.is_(None),
-                    SafetySignal.status == SignalStatus.OPEN,
-                )
-                .order_by(SafetySignal.created_at, SafetySignal.id)
-            )
-        )
+        given = {"plan_id": plan_id}
+        administrations = list(session.scalars(_ADMINISTRATIONS, given))
+        goals = list(session.scalars(_GOALS, given))
+        held = session.execute(_SESSIONS, given).all()
+        homework_rows = session.execute(_HOMEWORK, given).all()
+        signals = list(session.scalars(_OPEN_SIGNALS, given))
         return PlanProgress(
             plan_id=plan.id,
             patient=plan.patient,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import BindParameter, bindparam, select
 
 from service import progress
 from service.administrations import SignalStatus, score
@@ -142,7 +142,7 @@ class PlanProgress:
 
 
 # The statements, built once (building them costs as much as running some of them).
-_PLAN = bindparam("plan_id")
+_PLAN: BindParameter[str] = bindparam("plan_id")
 _ADMINISTRATIONS = select(Administration).where(
     Administration.plan_id == _PLAN, Administration.deleted_at.is_(None)
 )

@@ -215,11 +215,12 @@ def _apply_goal_changes(edit: PlanEdit, goal: Goal, data: Mapping[str, Any]) -> 
     check_dates(problems, data, *_DATE_FIELDS)
     _check_goal(problems, edit.plan, merged, kept_area=goal.problem_area if finished else None)
     problems.raise_if_any()
-    if "achievement_status" in changing:
+    changed = assign(goal, changes)
+    if "achievement_status" in changed:
         # A clinician's status: it stands until the next score of the goal's measure
         # (service/administrations.py hands it back to the rules).
-        changes["achievement_manual"] = True
-    edit.updated("goal", goal, assign(goal, changes))
+        goal.achievement_manual = True
+    edit.updated("goal", goal, changed)
 
 
 def delete_goal(

@@ -145,7 +145,11 @@ class PlanProgressSchema(Schema):
 
 
 class CellSchema(Schema):
-    value = fields.Float(allow_none=True)
+    # A count is a whole number, a rate or mean a decimal: written as computed.
+    value = fields.Raw(
+        allow_none=True,
+        metadata={"type": "number", "description": "null when the cell is suppressed"},
+    )
     suppressed = fields.Boolean()
     reason = fields.String(
         metadata={"description": "Why the cell is suppressed (only on a suppressed cell)"}

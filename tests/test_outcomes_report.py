@@ -129,6 +129,7 @@ def test_the_figures_of_a_seeded_clinic(client: Client, database: Database) -> N
         "mean_phq9_change": round((3 * -16 + 2 * -11 - 4) / 6, 2),
     }
     assert all(cell["suppressed"] is False for cell in body["total"].values())
+    assert type(body["total"]["plans_started"]["value"]) is int  # a count, not 18.0
     grief = row(body, "by_problem_area", "grief")
     assert values_of(grief) == {**values_of(body["total"]), **{
         "plans_started": 6,

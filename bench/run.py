@@ -266,10 +266,19 @@ def _drive(
 # --- scores ------------------------------------------------------------------------------
 
 
-def _serves(server: Server, path: str) -> bool:
-    """Whether the running service documents ``path`` (its OpenAPI document is public)."""
+def _takes_scores(server: Server) -> bool:
+    """Whether the running service has the native route that records a score, taking the
+    fields the record-score scenario sends (its OpenAPI document is public)."""
     with urllib.request.urlopen(server.url + "/openapi.json", timeout=30) as answer:
-        return path in json.loads(answer.read()).get("paths", {})
+        document = json.loads(answer.read())
+    post = document.get("paths", {}).get(ADMINISTRATIONS_PATH, {}).get("post")
+    if post is None:
+        return False
+    schema = post.get("requestBody", {}).get("content", {}).get("application/json", {})
+    schema = schema.get("schema", {})
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return {"instrument", "administered_on", "total"} <= set(schema.get("properties", {}))
 
 
 def _record_in_process(database: Database, token: str, seconds: float) -> Figures:
@@ -399,7 +408,7 @@ def run_database(kind: str, options: argparse.Namespace, work: Path) -> Database
         for scenario in options.scenarios:
             if scenario == "floor":
                 continue
-            if scenario == "record-score" and not _serves(service, ADMINISTRATIONS_PATH):
+            if scenario == "record-score" and not _takes_scores(service):
                 results.append(_record_in_process(database, token, options.duration))
                 continue
             results.append(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from api.schemas import Date, Score, StrictSchema
-from service import codes, outcomes
+from api.schemas import Date, Integer, Score, StrictSchema
+from service import codes, outcomes, rules
 from service.course import AchievementSource
 from service.instruments import INSTRUMENTS, AdministrationSource
 
@@ -17,14 +17,12 @@ from service.instruments import INSTRUMENTS, AdministrationSource
 class ScorePointSchema(Schema):
     id = fields.String()
     administered_on = fields.Date()
-    session_number = fields.Integer(allow_none=True)
-    total = fields.Integer()
+    session_number = Integer(allow_none=True)
+    total = Integer()
     band_code = fields.String(metadata={"example": "moderate"})
     band_display = fields.String(metadata={"example": "Moderate"})
     source = fields.String(validate=validate.OneOf([s.value for s in AdministrationSource]))
-    change = fields.Integer(
-        metadata={"description": "The total minus the baseline: negative is better"}
-    )
+    change = Integer(metadata={"description": "The total minus the baseline: negative is better"})
     flagged = fields.Boolean(
         metadata={"description": "The instrument's safety item (PHQ-9 item 9) answered above 0"}
     )
@@ -34,9 +32,9 @@ class InstrumentCourseSchema(Schema):
     instrument = fields.String(validate=validate.OneOf(list(INSTRUMENTS)))
     name = fields.String(metadata={"example": "PHQ-9"})
     scores = fields.List(fields.Nested(ScorePointSchema))
-    baseline = fields.Integer(allow_none=True, metadata={"description": "The first score"})
-    latest = fields.Integer(allow_none=True, metadata={"description": "The last score"})
-    change = fields.Integer(allow_none=True, metadata={"description": "latest - baseline"})
+    baseline = Integer(allow_none=True, metadata={"description": "The first score"})
+    latest = Integer(allow_none=True, metadata={"description": "The last score"})
+    change = Integer(allow_none=True, metadata={"description": "latest - baseline"})
     band_code = fields.String(allow_none=True, metadata={"description": "The latest's band"})
     band_display = fields.String(allow_none=True)
     response = fields.Boolean(
@@ -77,12 +75,12 @@ class GoalProgressSchema(Schema):
 
 
 class AttendanceSchema(Schema):
-    attended = fields.Integer()
-    no_show = fields.Integer()
-    cancelled = fields.Integer()
-    scheduled = fields.Integer()
-    planned_sessions = fields.Integer(metadata={"description": "The current contract's"})
-    longest_no_show_run = fields.Integer(
+    attended = Integer()
+    no_show = Integer()
+    cancelled = Integer()
+    scheduled = Integer()
+    planned_sessions = Integer(metadata={"description": "The current contract's"})
+    longest_no_show_run = Integer(
         metadata={
             "description": "The most no-shows in a row in session order (an attended session "
             "ends a run; a cancelled one does not)"
@@ -91,19 +89,24 @@ class AttendanceSchema(Schema):
 
 
 class HomeworkCompletionSchema(Schema):
-    assigned = fields.Integer()
-    in_progress = fields.Integer()
-    completed = fields.Integer()
-    not_done = fields.Integer()
-    cancelled = fields.Integer()
-    due = fields.Integer(
+    assigned = Integer()
+    in_progress = Integer()
+    completed = Integer()
+    not_done = Integer()
+    cancelled = Integer()
+    due = Integer(
         metadata={
             "description": "Tasks completed, not done, or past their due date (cancelled "
             "ones never are)"
         }
     )
     completion_rate = fields.Float(
-        allow_none=True, metadata={"description": "completed / due; null when nothing is due"}
+        allow_none=True,
+        metadata={
+            "description": "completed / due; null when nothing is due",
+            "minimum": 0,
+            "maximum": 1,
+        },
     )
 
 
@@ -112,15 +115,15 @@ class OpenSignalSchema(Schema):
     administration_id = fields.String()
     instrument = fields.String()
     item = fields.String()
-    score = fields.Integer()
+    score = Integer()
     raised_on = fields.Date()
 
 
 class PhaseProgressSchema(Schema):
     code = fields.String(validate=validate.OneOf(codes.values(codes.PhaseCode)))
     status = fields.String(validate=validate.OneOf(codes.values(codes.PhaseStatus)))
-    start_session = fields.Integer()
-    end_session = fields.Integer()
+    start_session = Integer()
+    end_session = Integer()
     start_date = fields.Date(allow_none=True)
     end_date = fields.Date(allow_none=True)
 
@@ -128,7 +131,7 @@ class PhaseProgressSchema(Schema):
 class PlanProgressSchema(Schema):
     plan_id = fields.String()
     patient = fields.String(metadata={"example": "Patient/123"})
-    version = fields.Integer(metadata={"description": "The plan's version (the ETag)"})
+    version = Integer(metadata={"description": "The plan's version (the ETag)"})
     status = fields.String(validate=validate.OneOf(codes.values(codes.PlanStatus)))
     variant = fields.String(validate=validate.OneOf(codes.values(codes.Variant)))
     start_date = fields.Date()
@@ -148,7 +151,12 @@ class CellSchema(Schema):
     # A count is a whole number, a rate or mean a decimal: written as computed.
     value = fields.Raw(
         allow_none=True,
-        metadata={"type": "number", "description": "null when the cell is suppressed"},
+        metadata={
+            "type": "number",
+            "minimum": rules.INTEGER_MIN,
+            "maximum": rules.INTEGER_MAX,
+            "description": "null when the cell is suppressed",
+        },
     )
     suppressed = fields.Boolean()
     reason = fields.String(
@@ -182,7 +190,7 @@ class OutcomesReportSchema(Schema):
     to = fields.Date()
     problem_area = fields.String(allow_none=True)
     variant = fields.String(allow_none=True)
-    minimum_patients = fields.Integer(
+    minimum_patients = Integer(
         metadata={"description": "A cell computed from fewer distinct patients is suppressed"}
     )
     total = fields.Nested(FiguresSchema)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +23,8 @@ from service.models import AuditRecord
 
 REPORT = "/api/v1/reports/outcomes"
 START = date(2026, 1, 5)
-TODAY = date.today()
+# The day the change log stamps a closing with (UTC).
+TODAY = datetime.now(UTC).date()
 
 
 def week(n: int) -> date:

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from conftest import Client, Server, plan_url, token_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event, select
 
 from service import administrations, course
@@ -265,6 +267,19 @@ def test_attendance_counts_each_status_and_the_longest_run_of_no_shows(
 def test_the_longest_run_of_no_shows(statuses: list[str], run: int) -> None:
     held = list(enumerate(statuses, start=1))
     assert course.longest_no_show_run(list(reversed(held))) == run
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(["attended", "no-show", "cancelled", "scheduled"]), max_size=30))
+def test_the_longest_run_is_the_longest_stretch_of_no_shows_between_attended_sessions(
+    statuses: list[str],
+) -> None:
+    held = list(enumerate(statuses, start=1))
+    # Sessions that did not take place are left out; what remains splits at each attendance.
+    held_only = [s for s in statuses if s in ("attended", "no-show")]
+    taken = "".join("A" if s == "attended" else "N" for s in held_only)
+    expected = max((len(stretch) for stretch in taken.split("A")), default=0)
+    assert course.longest_no_show_run(held) == expected
 
 
 def test_homework_completion_counts_the_tasks_that_are_due(client: Client) -> None:

@@ -155,6 +155,19 @@ def test_each_operation_names_the_scope_the_service_enforces(
             assert operation.get("security") == [], (method, path)
             continue
         assert operation["security"][0] == {"bearer": []}, (method, path)
+        requirements = [r["smart"] for r in operation["security"] if r.get("smart")]
+        if len(requirements) == 1 and len(requirements[0]) > 1:
+            # Every scope of the requirement is needed: without any one of them, 403.
+            url = _example_path(path)
+            every = Client(live.url, token_for(live, database, requirements[0]))
+            assert every.request(method.upper(), url).status_code != 403, (method, path)
+            for missing in requirements[0]:
+                rest = [scope for scope in requirements[0] if scope != missing]
+                short = Client(live.url, token_for(live, database, rest))
+                answer = short.request(method.upper(), url)
+                assert answer.status_code == 403, (method, path, missing, answer.text)
+            checked += 1
+            continue
         if len(needed) != 1 and "{resource_type}" not in path:
             continue  # a Bundle or the system history: each part is checked itself
         scope = needed[0]

@@ -32,6 +32,7 @@ READ_ONLY_COMMANDS = [
     ["keys", "rotate"],
     ["check-config"],
     ["db", "downgrade", "base"],
+    ["report", "outcomes", "--from", "2026-01-01", "--to", "2026-06-30"],
 ]
 
 

@@ -55,7 +55,9 @@ def seed_plan(
             "dr.rivera",
         )
     if close is not None:
-        closed = client.patch(plan_url(plan), json={"status": close})
+        # Completing says what becomes of the open goals: resolved from the last scores.
+        body = {"status": close, **({"open_goals": "resolve"} if close == "completed" else {})}
+        closed = client.patch(plan_url(plan), json=body)
         assert closed.status_code == 200, closed.text
     return plan
 

@@ -30,6 +30,12 @@ from tests.published import mismatches
 TEST_DATABASE_URL = os.environ.get("IPT_TEST_DATABASE_URL")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow run first (in their own order), so that with several workers none
+    is left running one long test after the others have finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """SQLite in a temporary file, or a private schema of the PostgreSQL test database.

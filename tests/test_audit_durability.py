@@ -30,6 +30,8 @@ from api.audit import AuditLog
 from service.db import Database
 from service.models import new_id, utcnow
 
+pytestmark = pytest.mark.slow
+
 
 def _row(marker: str) -> dict[str, object]:
     now = utcnow()

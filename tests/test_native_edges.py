@@ -315,6 +315,7 @@ def _date_requests(plan: Json, day: str) -> Iterator[tuple[str, str, Json | None
     yield "POST", plan_url(plan, "sessions"), None, {"number": 3, "date": day}
 
 
+@pytest.mark.slow
 @settings(
     max_examples=20,
     derandomize=True,

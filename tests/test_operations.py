@@ -63,6 +63,7 @@ def test_invalid_settings_are_refused_by_name(environ: dict[str, str], name: str
         load(environ)
 
 
+@pytest.mark.slow
 def test_cli_upgrades_and_reports_the_schema(tmp_path: Path) -> None:
     env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
     before = run_cli("db", "current", env=env)
@@ -75,12 +76,14 @@ def test_cli_upgrades_and_reports_the_schema(tmp_path: Path) -> None:
     assert "current: 0008" in after.stdout
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_invalid_configuration(tmp_path: Path) -> None:
     result = run_cli("check-config", env={"IPT_MAX_BODY_BYTES": "lots"})
     assert result.returncode != 0
     assert "IPT_MAX_BODY_BYTES" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
@@ -119,6 +122,7 @@ def test_server_options_from_the_environment(tmp_path: Path) -> None:
             server_options({"PROMETHEUS_MULTIPROC_DIR": str(read_only)})
 
 
+@pytest.mark.slow
 def test_cli_openapi_check_detects_a_stale_document(tmp_path: Path) -> None:
     stale = tmp_path / "openapi.json"
     stale.write_text("{}\n")
@@ -135,6 +139,7 @@ def test_readme_documents_every_setting() -> None:
         assert f"| `{name}` |" in readme, name
 
 
+@pytest.mark.slow
 def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path) -> None:
     env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'roundtrip.db'}"}
     assert run_cli("db", "upgrade", env=env).returncode == 0

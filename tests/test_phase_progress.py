@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+import pytest
 from conftest import Client, plan_url
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,6 +51,7 @@ def assert_in_order(items: list[dict[str, Any]], last_attended: int | None) -> N
     assert all(p["status"] == "completed" for p in ordered[:holding]), ordered
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40,
     deadline=None,

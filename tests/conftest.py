@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from api.auth import keys, tokens
 from api.config import Settings
+from service import clients
 from service.db import Database, normalise_url
 from service.models import ApiClient, Base, new_id, utcnow
 from tests.published import mismatches
@@ -183,6 +184,14 @@ def token_for(
         session.add(client)
     token, _ = tokens.issue(client, scopes, live.settings, key=keys.key_for(live.app))
     return token
+
+
+def registered_client(database: Database, prefix: str, scopes: list[str]) -> tuple[str, str]:
+    """A client registered as `ipt-careplans clients create` registers it, with a name of
+    its own starting with ``prefix``: its id and secret."""
+    client, secret = clients.register(database, f"{prefix}-{uuid.uuid4().hex[:12]}", scopes)
+    assert secret is not None
+    return client.id, secret
 
 
 @pytest.fixture

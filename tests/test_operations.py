@@ -64,7 +64,9 @@ def test_invalid_settings_are_refused_by_name(environ: dict[str, str], name: str
 
 
 @pytest.mark.slow
-def test_cli_upgrades_and_reports_the_schema(tmp_path: Path) -> None:
+def test_cli_upgrades_reports_the_schema_and_migrates_down_to_nothing_and_up_again(
+    tmp_path: Path,
+) -> None:
     env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
     before = run_cli("db", "current", env=env)
     assert before.returncode == 1
@@ -74,6 +76,11 @@ def test_cli_upgrades_and_reports_the_schema(tmp_path: Path) -> None:
     after = run_cli("db", "current", env=env)
     assert after.returncode == 0
     assert "current: 0008" in after.stdout
+    down = run_cli("db", "downgrade", "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "revision None" in down.stdout
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    assert run_cli("db", "current", env=env).returncode == 0
 
 
 @pytest.mark.slow
@@ -137,17 +144,6 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for name in VARIABLES:
         assert f"| `{name}` |" in readme, name
-
-
-@pytest.mark.slow
-def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path) -> None:
-    env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'roundtrip.db'}"}
-    assert run_cli("db", "upgrade", env=env).returncode == 0
-    down = run_cli("db", "downgrade", "base", env=env)
-    assert down.returncode == 0, down.stderr
-    assert "revision None" in down.stdout
-    assert run_cli("db", "upgrade", env=env).returncode == 0
-    assert run_cli("db", "current", env=env).returncode == 0
 
 
 def test_security_headers(client: Client) -> None:

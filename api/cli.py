@@ -21,7 +21,6 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.engine import URL, make_url
 
-from api.app import create_app
 from api.config import ConfigError, ServerOptions, Settings, load, server_options
 from service import clients as client_store
 from service import codes
@@ -96,6 +95,8 @@ def _ready_database(settings: Settings, *, create: bool = False) -> Database:
 
 def _create_app(settings: Settings, database: Database | None = None) -> Flask:
     """The app, or the configuration error that stops it (a wrong key-encryption key…)."""
+    from api.app import create_app  # here: the commands that need no app start faster
+
     try:
         return create_app(settings, database)
     except ConfigError as error:
@@ -213,6 +214,8 @@ def current() -> None:
 
 def openapi_document() -> str:
     """The OpenAPI document as committed: generated from the code, stable formatting."""
+    from api.app import create_app
+
     app = create_app(Settings(database_url="sqlite://", auto_migrate=False, log_level="ERROR"))
     spec = app.extensions["ipt_api"].spec.to_dict()
     return json.dumps(spec, indent=2, ensure_ascii=False) + "\n"

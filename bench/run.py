@@ -669,7 +669,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if options.quick:
         options.episodes, options.patients = 600, 200
-        options.duration, options.connections = 2.0, 4
+        options.duration, options.connections = 1.0, 4
         options.history_changes, options.export_limit = 1000, 2000
         options.scored_plans = 4
     return options

@@ -12,11 +12,10 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import ROOT, Client, Server, token_for
+from conftest import ROOT, Client, Server, registered_client, token_for
 
 from api.auth import endpoints as auth_endpoints
 from api.fhir.resources import CONFORMANCE_TYPES, PLAN_TYPES
-from service import clients
 from service.db import Database
 
 METHODS = ("get", "put", "post", "patch", "delete")
@@ -49,13 +48,6 @@ def _resolve(spec: dict[str, Any], node: dict[str, Any]) -> Any:
     return node
 
 
-def _registered(database: Database, scopes: list[str]) -> tuple[str, str]:
-    """A client registered as `ipt-careplans clients create` registers it: (id, secret)."""
-    client, secret = clients.register(database, f"docs-{uuid.uuid4().hex[:12]}", scopes)
-    assert secret is not None
-    return client.id, secret
-
-
 # --- 1. the token endpoint and the security scheme --------------------------------------
 
 
@@ -85,7 +77,7 @@ def test_the_documented_token_answers_are_what_the_endpoint_answers(
 ) -> None:
     spec = _spec()
     token = spec["paths"]["/auth/token"]["post"]
-    client_id, secret = _registered(database, ["system/CarePlan.rs"])
+    client_id, secret = registered_client(database, "docs", ["system/CarePlan.rs"])
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     ok = anonymous.post(
         "/auth/token",

@@ -23,6 +23,8 @@ from jwt.algorithms import ECAlgorithm
 from api.cli import main
 from api.config import Settings
 
+pytestmark = pytest.mark.slow
+
 READ_ONLY_COMMANDS = [
     ["token", "--client", "admin"],
     ["clients", "list"],

@@ -186,6 +186,7 @@ _PROBLEM_DESCRIPTIONS = {
     412: "If-Match names an outdated version: read the record again and retry",
     413: "Request body too large",
     415: "The body is not application/json",
+    406: "Not acceptable: the Accept header allows none of the media types served",
     422: "Invalid fields or a broken IPT rule; every problem is listed with its field",
 }
 

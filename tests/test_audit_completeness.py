@@ -183,6 +183,11 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], list[Request]], int]] = {
     ),
     ("/api/v1/care-plans/<plan_id>/phases", "GET"): (lambda w: native(w, "phases"), 1),
     ("/api/v1/care-plans/<plan_id>/progress", "GET"): (lambda w: native(w, "progress"), 1),
+    ("/api/v1/care-plans/<plan_id>/progress.svg", "GET"): (
+        lambda w: native(w, "progress.svg"),
+        1,
+    ),
+    ("/api/v1/care-plans/<plan_id>/summary", "GET"): (lambda w: native(w, "summary"), 1),
     ("/api/v1/care-plans/<plan_id>/phases/<phase>", "GET"): (
         lambda w: native(w, "phases", "initial"),
         1,
@@ -330,7 +335,9 @@ def test_every_patient_in_a_response_is_found_in_the_trail(
         headers = {**kwargs.pop("headers", {}), "X-Request-ID": request_id}
         response = client.request(method, path, headers=headers, **kwargs)
         assert response.status_code == 200, (path, response.text[:300])
-        patients = patients_of(response.json(), world, path)
+        # The chart and the summary page are no JSON: their patient is their plan's.
+        is_json = "json" in response.headers.get("Content-Type", "")
+        patients = patients_of(response.json() if is_json else None, world, path)
         assert patients, f"{method} {path} returned no patient's records"
         most = max(most, len({p for p in patients if p in {e.patient for e in world.episodes}}))
         answered.append((request_id, patients))

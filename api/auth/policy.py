@@ -78,6 +78,15 @@ NATIVE: dict[tuple[str, str], Permission | tuple[Permission, ...]] = {
     ("safety-signals.SafetySignal", "GET"): Permission("Flag", "r"),
     ("safety-signals.Acknowledgement", "POST"): Permission("Flag", "u"),
     ("progress.PlanProgress", "GET"): (Permission("CarePlan", "r"), Permission("Observation", "r")),
+    ("progress-documents.ProgressChart", "GET"): (
+        Permission("CarePlan", "r"),
+        Permission("Observation", "r"),
+    ),
+    ("progress-documents.PlanSummary", "GET"): (
+        Permission("CarePlan", "r"),
+        Permission("Goal", "r"),
+        Permission("Observation", "r"),
+    ),
     ("reports.OutcomesReport", "GET"): Permission("MeasureReport", "r"),
 }
 # Native routes any authenticated client may use, whatever its scopes: no patient data.

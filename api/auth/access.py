@@ -25,7 +25,7 @@ from service.models import CarePlan, PlanIdentifier, StoredResource
 
 REALM = 'Bearer realm="ipt-careplans"'
 # The types whose records belong to a care plan, and so to its patient.
-PLAN_TYPES = ("CarePlan", "Goal")
+PLAN_TYPES = ("CarePlan", "Goal", "QuestionnaireResponse", "Observation", "Flag")
 
 
 class Unauthenticated(Exception):

@@ -38,8 +38,12 @@ from service.errors import Gone, NotFound
 from service.instants import LATEST
 from service.resource_store import HistoryQuery
 
-PLAN_TYPES = ("CarePlan", "Goal")
-CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition")
+# The types published from care plans. Those of the measurement-based care (answers,
+# totals, safety signals) are published from the plan's records and read-only here.
+WRITABLE_TYPES = ("CarePlan", "Goal")
+PUBLISHED_TYPES = ("QuestionnaireResponse", "Observation", "Flag")
+PLAN_TYPES = (*WRITABLE_TYPES, *PUBLISHED_TYPES)
+CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition", "Questionnaire")
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -80,6 +84,22 @@ def check_type(resource_type: str) -> None:
         raise FhirError(
             404, "not-supported", f"this server does not serve {resource_type} resources"
         )
+
+
+def read_only_reason(resource_type: str) -> str:
+    """Why a published type takes no writes."""
+    return (
+        f"{resource_type} resources are published from the care plan's rating-scale "
+        "administrations and safety signals: record and change those through the native API "
+        "(/api/v1/care-plans/{id}/administrations, /safety-signals)"
+    )
+
+
+def check_writable(resource_type: str) -> None:
+    """A write names a type this server takes writes of: 405 for a published type."""
+    check_type(resource_type)
+    if resource_type not in WRITABLE_TYPES:
+        raise FhirError(405, "not-supported", read_only_reason(resource_type))
 
 
 # The _summary forms a read may ask for (count belongs to search).
@@ -203,6 +223,56 @@ def _read_conformance(resource_type: str, resource_id: str) -> Response:
     if resource is None:
         raise NotFound(f"{resource_type}/{resource_id} does not exist")
     return json_response(resource)
+
+
+# What a search of conformance resources takes (each one value; ``url`` also ``url|version``).
+CONFORMANCE_SEARCH = ("url", "_id", "name", "version", "status")
+_CONFORMANCE_RESULTS = ("_format", "_pretty", "_count", "_total")
+
+
+def search_conformance(resource_type: str) -> Response:
+    """A searchset of the conformance resources of a type: by ``url`` (``url|version``),
+    ``_id``, ``name``, ``version`` and ``status``; an unknown parameter is ignored, or a
+    400 under ``Prefer: handling=strict``."""
+    strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
+    wanted: dict[str, str] = {}
+    for name, value in request.args.items(multi=True):
+        if name in _CONFORMANCE_RESULTS:
+            continue
+        if name not in CONFORMANCE_SEARCH:
+            if strict:
+                raise InvalidParameter(
+                    name, f"{resource_type} is searched by {', '.join(CONFORMANCE_SEARCH)}"
+                )
+            continue
+        if name == "url" and "|" in value:
+            value, wanted["version"] = value.split("|", 1)
+        wanted[name] = value
+    fields = {"_id": "id"}
+    found = [
+        resource
+        for resource in conformance.all_resources()
+        if resource["resourceType"] == resource_type
+        and all(resource.get(fields.get(k, k)) == v for k, v in wanted.items())
+    ]
+    query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k in wanted])
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(found),
+        "link": [{"relation": "self", "url": f"{request.base_url}{'?' + query if query else ''}"}],
+        "entry": [
+            {
+                "fullUrl": f"{base_url()}/{resource_type}/{resource['id']}",
+                "resource": resource,
+                "search": {"mode": "match"},
+            }
+            for resource in found
+        ],
+    }
+    if not found:
+        del bundle["entry"]
+    return json_response(bundle)
 
 
 def _history(resource_type: str | None, resource_id: str | None) -> Response:

@@ -21,7 +21,7 @@ from api.fhir.http import (
     version_headers,
 )
 from api.fhir.openapi import request_body, responses
-from api.fhir.resources import base_url, blp, check_type
+from api.fhir.resources import base_url, blp, check_writable
 from api.fhir.search import Search, matching_ids
 from api.http import actor, database, read_connection
 from fhir_mappings import apply
@@ -147,7 +147,7 @@ def create(resource_type: str) -> Response:
     Identifiers are unique in the database, so parallel conditional creates make one
     resource.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     resource = _resource_body(resource_type)
     authorize(resource_type, "c", resource=resource)
     criteria = request.headers.get("If-None-Exist")
@@ -193,7 +193,7 @@ def update(resource_type: str, resource_id: str) -> Response:
     episode's update goes through every rule of the domain; a phase's activities are
     matched to its sessions and homework by their `activity.id`.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     resource = _resource_body(resource_type)
     if resource.get("id") != resource_id:
         raise BadRequest(f"the body's id {resource.get('id')!r} is not the URL's {resource_id!r}")
@@ -222,7 +222,7 @@ def conditional_update(resource_type: str) -> Response:
 
     No match creates the resource, one match updates it, several answer 412.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     resource = _resource_body(resource_type)
     criteria = request.query_string.decode()
     try:
@@ -270,7 +270,7 @@ def patch(resource_type: str, resource_id: str) -> Response:
     Applied to the current version; the result must still be a valid resource of the
     profile and passes the same rules as an update. Honours `If-Match`.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     operations = _patch_operations()
     with database().reading() as session:
         stored = resource_store.current(session, resource_type, resource_id)
@@ -311,6 +311,6 @@ def delete(resource_type: str, resource_id: str) -> Response:
     The history keeps every version; reading it afterwards answers 410. Honours
     `If-Match`.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     apply.delete(database(), resource_type, resource_id, actor(), _if_match())
     return no_content()

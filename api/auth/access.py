@@ -24,8 +24,12 @@ from service.errors import NotFound
 from service.models import CarePlan, PlanIdentifier, StoredResource
 
 REALM = 'Bearer realm="ipt-careplans"'
-# The types whose records belong to a care plan, and so to its patient.
-PLAN_TYPES = ("CarePlan", "Goal", "QuestionnaireResponse", "Observation", "Flag")
+# The types whose records belong to a care plan, and so to its patient. Those of
+# measurement-based care (answers, totals, safety signals) are published from the plan's
+# records and take no FHIR writes.
+WRITABLE_TYPES = ("CarePlan", "Goal")
+PUBLISHED_TYPES = ("QuestionnaireResponse", "Observation", "Flag")
+PLAN_TYPES = (*WRITABLE_TYPES, *PUBLISHED_TYPES)
 
 
 class Unauthenticated(Exception):

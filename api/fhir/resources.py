@@ -16,7 +16,13 @@ from flask import Response, request
 from sqlalchemy import Row
 
 from api import audit
-from api.auth.access import allowed, compartment, require
+from api.auth.access import (
+    PLAN_TYPES,
+    WRITABLE_TYPES,
+    allowed,
+    compartment,
+    require,
+)
 from api.auth.principal import current_principal
 from api.fhir.http import (
     FhirError,
@@ -38,11 +44,6 @@ from service.errors import Gone, NotFound
 from service.instants import LATEST
 from service.resource_store import HistoryQuery
 
-# The types published from care plans. Those of the measurement-based care (answers,
-# totals, safety signals) are published from the plan's records and read-only here.
-WRITABLE_TYPES = ("CarePlan", "Goal")
-PUBLISHED_TYPES = ("QuestionnaireResponse", "Observation", "Flag")
-PLAN_TYPES = (*WRITABLE_TYPES, *PUBLISHED_TYPES)
 CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition", "Questionnaire")
 DEFAULT_COUNT = 50
 MAX_COUNT = 500

@@ -83,7 +83,8 @@ def render_plan(
     episode = only is None or ("CarePlan", plan.id) in only
     phases = [p for p in plan.phases if only is None or ("CarePlan", p.id) in only]
     goal_ids, flag_ids = wanted("Goal"), wanted("Flag")
-    score_ids = None if only is None else {i for kind, i in only if kind in SCORE_TYPES}
+    response_ids, observation_ids = wanted("QuestionnaireResponse"), wanted("Observation")
+    score_ids = None if only is None else {*(response_ids or ()), *(observation_ids or ())}
     goals: list[Goal] = _live(session, Goal, plan.id) if episode or phases or goal_ids else []
     sessions: list[TherapySession] = _live(session, TherapySession, plan.id) if phases else []
     homework: list[Homework] = _live(session, Homework, plan.id) if phases else []
@@ -117,8 +118,9 @@ def render_plan(
     for goal in rendered_goals:
         yield "Goal", goal.id, render_goal(plan, goal, latest)
     for administration in scores:
-        if score_ids is None or administration.id in score_ids:
+        if response_ids is None or administration.id in response_ids:
             yield "QuestionnaireResponse", administration.id, render_response(plan, administration)
+        if observation_ids is None or administration.id in observation_ids:
             yield "Observation", administration.id, render_score(plan, administration)
     for signal in signals:
         if flag_ids is None or signal.id in flag_ids:

@@ -34,6 +34,7 @@ SURVEY = "survey"
 SURVEY_DISPLAY = "Survey"
 CLINICAL_FLAG = "clinical"
 CLINICAL_FLAG_DISPLAY = "Clinical"
+IMPORTED_NOTE = "Total imported without the item answers."
 
 
 def instrument_of(administration: Administration) -> Instrument:
@@ -118,7 +119,7 @@ def render_score(plan: CarePlan, administration: Administration) -> dict[str, An
     imported = administration.source == AdministrationSource.TOTAL_ONLY
     notes = []
     if imported:
-        notes.append({"text": "Total imported without the item answers."})
+        notes.append({"text": IMPORTED_NOTE})
     if administration.note:
         notes.append({"text": administration.note})
     resource = {

@@ -100,7 +100,9 @@ def _code(system: str, value: str | None) -> Iterator[Token]:
 
 
 def _identifiers(resource: dict[str, Any]) -> Iterator[Token]:
-    for identifier in resource.get("identifier", []):
+    listed = resource.get("identifier", [])
+    # QuestionnaireResponse has one identifier, not a list.
+    for identifier in [listed] if isinstance(listed, dict) else listed:
         if "value" in identifier:
             yield Token(identifier.get("system"), identifier["value"])
 

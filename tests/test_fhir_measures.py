@@ -110,9 +110,11 @@ def test_questionnaires_are_found_by_url_and_listed_in_the_capability_statement(
     statement = anonymous.get("/fhir/metadata").json()
     kept = {r["type"]: r for r in statement["rest"][0]["resource"]}
     assert {"read", "search-type"} <= {i["code"] for i in kept["Questionnaire"]["interaction"]}
+    reads = {"read", "vread", "history-instance", "history-type", "search-type"}
+    writes = {"create", "update", "patch", "delete"}
     for resource_type in ("QuestionnaireResponse", "Observation", "Flag"):
         interactions = {i["code"] for i in kept[resource_type]["interaction"]}
-        assert interactions == {"read", "vread", "history-instance", "history-type", "search-type"}
+        assert interactions == (reads if resource_type == "Flag" else reads | writes)
         assert kept[resource_type]["supportedProfile"]
 
 
@@ -382,36 +384,247 @@ def test_a_patient_bound_token_sees_only_its_patients_scores(
     assert [e["resource"]["subject"]["reference"] for e in flags["entry"]] == [plan["patient"]]
 
 
-def test_published_types_take_no_writes(
-    client: Client, database: Database, plan: dict[str, Any]
-) -> None:
-    administration = record(database, plan, total=10)
-    observation = client.get(f"/fhir/Observation/{administration}").json()
+def test_a_flag_takes_no_writes(client: Client, database: Database, plan: dict[str, Any]) -> None:
+    record(database, plan, answers=answers(PHQ9, *[1] * 9))
+    [signal] = administrations.list_signals(database, plan["id"])
+    flag = client.get(f"/fhir/Flag/{signal.id}").json()
     refused = [
-        client.post("/fhir/Observation", data=json.dumps(observation), headers=FHIR_JSON),
-        client.request(
-            "PUT",
-            f"/fhir/Observation/{administration}",
-            data=json.dumps(observation),
-            headers=FHIR_JSON,
-        ),
-        client.delete(f"/fhir/QuestionnaireResponse/{administration}"),
+        client.post("/fhir/Flag", data=json.dumps(flag), headers=FHIR_JSON),
+        client.request("PUT", f"/fhir/Flag/{signal.id}", data=json.dumps(flag), headers=FHIR_JSON),
+        client.delete(f"/fhir/Flag/{signal.id}"),
     ]
     for response in refused:
         assert response.status_code == 405, response.text
         assert outcome_code(response) == "not-supported"
-        assert "native API" in response.json()["issue"][0]["diagnostics"]
+        assert "safety-signals" in response.json()["issue"][0]["diagnostics"]
     bundle = {
         "resourceType": "Bundle",
         "type": "batch",
         "entry": [
             {"request": {"method": "POST", "url": "Flag"}, "resource": {"resourceType": "Flag"}},
-            {"request": {"method": "GET", "url": f"Observation/{administration}"}},
+            {"request": {"method": "GET", "url": f"Flag/{signal.id}"}},
         ],
     }
     answered = client.post("/fhir", data=json.dumps(bundle), headers=FHIR_JSON)
     assert answered.status_code == 200, answered.text
     statuses = [e["response"]["status"] for e in answered.json()["entry"]]
     assert statuses[0].startswith("405") and statuses[1].startswith("200")
-    assert fhir_get(client, f"Observation/{administration}").headers["ETag"] == 'W/"1"'
+    assert fhir_get(client, f"Flag/{signal.id}").headers["ETag"] == 'W/"1"'
     assert_valid(answered.json())
+
+
+# --- writes --------------------------------------------------------------------------------
+
+
+def written_response(
+    patient: str, authored: str, scores: list[int], **extra: Any
+) -> dict[str, Any]:
+    """A PHQ-9 QuestionnaireResponse as an EHR writes it: answers by LOINC answer code."""
+    codes = ["LA6568-5", "LA6569-3", "LA6570-1", "LA6571-9"]
+    items = [
+        {
+            "linkId": item.link_id,
+            "answer": [{"valueCoding": {"system": "http://loinc.org", "code": codes[score]}}],
+        }
+        for item, score in zip(PHQ9.items, scores, strict=True)
+    ]
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": PHQ9_URL,
+        "status": "completed",
+        "subject": {"reference": patient},
+        "authored": authored,
+        "item": items,
+        **extra,
+    }
+
+
+def written_total(patient: str, when: str, total: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "survey",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "44261-6"}]},
+        "subject": {"reference": patient},
+        "effectiveDateTime": when,
+        "valueInteger": total,
+        **extra,
+    }
+
+
+def post(client: Client, body: dict[str, Any], **headers: str) -> Any:
+    return client.post(
+        f"/fhir/{body['resourceType']}", data=json.dumps(body), headers={**FHIR_JSON, **headers}
+    )
+
+
+def test_an_ehr_writes_answers_that_join_the_patients_plan_of_that_date(
+    client: Client, plan: dict[str, Any]
+) -> None:
+    created = post(client, written_response(plan["patient"], "2026-01-19T10:30:00+01:00", [2] * 9))
+    assert created.status_code == 201, created.text
+    qr = created.json()
+    assert_valid(qr)
+    assert created.headers["Location"].endswith(f"/QuestionnaireResponse/{qr['id']}/_history/1")
+    assert qr["basedOn"] == [{"reference": f"CarePlan/{plan['id']}"}]
+    assert qr["authored"] == "2026-01-19"
+    by_link = {i["linkId"]: i["answer"][0] for i in qr["item"]}
+    assert by_link["phq-9-total"] == {"valueInteger": 18}
+    observation = fhir_get(client, f"Observation/{qr['id']}").json()
+    assert observation["valueQuantity"]["value"] == 18
+    # Answers given by their score (valueInteger) or an ordinalValue read alike.
+    body = written_response(plan["patient"], "2026-01-26", [0] * 9)
+    body["item"][0]["answer"] = [{"valueInteger": 3}]
+    body["item"][1]["answer"] = [
+        {
+            "valueCoding": {
+                "system": "urn:ehr:answers",
+                "code": "nearly",
+                "extension": [{"url": terminology.ORDINAL_VALUE, "valueDecimal": 3}],
+            }
+        }
+    ]
+    second = post(client, body)
+    assert second.status_code == 201, second.text
+    assert (
+        fhir_get(client, f"Observation/{second.json()['id']}").json()["valueQuantity"]["value"] == 6
+    )
+    course = fhir_get(
+        client, "Observation", params={"patient": plan["patient"], "_sort": "date"}
+    ).json()
+    assert [e["resource"]["valueQuantity"]["value"] for e in course["entry"]] == [18, 6]
+    goal = symptom_goal(client, plan)
+    assert goal["outcomeReference"] == [{"reference": f"Observation/{second.json()['id']}"}]
+
+
+def test_a_written_total_is_a_total_only_administration(
+    client: Client, plan: dict[str, Any]
+) -> None:
+    created = post(
+        client, written_total(plan["patient"], "2026-01-12", 14, note=[{"text": "From the GP"}])
+    )
+    assert created.status_code == 201, created.text
+    observation = created.json()
+    assert_valid(observation)
+    assert {"url": terminology.EXT_SCORE_SOURCE, "valueCode": "total-only"} in observation[
+        "extension"
+    ]
+    assert {"text": "From the GP"} in observation["note"]
+    assert observation["interpretation"][0]["coding"][0]["code"] == "moderate"
+    qr = fhir_get(client, f"QuestionnaireResponse/{observation['id']}").json()
+    assert "item" not in qr
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        ({"authored": "2025-06-01"}, "QuestionnaireResponse.basedOn", "no care plan"),
+        ({"subject": {"reference": "Patient/nobody"}}, "QuestionnaireResponse.basedOn", "no care"),
+        ({"basedOn": [{"reference": "CarePlan/unknown"}]}, "QuestionnaireResponse.basedOn", ""),
+        ({"questionnaire": "http://example.org/Questionnaire/x"}, "questionnaire", "not one of"),
+        ({"status": "in-progress"}, "QuestionnaireResponse.status", "completed"),
+    ],
+)
+def test_a_response_that_fits_no_plan_or_scale_is_refused_naming_why(
+    client: Client, plan: dict[str, Any], change: dict[str, Any], path: str, words: str
+) -> None:
+    body = {**written_response(plan["patient"], "2026-01-19", [1] * 9), **change}
+    refused = post(client, body)
+    assert refused.status_code == 422, refused.text
+    issue = refused.json()["issue"][0]
+    assert path in json.dumps(refused.json())
+    assert words in issue["diagnostics"]
+    assert fhir_get(client, "QuestionnaireResponse").json()["total"] == 0
+
+
+def test_a_wrong_answer_is_refused_with_its_path(client: Client, plan: dict[str, Any]) -> None:
+    body = written_response(plan["patient"], "2026-01-19", [1] * 9)
+    body["item"][3]["answer"] = [{"valueCoding": {"system": "http://loinc.org", "code": "LA1-1"}}]
+    refused = post(client, body)
+    assert refused.status_code == 422
+    assert "QuestionnaireResponse.item[3].answer[0]" in json.dumps(refused.json())
+    body = written_response(plan["patient"], "2026-01-19", [1] * 9)
+    del body["item"][8]
+    missing = post(client, body)
+    assert missing.status_code == 422
+    assert "phq-9-9" in missing.json()["issue"][0]["diagnostics"]
+
+
+def test_a_response_is_updated_with_if_match_and_deleted(
+    client: Client, plan: dict[str, Any]
+) -> None:
+    qr = post(client, written_response(plan["patient"], "2026-01-19", [1] * 9)).json()
+    changed = {**qr, "item": written_response(plan["patient"], "", [0] * 9)["item"]}
+    stale = client.request(
+        "PUT",
+        f"/fhir/QuestionnaireResponse/{qr['id']}",
+        data=json.dumps(changed),
+        headers={**FHIR_JSON, "If-Match": 'W/"7"'},
+    )
+    assert stale.status_code == 412
+    updated = client.request(
+        "PUT",
+        f"/fhir/QuestionnaireResponse/{qr['id']}",
+        data=json.dumps(changed),
+        headers={**FHIR_JSON, "If-Match": 'W/"1"'},
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.headers["ETag"] == 'W/"2"'
+    assert updated.json()["status"] == "amended"
+    observation = fhir_get(client, f"Observation/{qr['id']}").json()
+    assert (observation["status"], observation["valueQuantity"]["value"]) == ("amended", 0)
+    # Read and written back unchanged: no new version.
+    same = client.request(
+        "PUT",
+        f"/fhir/Observation/{qr['id']}",
+        data=json.dumps(observation),
+        headers=FHIR_JSON,
+    )
+    assert same.status_code == 200, same.text
+    assert same.headers["ETag"] == 'W/"2"'
+    assert client.delete(f"/fhir/Observation/{qr['id']}").status_code == 204
+    assert client.get(f"/fhir/QuestionnaireResponse/{qr['id']}").status_code == 410
+
+
+def test_conditional_create_by_identifier_and_a_transaction(
+    client: Client, plan: dict[str, Any]
+) -> None:
+    identifier = {"system": "urn:ehr:forms", "value": "form-77"}
+    body = written_response(plan["patient"], "2026-01-19", [1] * 9, identifier=identifier)
+    first = post(client, body, **{"If-None-Exist": "identifier=urn:ehr:forms|form-77"})
+    assert first.status_code == 201, first.text
+    assert first.json()["identifier"] == identifier
+    again = post(client, body, **{"If-None-Exist": "identifier=urn:ehr:forms|form-77"})
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:5b7b0000-0000-4000-8000-000000000001",
+                "resource": written_response(plan["patient"], "2026-01-26", [2] * 9),
+                "request": {"method": "POST", "url": "QuestionnaireResponse"},
+            },
+            {
+                "resource": written_total(plan["patient"], "2026-02-02", 9),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+        ],
+    }
+    answered = client.post("/fhir", data=json.dumps(transaction), headers=FHIR_JSON)
+    assert answered.status_code == 200, answered.text
+    assert [e["response"]["status"][:3] for e in answered.json()["entry"]] == ["201", "201"]
+    totals = fhir_get(
+        client, "Observation", params={"patient": plan["patient"], "_sort": "date"}
+    ).json()
+    assert [e["resource"]["valueQuantity"]["value"] for e in totals["entry"]] == [9, 18, 9]

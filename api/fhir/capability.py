@@ -8,7 +8,7 @@ from flask import Response, current_app
 
 from api.fhir.http import json_response
 from api.fhir.openapi import responses
-from api.fhir.resources import CONFORMANCE_SEARCH
+from api.fhir.resources import CONFORMANCE_SEARCH, WRITABLE_TYPES
 from api.fhir.search_clauses import chain_targets, reverse_chains
 from api.http import ApiBlueprint
 from fhir_mappings import terminology
@@ -42,10 +42,13 @@ PROFILES = {
 }
 _PUBLISHED_DOCUMENTATION = {
     "QuestionnaireResponse": "The answers of each administration of a rating scale (PHQ-9, "
-    "GAD-7) recorded in a care plan; its id is the administration's.",
+    "GAD-7) recorded in a care plan; its id is the administration's. A written one (answers "
+    "by LOINC answer code or score) is recorded in its basedOn CarePlan, or the patient's "
+    "plan whose period holds the date authored.",
     "Observation": "The total score of each administration of a rating scale, with its "
     "severity band and the item answers as components (survey category); derived from the "
-    "QuestionnaireResponse of the same id.",
+    "QuestionnaireResponse of the same id. A written total without components is recorded "
+    "as a total imported alone.",
     "Flag": "A safety signal raised by an answer (PHQ-9 item 9 above 0): active until a "
     "clinician acknowledges it, then inactive with period.end.",
 }
@@ -197,17 +200,15 @@ def capability_statement() -> dict[str, Any]:
             "interaction": [
                 {"code": code}
                 for code in (
-                    PUBLISHED_INTERACTIONS
-                    if resource_type in _PUBLISHED_DOCUMENTATION
-                    else PLAN_INTERACTIONS
+                    PLAN_INTERACTIONS if resource_type in WRITABLE_TYPES else PUBLISHED_INTERACTIONS
                 )
             ],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": resource_type not in _PUBLISHED_DOCUMENTATION,
-            "conditionalCreate": resource_type not in _PUBLISHED_DOCUMENTATION,
+            "updateCreate": resource_type in WRITABLE_TYPES,
+            "conditionalCreate": resource_type in WRITABLE_TYPES,
             "conditionalRead": "full-support",
-            "conditionalUpdate": resource_type not in _PUBLISHED_DOCUMENTATION,
+            "conditionalUpdate": resource_type in WRITABLE_TYPES,
             "conditionalDelete": "not-supported",
             "searchInclude": list(INCLUDES[resource_type]),
             "searchRevInclude": list(REVINCLUDES[resource_type]),

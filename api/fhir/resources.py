@@ -90,9 +90,9 @@ def check_type(resource_type: str) -> None:
 def read_only_reason(resource_type: str) -> str:
     """Why a published type takes no writes."""
     return (
-        f"{resource_type} resources are published from the care plan's rating-scale "
-        "administrations and safety signals: record and change those through the native API "
-        "(/api/v1/care-plans/{id}/administrations, /safety-signals)"
+        f"{resource_type} resources are published from the care plan's safety signals: a "
+        "clinician acknowledges a signal through the native API "
+        "(/api/v1/care-plans/{id}/safety-signals)"
     )
 
 

@@ -57,7 +57,8 @@ blp = ApiBlueprint(
     "fhir",
     __name__,
     url_prefix="/fhir",
-    description="FHIR R4 CarePlan and Goal resources (application/fhir+json).",
+    description="FHIR R4 CarePlan, Goal, QuestionnaireResponse, Observation and Flag "
+    "resources (application/fhir+json).",
 )
 
 
@@ -135,7 +136,7 @@ _SHAPE_PARAMETERS = [
     ),
 )
 def read(resource_type: str, resource_id: str) -> Response:
-    """Read a CarePlan or Goal
+    """Read a CarePlan, Goal, QuestionnaireResponse, Observation or Flag
 
     The current version, with `ETag: W/"versionId"` and `Last-Modified`; 304 for a
     matching `If-None-Match` or a later `If-Modified-Since`; 410 once deleted.
@@ -167,7 +168,7 @@ def read(resource_type: str, resource_id: str) -> Response:
     responses=responses({200: ("That version", "FhirCarePlan")}, 400, 404, 406, 410),
 )
 def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
-    """Read one version of a CarePlan or Goal
+    """Read one version of a resource
 
     Every version stays readable; the version that recorded a deletion answers 410.
     `_summary` and `_elements` reduce it as on read.
@@ -399,7 +400,7 @@ def _history_entry(version: Row[Any], base: str) -> str:
 @blp.route("/<resource_type>/<resource_id>/_history", methods=["GET"])
 @blp.doc(responses=responses({200: ("A history Bundle", "FhirBundle")}, 400, 404, 406))
 def instance_history(resource_type: str, resource_id: str) -> Response:
-    """History of one CarePlan or Goal
+    """History of one resource
 
     Every version, newest first, deletions included. `_since`, `_at` and `_count`; the
     `next` link pages on without skipping or repeating versions.
@@ -412,7 +413,7 @@ def instance_history(resource_type: str, resource_id: str) -> Response:
 @blp.route("/<resource_type>/_history", methods=["GET"])
 @blp.doc(responses=responses({200: ("A history Bundle", "FhirBundle")}, 400, 404, 406))
 def type_history(resource_type: str) -> Response:
-    """History of every CarePlan or every Goal
+    """History of every resource of a type
 
     Newest first, with `_since`, `_at` and `_count`.
     """

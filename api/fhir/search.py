@@ -367,7 +367,7 @@ def _bundle(
 @blp.route("/<resource_type>", methods=["GET"])
 @blp.doc(responses=responses({200: ("A searchset Bundle", "FhirBundle")}, 400, 404, 406))
 def search_type(resource_type: str) -> Response:
-    """Search CarePlans or Goals
+    """Search a type of resource
 
     Every parameter in the CapabilityStatement, with `system|code` tokens, reference forms,
     date prefixes, comma for OR, repetition for AND, `:missing`, `:not`; chains one link
@@ -387,7 +387,7 @@ def search_type(resource_type: str) -> Response:
 @blp.route("/<resource_type>/_search", methods=["POST"])
 @blp.doc(responses=responses({200: ("A searchset Bundle", "FhirBundle")}, 400, 404, 406))
 def search_post(resource_type: str) -> Response:
-    """Search CarePlans or Goals with a form body
+    """Search a type of resource with a form body
 
     The same parameters as the GET search, sent as `application/x-www-form-urlencoded`.
     """

@@ -140,10 +140,12 @@ def _existing(resource_type: str, criteria: str) -> list[str]:
     ),
 )
 def create(resource_type: str) -> Response:
-    """Create a CarePlan (an episode) or a Goal
+    """Create a CarePlan (an episode), a Goal, or a score (QuestionnaireResponse, Observation)
 
-    The server assigns the id. With `If-None-Exist: identifier=system|value` the create is
-    conditional: an existing match is returned (200) instead, several matches answer 412.
+    The server assigns the id. A score joins its `basedOn` CarePlan, or the patient's one
+    plan whose period holds its date (422 naming why when none or several do). With
+    `If-None-Exist: identifier=system|value` the create is conditional: an existing match
+    is returned (200) instead, several matches answer 412.
     Identifiers are unique in the database, so parallel conditional creates make one
     resource.
     """
@@ -186,7 +188,7 @@ def create(resource_type: str) -> Response:
     ),
 )
 def update(resource_type: str, resource_id: str) -> Response:
-    """Update (or create with this id) a CarePlan or Goal
+    """Update (or create with this id) a resource
 
     The body's id must be the URL's. `If-Match: W/"n"` makes the update conditional on
     the version, checked in the same transaction as the write (412 on a mismatch). An
@@ -265,7 +267,7 @@ def _update_match(resource_type: str, resource: dict[str, Any], criteria: str) -
     responses=responses({200: ("Patched", "FhirCarePlan")}, 400, 404, 406, 410, 412, 413, 415, 422),
 )
 def patch(resource_type: str, resource_id: str) -> Response:
-    """Change a CarePlan or Goal with a JSON Patch
+    """Change a resource with a JSON Patch
 
     Applied to the current version; the result must still be a valid resource of the
     profile and passes the same rules as an update. Honours `If-Match`.
@@ -306,8 +308,9 @@ def patch(resource_type: str, resource_id: str) -> Response:
 @blp.route("/<resource_type>/<resource_id>", methods=["DELETE"])
 @blp.doc(responses=responses({204: ("Deleted", None)}, 400, 404, 412, 422))
 def delete(resource_type: str, resource_id: str) -> Response:
-    """Delete a CarePlan episode (with its phases and goals) or a Goal
+    """Delete a CarePlan episode (with its phases and goals), a Goal or a score
 
+    Deleting a QuestionnaireResponse or an Observation deletes the administration: both.
     The history keeps every version; reading it afterwards answers 410. Honours
     `If-Match`.
     """

@@ -39,8 +39,6 @@ OWNED = {
     "startDate",
     "target",
     "note",
-    # The service's: the latest total of a symptom goal's measure (ignored on writes).
-    "outcomeReference",
 }
 _G = "Goal"
 # The elements read into the domain and kept as written (see verbatim.py); extensions and

@@ -251,6 +251,21 @@ def test_the_symptom_goal_points_at_the_latest_total(
     assert symptom_goal(client, plan)["outcomeReference"] == goal["outcomeReference"]
 
 
+def test_a_goal_written_back_keeps_following_the_latest_total(
+    client: Client, database: Database, plan: dict[str, Any]
+) -> None:
+    first = record(database, plan, total=20, administered_on=date(2026, 1, 12))
+    goal = symptom_goal(client, plan)
+    assert goal["outcomeReference"] == [{"reference": f"Observation/{first}"}]
+    written = client.request(
+        "PUT", f"/fhir/Goal/{goal['id']}", data=json.dumps(goal), headers=FHIR_JSON
+    )
+    assert written.status_code == 200, written.text
+    assert written.json()["outcomeReference"] == goal["outcomeReference"]
+    later = record(database, plan, total=12, administered_on=date(2026, 2, 2))
+    assert symptom_goal(client, plan)["outcomeReference"] == [{"reference": f"Observation/{later}"}]
+
+
 # --- safety signals ------------------------------------------------------------------------
 
 

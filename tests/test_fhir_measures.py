@@ -643,3 +643,57 @@ def test_conditional_create_by_identifier_and_a_transaction(
         client, "Observation", params={"patient": plan["patient"], "_sort": "date"}
     ).json()
     assert [e["resource"]["valueQuantity"]["value"] for e in totals["entry"]] == [9, 18, 9]
+
+
+def test_a_transaction_records_a_plan_and_its_first_score_together(client: Client) -> None:
+    plan = client.create_plan(patient="Patient/tx")
+    episode = client.get(f"/fhir/CarePlan/{plan['id']}").json()
+    new_plan = {k: v for k, v in episode.items() if k not in ("id", "meta", "goal", "text")}
+    new_plan["subject"] = {"reference": "Patient/tx2"}
+    score = written_response("Patient/tx2", "2026-01-19", [1] * 9)
+    score["basedOn"] = [{"reference": "urn:uuid:9b7b0000-0000-4000-8000-000000000002"}]
+    transaction = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": score,
+                "request": {"method": "POST", "url": "QuestionnaireResponse"},
+            },
+            {
+                "fullUrl": "urn:uuid:9b7b0000-0000-4000-8000-000000000002",
+                "resource": new_plan,
+                "request": {"method": "POST", "url": "CarePlan"},
+            },
+        ],
+    }
+    answered = client.post("/fhir", data=json.dumps(transaction), headers=FHIR_JSON)
+    assert answered.status_code == 200, answered.text
+    qr_location, plan_location = (e["response"]["location"] for e in answered.json()["entry"])
+
+    def reference(location: str) -> str:
+        return "/".join(location.split("/_history")[0].split("/")[-2:])
+
+    assert reference(qr_location).startswith("QuestionnaireResponse/")
+    qr = fhir_get(client, reference(qr_location)).json()
+    assert qr["basedOn"] == [{"reference": reference(plan_location)}]
+    assert qr["subject"] == {"reference": "Patient/tx2"}
+
+
+def test_a_total_only_score_is_patched(client: Client, plan: dict[str, Any]) -> None:
+    observation = post(client, written_total(plan["patient"], "2026-01-12", 14)).json()
+    patched = client.patch(
+        f"/fhir/Observation/{observation['id']}",
+        data=json.dumps([{"op": "replace", "path": "/valueQuantity/value", "value": 4}]),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["valueQuantity"]["value"] == 4
+    assert patched.json()["interpretation"][0]["coding"][0]["code"] == "none"
+    too_high = client.patch(
+        f"/fhir/Observation/{observation['id']}",
+        data=json.dumps([{"op": "replace", "path": "/valueQuantity/value", "value": 28}]),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert too_high.status_code == 422
+    assert "Observation.value[x]" in json.dumps(too_high.json())

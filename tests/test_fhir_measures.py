@@ -8,6 +8,7 @@ native routes would; everything is read back over HTTP and checked by two valida
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
@@ -697,3 +698,17 @@ def test_a_total_only_score_is_patched(client: Client, plan: dict[str, Any]) -> 
     )
     assert too_high.status_code == 422
     assert "Observation.value[x]" in json.dumps(too_high.json())
+
+
+def test_parallel_conditional_creates_record_one_administration(
+    client: Client, database: Database, plan: dict[str, Any]
+) -> None:
+    identifier = {"system": "urn:ehr:forms", "value": "form-parallel"}
+    body = written_response(plan["patient"], "2026-01-19", [2] * 9, identifier=identifier)
+    condition = {"If-None-Exist": "identifier=urn:ehr:forms|form-parallel"}
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: post(client, body, **condition), range(6)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] * 5 + [201], [a.text for a in answers if a.status_code >= 300]
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert len(administrations.list_administrations(database, plan["id"])) == 1

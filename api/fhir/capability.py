@@ -28,7 +28,7 @@ PLAN_INTERACTIONS = [
     "create",
     "search-type",
 ]
-# Published from the plan's rating-scale administrations and safety signals: read-only.
+# A Flag is published from the plan's safety signal: read-only.
 PUBLISHED_INTERACTIONS = ["read", "vread", "history-instance", "history-type", "search-type"]
 CONFORMANCE_INTERACTIONS = ["read", "search-type"]
 # The audit trail is read-only: the server alone writes it.
@@ -40,7 +40,7 @@ PROFILES = {
     "Observation": [terminology.SCORE_PROFILE],
     "Flag": [terminology.SAFETY_FLAG_PROFILE],
 }
-_PUBLISHED_DOCUMENTATION = {
+_DOCUMENTATION = {
     "QuestionnaireResponse": "The answers of each administration of a rating scale (PHQ-9, "
     "GAD-7) recorded in a care plan; its id is the administration's. A written one (answers "
     "by LOINC answer code or score) is recorded in its basedOn CarePlan, or the patient's "
@@ -105,7 +105,17 @@ _SHARED_DEFINITIONS = {
 }
 
 
+# Parameters the type defines for itself where most types share FHIR's clinical-… one.
+_OWN_DEFINITIONS = {
+    ("QuestionnaireResponse", "patient"),
+    ("QuestionnaireResponse", "identifier"),
+    ("Flag", "identifier"),
+}
+
+
 def _definition(resource_type: str, name: str) -> str:
+    if (resource_type, name) in _OWN_DEFINITIONS:
+        return f"http://hl7.org/fhir/SearchParameter/{resource_type}-{name}"
     if name in ("patient", "identifier") or (resource_type, name) in _SHARED_DEFINITIONS:
         return f"http://hl7.org/fhir/SearchParameter/clinical-{name}"
     return f"http://hl7.org/fhir/SearchParameter/{resource_type}-{name}"
@@ -218,14 +228,14 @@ def capability_statement() -> dict[str, Any]:
     ]
     resources.append(_audit_event())
     for resource in resources:
-        if resource["type"] in _PUBLISHED_DOCUMENTATION:
-            resource["documentation"] = _PUBLISHED_DOCUMENTATION[resource["type"]]
+        if resource["type"] in _DOCUMENTATION:
+            resource["documentation"] = _DOCUMENTATION[resource["type"]]
     resources += [
         {
             "type": resource_type,
             "interaction": [{"code": c} for c in CONFORMANCE_INTERACTIONS],
             "searchParam": [
-                {"name": name, "type": "uri" if name == "url" else "token"}
+                {"name": name, "type": {"url": "uri", "name": "string"}.get(name, "token")}
                 for name in CONFORMANCE_SEARCH
             ],
         }

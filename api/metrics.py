@@ -39,7 +39,7 @@ FHIR_WRITES = {
     "fhir.patch": "patch",
     "fhir.delete": "delete",
 }
-FHIR_TYPES = ("CarePlan", "Goal")
+FHIR_TYPES = ("CarePlan", "Goal", "QuestionnaireResponse", "Observation", "Flag")
 # Label combinations whose metric children are kept at hand (routes x methods x statuses).
 MAX_CACHED_LABELS = 4096
 

@@ -28,7 +28,7 @@ from flask import Flask
 from api import examples
 from api.auth import endpoints as auth_endpoints
 from api.auth import policy, scopes
-from api.fhir.resources import CONFORMANCE_TYPES, PLAN_TYPES
+from api.fhir.resources import CONFORMANCE_TYPES, PLAN_TYPES, WRITABLE_TYPES
 
 OAUTH_SCHEME = "smart"
 BEARER_SCHEME = "bearer"
@@ -40,6 +40,9 @@ _METHODS = ("get", "put", "post", "patch", "delete")
 _LETTERS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 # Which FHIR operations also answer the conformance resources (read only).
 _CONFORMANCE_READ = ("/fhir/{resource_type}/{resource_id}", "get")
+_CONFORMANCE_SEARCH = ("/fhir/{resource_type}", "get")
+# The interactions (view names) that write: only the writable types take them.
+_WRITES = ("create", "update", "conditional_update", "patch", "delete")
 
 
 class FinishedSpec(APISpec):
@@ -121,7 +124,9 @@ def _needed_scopes(path: str, method: str, endpoint: str | None) -> list[list[st
         letter = policy.FHIR.get(endpoint.removeprefix("fhir."))
         if letter is None:
             return []
-        types = PLAN_TYPES if "{resource_type}" in path else policy.ADMIN_TYPES
+        types: tuple[str, ...] = PLAN_TYPES if "{resource_type}" in path else policy.ADMIN_TYPES
+        if endpoint.removeprefix("fhir.") in _WRITES:
+            types = WRITABLE_TYPES
         return [[f"system/{resource}.{letter}"] for resource in types]
     permissions = policy.needs(endpoint, method.upper())
     if not permissions:
@@ -449,8 +454,9 @@ def _type_enum(item: dict[str, Any], path: str, method: str, operation: dict[str
         item["parameters"].remove(parameter)
     if not item.get("parameters"):
         item.pop("parameters", None)
-    types = list(PLAN_TYPES)
-    if (path, method) == _CONFORMANCE_READ:
+    writes = method in ("put", "patch", "delete") or (method == "post" and "_search" not in path)
+    types = list(WRITABLE_TYPES if writes else PLAN_TYPES)
+    if (path, method) in (_CONFORMANCE_READ, _CONFORMANCE_SEARCH):
         types += list(CONFORMANCE_TYPES)
     own = [p for p in operation.get("parameters", []) if p.get("name") == "resource_type"]
     parameter = own[0] if own else {"in": "path", "name": "resource_type", "required": True}

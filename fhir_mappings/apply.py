@@ -14,15 +14,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from fhir_mappings import terminology as t
 from fhir_mappings.parse import episode_from_fhir, goal_from_fhir, phase_from_fhir
 from fhir_mappings.parse_common import MappingError
+from fhir_mappings.parse_measures import ReadScore, read_score
 from fhir_mappings.render import HOMEWORK_ACTIVITY_PREFIX, SESSION_ACTIVITY_PREFIX
-from service import goals, homework, phase_changes, plans, resource_store, sessions
+from service import administrations, goals, homework, phase_changes, plans, resource_store, sessions
 from service.db import Database
-from service.editing import PlanEdit, load_plan
+from service.editing import PlanEdit, edit_plan, load_child, load_plan
 from service.errors import Gone, NotFound, RuleViolation, VersionMismatch
-from service.models import CarePlan, StoredResource, new_id
+from service.models import Administration, CarePlan, StoredResource, new_id
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -66,6 +69,29 @@ _GOAL_PATHS = {
     "phase": f"Goal.extension('{t.EXT_GOAL_PHASE}')",
     "notes": "Goal.note",
 }
+
+
+_SCORE_PATHS = {
+    "QuestionnaireResponse": {
+        "instrument": "QuestionnaireResponse.questionnaire",
+        "administered_on": "QuestionnaireResponse.authored",
+        "answered_by": "QuestionnaireResponse.source",
+        "answers": "QuestionnaireResponse.item",
+        "total": "QuestionnaireResponse.item",
+        "session_number": "QuestionnaireResponse",
+        "note": "QuestionnaireResponse",
+    },
+    "Observation": {
+        "instrument": "Observation.code",
+        "administered_on": "Observation.effectiveDateTime",
+        "answered_by": "Observation.performer",
+        "answers": "Observation.component",
+        "total": "Observation.value[x]",
+        "session_number": "Observation",
+        "note": "Observation.note",
+    },
+}
+SCORE_TYPES = tuple(_SCORE_PATHS)
 
 
 @dataclass(frozen=True)
@@ -153,6 +179,8 @@ def _create(
     read: ReadGoal | None = None,
 ) -> Written:
     resource_type = resource.get("resourceType")
+    if resource_type in SCORE_TYPES:
+        return _create_score(database, resource, actor, resource_id)
     if resource_type == "Goal" and read is None:
         read = goal_from_fhir(resource)
     with database.transaction():
@@ -204,6 +232,94 @@ def _check_goal_plan(database: Database, plan_id: str, data: Mapping[str, Any]) 
         raise MappingError([(path, message), ("Goal.subject", message)])
 
 
+# --- scores: QuestionnaireResponse and total Observation -------------------------------------
+
+
+def _score_plan(database: Database, read: ReadScore, resource_type: str) -> str:
+    """The plan a written score belongs to: its ``basedOn`` CarePlan (the subject's), or else
+    the subject's one plan whose period holds the date. Locked for the write."""
+    subject = read.patient
+    with database.writing() as session:
+        if read.plan_id is not None:
+            try:
+                plan: CarePlan | None = load_plan(session, read.plan_id, lock=True)
+            except (NotFound, Gone):
+                plan = None
+            if plan is None or plan.patient != subject:
+                message = f"there is no care plan {read.plan_id!r} of {subject}"
+                raise MappingError([(f"{resource_type}.basedOn", message)])
+            return plan.id
+        on = read.administered_on
+        assert on is not None
+        candidates = session.scalars(
+            select(CarePlan)
+            .where(
+                CarePlan.patient == subject,
+                CarePlan.deleted_at.is_(None),
+                CarePlan.start_date <= on,
+            )
+            .order_by(CarePlan.start_date, CarePlan.id)
+        ).all()
+        covering = [p for p in candidates if p.end_date is None or on <= p.end_date]
+    where = f"{resource_type}.basedOn"
+    if not covering:
+        raise MappingError(
+            [(where, f"no care plan of {subject} covers {on.isoformat()}: name one in basedOn")]
+        )
+    if len(covering) > 1:
+        listed = ", ".join(f"CarePlan/{p.id}" for p in covering)
+        raise MappingError(
+            [
+                (
+                    where,
+                    f"several care plans of {subject} cover {on.isoformat()} ({listed}): "
+                    "name one in basedOn",
+                )
+            ]
+        )
+    return covering[0].id
+
+
+def _create_score(
+    database: Database, resource: dict[str, Any], actor: str, resource_id: str
+) -> Written:
+    resource_type = str(resource["resourceType"])
+    read = read_score(resource)
+    with database.transaction():
+        plan_id = _score_plan(database, read, resource_type)
+        with (
+            _as_fhir(_SCORE_PATHS[resource_type], resource_type),
+            edit_plan(database, plan_id, actor) as edit,
+        ):
+            administrations.add_administration(edit, read.data, resource_id)
+        database.attach(plan_id, (resource_type, resource_id), read.extras)
+    return Written(resource_type, resource_id, True)
+
+
+def _update_score(
+    database: Database, stored: StoredResource, resource: dict[str, Any], actor: str
+) -> None:
+    resource_type = stored.resource_type
+    read = read_score(resource)
+    if read.plan_id not in (None, stored.plan_id):
+        raise MappingError(
+            [(f"{resource_type}.basedOn", f"the score belongs to CarePlan/{stored.plan_id}")]
+        )
+    with database.writing() as session:
+        patient = session.scalar(select(CarePlan.patient).where(CarePlan.id == stored.plan_id))
+    if read.patient != patient:
+        raise MappingError([(f"{resource_type}.subject", f"the score is of {patient}")])
+    with (
+        _as_fhir(_SCORE_PATHS[resource_type], resource_type),
+        edit_plan(database, stored.plan_id, actor) as edit,
+    ):
+        record = load_child(
+            edit.session, Administration, stored.plan_id, stored.id, administrations.ENTITY
+        )
+        administrations.change_administration(edit, record, read.data)
+    database.attach(stored.plan_id, (resource_type, stored.id), read.extras)
+
+
 def update(
     database: Database,
     resource_type: str,
@@ -229,6 +345,8 @@ def update(
         database.notify(PlanEdit(session, plan, actor))
         if read is not None:
             _update_goal(database, stored, read, actor)
+        elif resource_type in SCORE_TYPES:
+            _update_score(database, stored, resource, actor)
         elif stored.id == stored.plan_id:
             _update_episode(database, stored, resource, actor)
         else:
@@ -432,6 +550,8 @@ def delete(
         _lock_and_check(database, session, stored, expected_version)
         if resource_type == "Goal":
             goals.delete_goal(database, stored.plan_id, resource_id, actor)
+        elif resource_type in SCORE_TYPES:
+            administrations.delete_administration(database, stored.plan_id, resource_id, actor)
         elif stored.id == stored.plan_id:
             plans.delete_plan(database, stored.plan_id, actor)
         else:

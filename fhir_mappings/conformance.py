@@ -1,4 +1,5 @@
-"""The project's conformance resources: CodeSystems, ValueSets and StructureDefinitions.
+"""The project's conformance resources: CodeSystems, ValueSets, StructureDefinitions and
+the Questionnaires of its rating scales.
 
 All are generated from ``terminology`` and ``service.codes`` and are the same on every
 call, so they can be served as they are.
@@ -11,14 +12,23 @@ from functools import cache
 from typing import Any
 
 from fhir_mappings.conformance_profiles import structure_definitions
+from fhir_mappings.conformance_questionnaires import questionnaires
 from fhir_mappings.conformance_terminology import code_systems, value_sets
 
-__all__ = ["all_resources", "code_systems", "find", "structure_definitions", "value_sets"]
+__all__ = [
+    "all_resources",
+    "code_systems",
+    "find",
+    "questionnaires",
+    "structure_definitions",
+    "value_sets",
+]
 
 
 def all_resources() -> list[dict[str, Any]]:
-    """Every conformance resource: CodeSystems, then ValueSets, then StructureDefinitions."""
-    return [*code_systems(), *value_sets(), *structure_definitions()]
+    """Every conformance resource: CodeSystems, ValueSets, StructureDefinitions, then the
+    Questionnaires."""
+    return [*code_systems(), *value_sets(), *structure_definitions(), *questionnaires()]
 
 
 @cache

@@ -1,4 +1,4 @@
-"""The StructureDefinitions of the project: one per extension, and the three profiles.
+"""The StructureDefinitions of the project: one per extension, and the profiles.
 
 Extension URLs come from ``terminology``; code-valued elements bind to the ValueSets of
 ``terminology.LOCAL_CODE_SYSTEMS``. The sub-extensions are those of docs/fhir-mapping.md.
@@ -20,6 +20,8 @@ EXTENSION_BASE = f"{FHIR_BASE}/Extension"
 CAREPLAN = "CarePlan"
 ACTIVITY_DETAIL = "CarePlan.activity.detail"
 GOAL = "Goal"
+ADMINISTRATION = "QuestionnaireResponse, Observation"
+FLAG = "Flag"
 
 
 def _slicing(discriminator: str, path: str) -> dict[str, Any]:
@@ -52,6 +54,11 @@ class Ext:
     def id(self) -> str:
         """The id of the extension's StructureDefinition: the tail of its URL."""
         return self.url.rsplit("/", 1)[-1]
+
+    @property
+    def contexts(self) -> list[str]:
+        """The elements it may be used on (``context`` lists them comma-separated)."""
+        return [c.strip() for c in self.context.split(",") if c.strip()]
 
 
 _CONTACT = Ext(
@@ -229,6 +236,36 @@ EXTENSIONS: tuple[Ext, ...] = (
         value="code",
         binding=local("ipt-phase"),
     ),
+    Ext(
+        terminology.EXT_ANSWERED_BY,
+        "Answered by",
+        "Who gave the answers of the administration of a rating scale: the patient "
+        "(self-report), a clinician reading the questions out in a session, or a carer.",
+        ADMINISTRATION,
+        value="code",
+        binding=local("ipt-answered-by"),
+    ),
+    Ext(
+        terminology.EXT_SCORE_SOURCE,
+        "Source of the total",
+        "Whether the total was computed from the item answers (items) or imported from "
+        "elsewhere without them (total-only): a total-only QuestionnaireResponse has no items.",
+        ADMINISTRATION,
+        value="code",
+        binding=local("ipt-score-source"),
+    ),
+    Ext(
+        terminology.EXT_ACKNOWLEDGEMENT,
+        "Acknowledgement of a safety signal",
+        "The clinician's acknowledgement that closed the safety signal: when, by whom, and "
+        "what was done.",
+        FLAG,
+        parts=(
+            Ext("at", "At", "When the signal was acknowledged.", value="dateTime", min=1),
+            Ext("by", "By", "Who acknowledged it.", value="string", min=1),
+            Ext("action", "Action taken", "What was done.", value="string"),
+        ),
+    ),
 )
 _EXTENSION = {ext.url: ext for ext in EXTENSIONS}
 
@@ -305,7 +342,7 @@ def extension_definition(ext: Ext) -> dict[str, Any]:
         "fhirVersion": terminology.FHIR_VERSION,
         "kind": "complex-type",
         "abstract": False,
-        "context": [{"type": "element", "expression": ext.context}],
+        "context": [{"type": "element", "expression": c} for c in ext.contexts],
         "type": "Extension",
         "baseDefinition": EXTENSION_BASE,
         "derivation": "constraint",
@@ -474,7 +511,95 @@ def profiles() -> list[dict[str, Any]]:
             _patient("Goal.subject"),
         ],
     )
-    return [episode, phase, goal]
+    return [episode, phase, goal, *_measurement_profiles()]
+
+
+def _pattern(path: str, system: str, code: str) -> dict[str, Any]:
+    return {
+        "id": path,
+        "path": path,
+        "min": 1,
+        "patternCodeableConcept": {"coding": [{"system": system, "code": code}]},
+    }
+
+
+def _measurement_profiles() -> list[dict[str, Any]]:
+    """The QuestionnaireResponse and total-score Observation of an administration, and the
+    Flag of a safety signal."""
+    response = _profile(
+        terminology.RESPONSE_PROFILE,
+        "QuestionnaireResponse",
+        "IPT rating-scale response",
+        "The answers of one administration of a rating scale (PHQ-9, GAD-7) in a course of "
+        "IPT; a total imported without its answers has no items.",
+        [
+            *_extension_slices(
+                "QuestionnaireResponse",
+                (terminology.EXT_ANSWERED_BY, 1, "1"),
+                (terminology.EXT_SCORE_SOURCE, 1, "1"),
+            ),
+            _reference("QuestionnaireResponse.basedOn", terminology.EPISODE_PROFILE, maximum="1"),
+            {
+                "id": "QuestionnaireResponse.questionnaire",
+                "path": "QuestionnaireResponse.questionnaire",
+                "min": 1,
+            },
+            _patient("QuestionnaireResponse.subject"),
+            {
+                "id": "QuestionnaireResponse.authored",
+                "path": "QuestionnaireResponse.authored",
+                "min": 1,
+            },
+        ],
+    )
+    score = _profile(
+        terminology.SCORE_PROFILE,
+        "Observation",
+        "IPT rating-scale total score",
+        "The total score of one administration of a rating scale, with its severity band as "
+        "interpretation and the item answers as components.",
+        [
+            *_extension_slices(
+                "Observation",
+                (terminology.EXT_ANSWERED_BY, 1, "1"),
+                (terminology.EXT_SCORE_SOURCE, 1, "1"),
+            ),
+            _reference("Observation.basedOn", terminology.EPISODE_PROFILE, maximum="1"),
+            _pattern("Observation.category", terminology.OBSERVATION_CATEGORY, "survey"),
+            _patient("Observation.subject"),
+            {
+                "id": "Observation.effective[x]",
+                "path": "Observation.effective[x]",
+                "min": 1,
+                "type": [{"code": "dateTime"}],
+            },
+            {
+                "id": "Observation.value[x]",
+                "path": "Observation.value[x]",
+                "min": 1,
+                "type": [{"code": "Quantity"}],
+            },
+            _reference("Observation.derivedFrom", terminology.RESPONSE_PROFILE, maximum="1"),
+        ],
+    )
+    flag = _profile(
+        terminology.SAFETY_FLAG_PROFILE,
+        "Flag",
+        "IPT safety signal",
+        "A safety signal raised by an answer (PHQ-9 item 9 above 0): active until a clinician "
+        "acknowledges it.",
+        [
+            *_extension_slices("Flag", (terminology.EXT_ACKNOWLEDGEMENT, 0, "1")),
+            _pattern("Flag.category", terminology.FLAG_CATEGORY, "clinical"),
+            _pattern(
+                "Flag.code",
+                local("ipt-safety-signal").url,
+                terminology.SafetySignalKind.SELF_HARM_THOUGHTS.value,
+            ),
+            _patient("Flag.subject"),
+        ],
+    )
+    return [response, score, flag]
 
 
 def structure_definitions() -> list[dict[str, Any]]:

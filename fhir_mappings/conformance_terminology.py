@@ -15,6 +15,7 @@ from typing import Any
 from fhir_mappings import terminology
 from fhir_mappings.terminology import LocalCodeSystem
 from service import codes
+from service.instruments import INSTRUMENTS
 
 PUBLISHER = "ipt-careplans"
 VERSION = "1.0.0"
@@ -24,6 +25,13 @@ DATE = "2026-11-25"
 _DISPLAY_TABLES: dict[type[StrEnum], Mapping[Any, str]] = {
     codes.ProblemArea: codes.PROBLEM_AREA_DISPLAY,
     codes.PhaseCode: codes.PHASE_DISPLAY,
+    terminology.SafetySignalKind: {
+        terminology.SafetySignalKind.SELF_HARM_THOUGHTS: terminology.SAFETY_SIGNAL_TEXT
+    },
+    **{
+        terminology.SEVERITY[key]: {band.code: band.display for band in instrument.bands}
+        for key, instrument in INSTRUMENTS.items()
+    },
 }
 
 

@@ -13,7 +13,16 @@ from decimal import Decimal
 from typing import Any
 
 from service import codes
-from service.models import CarePlan, Goal, Homework, Phase, TherapySession
+from service.instruments import INSTRUMENTS, AdministrationSource
+from service.models import (
+    Administration,
+    CarePlan,
+    Goal,
+    Homework,
+    Phase,
+    SafetySignal,
+    TherapySession,
+)
 
 XHTML_NAMESPACE = "http://www.w3.org/1999/xhtml"
 GENERATED_CLASS = "ipt-generated"
@@ -224,3 +233,70 @@ def goal_narrative(plan: CarePlan, goal: Goal) -> dict[str, str]:
         ("Notes", _notes(goal.notes or [])),
     ]
     return _narrative(f"IPT goal: {goal.description}", _details(rows))
+
+
+def _number(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _answer_rows(administration: Administration) -> list[list[str]]:
+    instrument = INSTRUMENTS[administration.instrument]
+    rows = []
+    for item in instrument.all_items:
+        score = (administration.answers or {}).get(item.link_id)
+        if score is not None:
+            answer = item.answer(score)
+            rows.append([item.text, answer.display, str(score)])
+    return rows
+
+
+def _administration_rows(plan: CarePlan, administration: Administration) -> list[tuple[str, Cell]]:
+    instrument = INSTRUMENTS[administration.instrument]
+    band = instrument.band(administration.total)
+    imported = administration.source == AdministrationSource.TOTAL_ONLY
+    return [
+        ("Patient", plan.patient),
+        ("Care plan", f"CarePlan/{plan.id}"),
+        ("Taken on", administration.administered_on.isoformat()),
+        ("Session", _number(administration.session_number)),
+        ("Answered by", administration.answered_by),
+        ("Total", f"{administration.total} of {instrument.max_score} ({band.display})"),
+        ("Source", "imported total only, without the item answers" if imported else None),
+        ("Note", administration.note),
+    ]
+
+
+def response_narrative(plan: CarePlan, administration: Administration) -> dict[str, str]:
+    """The narrative of the QuestionnaireResponse of an administration."""
+    instrument = INSTRUMENTS[administration.instrument]
+    return _narrative(
+        f"{instrument.name} answers",
+        _details(_administration_rows(plan, administration)),
+        _grid("Answers", ("Question", "Answer", "Score"), _answer_rows(administration)),
+    )
+
+
+def score_narrative(plan: CarePlan, administration: Administration) -> dict[str, str]:
+    """The narrative of the total-score Observation of an administration."""
+    instrument = INSTRUMENTS[administration.instrument]
+    return _narrative(
+        f"{instrument.total_display}: {administration.total}",
+        _details(_administration_rows(plan, administration)),
+    )
+
+
+def flag_narrative(plan: CarePlan, signal: SafetySignal, text: str) -> dict[str, str]:
+    """The narrative of the Flag of a safety signal."""
+    acknowledged = None
+    if signal.acknowledged_at is not None:
+        acknowledged = f"{signal.acknowledged_at.date().isoformat()} by {signal.acknowledged_by}"
+    rows: list[tuple[str, Cell]] = [
+        ("Patient", plan.patient),
+        ("Care plan", f"CarePlan/{plan.id}"),
+        ("Status", signal.status),
+        ("Raised on", signal.raised_on.isoformat()),
+        ("Answer", f"{signal.score} on {signal.item}"),
+        ("Acknowledged", acknowledged),
+        ("Action taken", signal.action_taken),
+    ]
+    return _narrative(f"Safety signal: {text}", _details(rows))

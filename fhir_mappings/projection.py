@@ -18,11 +18,23 @@ from typing import Any
 from sqlalchemy import select
 
 from fhir_mappings.render import render_episode, render_goal, render_phase
+from fhir_mappings.render_measures import latest_scores, render_flag, render_response, render_score
 from fhir_mappings.search_parameters import DateRange, Token, index_values
 from fhir_mappings.verbatim import merged, needed
 from service import resource_store
+from service.administrations import ENTITY as ADMINISTRATION
+from service.administrations import SIGNAL_ENTITY
 from service.editing import PlanEdit
-from service.models import CarePlan, Goal, Homework, StoredResource, TherapySession
+from service.instruments import INSTRUMENTS
+from service.models import (
+    Administration,
+    CarePlan,
+    Goal,
+    Homework,
+    SafetySignal,
+    StoredResource,
+    TherapySession,
+)
 from service.resource_store import Document
 
 # Elements of a stored document that change with every version, not with its content.
@@ -55,6 +67,8 @@ def _live(session: Any, model: Any, plan_id: str) -> list[Any]:
 
 
 Key = tuple[str, str]
+# The resources an administration publishes, each with the administration's id.
+SCORE_TYPES = ("QuestionnaireResponse", "Observation")
 
 
 def render_plan(
@@ -62,12 +76,27 @@ def render_plan(
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """The FHIR resources of a plan, (type, id, resource): every one, or ``only`` those
     (of its resources that exist)."""
+
+    def wanted(resource_type: str) -> set[str] | None:
+        return None if only is None else {i for kind, i in only if kind == resource_type}
+
     episode = only is None or ("CarePlan", plan.id) in only
     phases = [p for p in plan.phases if only is None or ("CarePlan", p.id) in only]
-    goal_ids = None if only is None else {i for kind, i in only if kind == "Goal"}
+    goal_ids, flag_ids = wanted("Goal"), wanted("Flag")
+    response_ids, observation_ids = wanted("QuestionnaireResponse"), wanted("Observation")
+    score_ids = None if only is None else {*(response_ids or ()), *(observation_ids or ())}
     goals: list[Goal] = _live(session, Goal, plan.id) if episode or phases or goal_ids else []
     sessions: list[TherapySession] = _live(session, TherapySession, plan.id) if phases else []
     homework: list[Homework] = _live(session, Homework, plan.id) if phases else []
+    rendered_goals = [g for g in goals if goal_ids is None or g.id in goal_ids]
+    scores: list[Administration] = (
+        _live(session, Administration, plan.id)
+        if rendered_goals or score_ids is None or score_ids
+        else []
+    )
+    signals: list[SafetySignal] = (
+        _live(session, SafetySignal, plan.id) if flag_ids is None or flag_ids else []
+    )
     if episode:
         yield "CarePlan", plan.id, render_episode(plan, goals)
     for phase in phases:
@@ -85,9 +114,27 @@ def render_plan(
                 [g for g in goals if g.phase == phase.code],
             ),
         )
-    for goal in goals:
-        if goal_ids is None or goal.id in goal_ids:
-            yield "Goal", goal.id, render_goal(plan, goal)
+    latest = latest_scores(scores) if rendered_goals else {}
+    for goal in rendered_goals:
+        yield "Goal", goal.id, render_goal(plan, goal, latest)
+    for administration in scores:
+        if response_ids is None or administration.id in response_ids:
+            yield "QuestionnaireResponse", administration.id, render_response(plan, administration)
+        if observation_ids is None or administration.id in observation_ids:
+            yield "Observation", administration.id, render_score(plan, administration)
+    for signal in signals:
+        if flag_ids is None or signal.id in flag_ids:
+            yield "Flag", signal.id, render_flag(plan, signal)
+
+
+def _measured_goals(session: Any, plan_id: str, measure: str) -> set[Key]:
+    """The goals whose target is the total ``measure``: their outcome is its latest score."""
+    ids = session.scalars(
+        select(Goal.id).where(
+            Goal.plan_id == plan_id, Goal.deleted_at.is_(None), Goal.target_measure == measure
+        )
+    )
+    return {("Goal", goal_id) for goal_id in ids}
 
 
 def affected(edit: PlanEdit) -> set[Key] | None:
@@ -95,8 +142,11 @@ def affected(edit: PlanEdit) -> set[Key] | None:
 
     What each resource is rendered from (see ``render_plan``): the episode from the plan and
     its goals; a phase from the plan, the phase, and the sessions, homework and goals in it;
-    a goal from the plan and the goal. A change to the plan or a phase can reach them all.
-    Resources a FHIR client wrote are included: their verbatim elements may be all it changed.
+    a goal from the plan, the goal and the latest score of its measure; an administration's
+    QuestionnaireResponse and Observation from the plan and the administration; a safety
+    signal's Flag from the plan and the signal. A change to the plan or a phase can reach
+    them all. Resources a FHIR client wrote are included: their verbatim elements may be all
+    it changed.
     """
     plan = edit.plan
     keys: set[Key] = set(edit.attachments or {})
@@ -124,6 +174,12 @@ def affected(edit: PlanEdit) -> set[Key] | None:
             if "phase" in change.fields or record.phase not in phase_of:
                 return None
             keys |= phases(code=record.phase)
+        elif change.entity == ADMINISTRATION:
+            keys |= {(kind, record.id) for kind in SCORE_TYPES}
+            measure = INSTRUMENTS[record.instrument].total_code
+            keys |= _measured_goals(edit.session, plan.id, measure)
+        elif change.entity == SIGNAL_ENTITY:
+            keys.add(("Flag", record.id))
         else:  # the plan itself, its phases, or anything else
             return None
     return keys
@@ -153,7 +209,8 @@ def publish(edit: PlanEdit) -> None:
             existing = stored.pop(key, None)
             extras = (written or {}).get(key)
             _publish_one(session, plan.id, resource, existing, extras, now, appends)
-    # Resources no longer rendered: their goal (or the whole plan) was deleted.
+    # Resources no longer rendered: their goal or administration (or the whole plan) was
+    # deleted.
     for leftover in stored.values():
         if not leftover.deleted:
             resource_store.mark_deleted(

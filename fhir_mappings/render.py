@@ -397,8 +397,15 @@ def _target(goal: Goal) -> dict[str, Any] | None:
     }
 
 
-def render_goal(plan: CarePlan, goal: Goal) -> dict[str, Any]:
-    """The Goal resource of a goal of ``plan``."""
+def render_goal(
+    plan: CarePlan, goal: Goal, latest: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The Goal resource of a goal of ``plan``. ``latest``: the id of the latest
+    administration of each instrument by its total's LOINC code; a symptom goal on that
+    total names its Observation as ``outcomeReference``."""
+    outcome = None
+    if goal.kind == codes.GoalKind.SYMPTOM and goal.target_measure:
+        outcome = (latest or {}).get(goal.target_measure)
     category = [
         concept(t.GOAL_CATEGORY, GOAL_CATEGORY_CODE, GOAL_CATEGORY_DISPLAY),
         concept(t.local("ipt-goal-kind").url, goal.kind),
@@ -435,5 +442,6 @@ def render_goal(plan: CarePlan, goal: Goal) -> dict[str, Any]:
         "startDate": fhir_date(goal.start_date),
         "target": [_target(goal)],
         "note": notes_as_annotations(goal.notes),
+        "outcomeReference": [reference(f"Observation/{outcome}") if outcome else None],
     }
     return dict(compact(resource))

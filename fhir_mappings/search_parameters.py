@@ -19,6 +19,9 @@ ParamType = Literal["token", "reference", "date"]
 REQUEST_STATUS = "http://hl7.org/fhir/request-status"
 REQUEST_INTENT = "http://hl7.org/fhir/request-intent"
 GOAL_STATUS = "http://hl7.org/fhir/goal-status"
+RESPONSE_STATUS = "http://hl7.org/fhir/questionnaire-answers-status"
+OBSERVATION_STATUS = "http://hl7.org/fhir/observation-status"
+FLAG_STATUS = "http://hl7.org/fhir/flag-status"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class SearchParameter:
     target: str | None = None
     # A canonical URL: matched as written, not read as a Type/id reference.
     canonical: bool = False
+    # Not one of FHIR's own search parameters for the type (the service's addition).
+    custom: bool = False
 
     @property
     def definition(self) -> str:
@@ -95,7 +100,9 @@ def _code(system: str, value: str | None) -> Iterator[Token]:
 
 
 def _identifiers(resource: dict[str, Any]) -> Iterator[Token]:
-    for identifier in resource.get("identifier", []):
+    listed = resource.get("identifier", [])
+    # QuestionnaireResponse has one identifier, not a list.
+    for identifier in [listed] if isinstance(listed, dict) else listed:
         if "value" in identifier:
             yield Token(identifier.get("system"), identifier["value"])
 
@@ -238,19 +245,128 @@ _GOAL: list[SearchParameter] = [
     ),
 ]
 
+
+def _subject_parameters(resource_type: str) -> list[SearchParameter]:
+    """identifier, patient and subject: alike on every type the service publishes."""
+    return [
+        SearchParameter("identifier", "token", f"{resource_type}.identifier", _identifiers),
+        SearchParameter(
+            "patient",
+            "reference",
+            f"{resource_type}.subject.where(resolve() is Patient)",
+            _patient,
+            target="Patient",
+        ),
+        SearchParameter(
+            "subject",
+            "reference",
+            f"{resource_type}.subject",
+            lambda r: _references(r.get("subject")),
+            target="Patient",
+        ),
+    ]
+
+
+def _based_on(resource_type: str) -> SearchParameter:
+    return SearchParameter(
+        "based-on",
+        "reference",
+        f"{resource_type}.basedOn",
+        lambda r: _references(*r.get("basedOn", [])),
+        target="CarePlan",
+    )
+
+
+_RESPONSE: list[SearchParameter] = [
+    *_subject_parameters("QuestionnaireResponse"),
+    _based_on("QuestionnaireResponse"),
+    SearchParameter(
+        "questionnaire",
+        "reference",
+        "QuestionnaireResponse.questionnaire",
+        lambda r: iter([r["questionnaire"]] if r.get("questionnaire") else []),
+        canonical=True,
+    ),
+    SearchParameter(
+        "status",
+        "token",
+        "QuestionnaireResponse.status",
+        lambda r: _code(RESPONSE_STATUS, r.get("status")),
+    ),
+    SearchParameter(
+        "authored", "date", "QuestionnaireResponse.authored", lambda r: _dates(r.get("authored"))
+    ),
+]
+
+_OBSERVATION: list[SearchParameter] = [
+    *_subject_parameters("Observation"),
+    _based_on("Observation"),
+    SearchParameter(
+        "status",
+        "token",
+        "Observation.status",
+        lambda r: _code(OBSERVATION_STATUS, r.get("status")),
+    ),
+    SearchParameter(
+        "category", "token", "Observation.category", lambda r: _codings(r.get("category"))
+    ),
+    SearchParameter("code", "token", "Observation.code", lambda r: _codings(r.get("code"))),
+    SearchParameter(
+        "component-code",
+        "token",
+        "Observation.component.code",
+        lambda r: (t for c in r.get("component", []) for t in _codings(c.get("code"))),
+    ),
+    SearchParameter(
+        "date", "date", "Observation.effective", lambda r: _dates(r.get("effectiveDateTime"))
+    ),
+    SearchParameter(
+        "derived-from",
+        "reference",
+        "Observation.derivedFrom",
+        lambda r: _references(*r.get("derivedFrom", [])),
+        target="QuestionnaireResponse",
+    ),
+]
+
+_FLAG: list[SearchParameter] = [
+    *_subject_parameters("Flag"),
+    SearchParameter("date", "date", "Flag.period", lambda r: _period(r.get("period"))),
+    SearchParameter(
+        "status", "token", "Flag.status", lambda r: _code(FLAG_STATUS, r.get("status")), custom=True
+    ),
+    SearchParameter(
+        "category", "token", "Flag.category", lambda r: _codings(r.get("category")), custom=True
+    ),
+    SearchParameter("code", "token", "Flag.code", lambda r: _codings(r.get("code")), custom=True),
+]
+
 SEARCH_PARAMETERS: dict[str, dict[str, SearchParameter]] = {
     "CarePlan": {p.name: p for p in _CAREPLAN},
     "Goal": {p.name: p for p in _GOAL},
+    "QuestionnaireResponse": {p.name: p for p in _RESPONSE},
+    "Observation": {p.name: p for p in _OBSERVATION},
+    "Flag": {p.name: p for p in _FLAG},
 }
 
 # _include / _revinclude values: (source type, reference parameter).
 INCLUDES: dict[str, tuple[str, ...]] = {
     "CarePlan": ("CarePlan:goal", "CarePlan:part-of"),
     "Goal": (),
+    "QuestionnaireResponse": ("QuestionnaireResponse:based-on",),
+    "Observation": ("Observation:derived-from", "Observation:based-on"),
+    "Flag": (),
 }
 REVINCLUDES: dict[str, tuple[str, ...]] = {
-    "CarePlan": ("CarePlan:part-of",),
+    "CarePlan": (
+        "CarePlan:part-of",
+        "QuestionnaireResponse:based-on",
+        "Observation:based-on",
+    ),
     "Goal": ("CarePlan:goal",),
+    "QuestionnaireResponse": ("Observation:derived-from",),
+    "Observation": (),
+    "Flag": (),
 }
 SORTS = ("_id", "_lastUpdated", "date")
 

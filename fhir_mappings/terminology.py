@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from service import codes
+from service.instruments import INSTRUMENTS, AdministrationSource, AnsweredBy, Instrument
 
 CANONICAL_BASE = "https://ipt-careplans.org/fhir"
 FHIR_VERSION = "4.0.1"
@@ -22,6 +23,12 @@ US_CORE_CAREPLAN_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/careplan-cat
 GOAL_CATEGORY = "http://terminology.hl7.org/CodeSystem/goal-category"
 GOAL_ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
 GOAL_PRIORITY = "http://terminology.hl7.org/CodeSystem/goal-priority"
+
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+FLAG_CATEGORY = "http://terminology.hl7.org/CodeSystem/flag-category"
+# HL7's extensions: the score of an answer, and what a Flag is about.
+ORDINAL_VALUE = "http://hl7.org/fhir/StructureDefinition/ordinalValue"
+FLAG_DETAIL = "http://hl7.org/fhir/StructureDefinition/flag-detail"
 
 IPT_SNOMED_CODE = "443730003"
 IPT_SNOMED_DISPLAY = "Interpersonal psychotherapy"
@@ -39,11 +46,19 @@ def value_set(name: str) -> str:
     return f"{CANONICAL_BASE}/ValueSet/{name}"
 
 
+def questionnaire(instrument: Instrument) -> str:
+    """The canonical URL of an instrument's Questionnaire (``.../Questionnaire/phq-9``)."""
+    return f"{CANONICAL_BASE}/Questionnaire/{instrument.key}"
+
+
 # --- profiles -------------------------------------------------------------------------------
 
 EPISODE_PROFILE = structure_definition("ipt-episode-careplan")
 PHASE_PROFILE = structure_definition("ipt-phase-careplan")
 GOAL_PROFILE = structure_definition("ipt-goal")
+RESPONSE_PROFILE = structure_definition("ipt-questionnaire-response")
+SCORE_PROFILE = structure_definition("ipt-total-score")
+SAFETY_FLAG_PROFILE = structure_definition("ipt-safety-flag")
 
 # --- extensions -----------------------------------------------------------------------------
 # Episode CarePlan
@@ -62,6 +77,11 @@ EXT_SESSION_TECHNIQUE = structure_definition("ipt-session-technique")  # valueCo
 # Goal
 EXT_GOAL_EPISODE = structure_definition("ipt-goal-episode")  # valueReference(CarePlan)
 EXT_GOAL_PHASE = structure_definition("ipt-goal-phase")  # valueCode
+# QuestionnaireResponse and total Observation of an administration
+EXT_ANSWERED_BY = structure_definition("ipt-answered-by")  # valueCode
+EXT_SCORE_SOURCE = structure_definition("ipt-score-source")  # valueCode: items, total-only
+# Flag of a safety signal
+EXT_ACKNOWLEDGEMENT = structure_definition("ipt-acknowledgement")  # complex: at, by, action
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,31 @@ class LocalCodeSystem:
     @property
     def codes(self) -> list[str]:
         return codes.values(self.enum)
+
+
+class SafetySignalKind(StrEnum):
+    """What a safety signal is about."""
+
+    SELF_HARM_THOUGHTS = "self-harm-thoughts"
+
+
+SAFETY_SIGNAL_TEXT = "Thoughts of self-harm or of being better off dead (PHQ-9 item 9)"
+
+
+def _severity_enum(instrument: Instrument) -> type[StrEnum]:
+    """The severity bands of an instrument as a code list."""
+    members = [(band.code.replace("-", "_").upper(), band.code) for band in instrument.bands]
+    return StrEnum(f"{instrument.name.replace('-', '')}Severity", members)  # type: ignore[return-value]
+
+
+SEVERITY: dict[str, type[StrEnum]] = {
+    key: _severity_enum(instrument) for key, instrument in INSTRUMENTS.items()
+}
+
+
+def severity_system(instrument: Instrument) -> str:
+    """The name of the local code system of an instrument's severity bands."""
+    return f"ipt-{instrument.key}-severity"
 
 
 class CarePlanKind(StrEnum):
@@ -161,6 +206,33 @@ LOCAL_CODE_SYSTEMS: dict[str, LocalCodeSystem] = {
             "IPT goal kind",
             "A symptom goal measured by a scale, or a goal of a problem area.",
             codes.GoalKind,
+        ),
+        LocalCodeSystem(
+            "ipt-answered-by",
+            "Who answered a rating scale",
+            "Who gave the answers of an administration of a rating scale.",
+            AnsweredBy,
+        ),
+        LocalCodeSystem(
+            "ipt-score-source",
+            "Source of a rating-scale total",
+            "Whether a total was computed from the item answers or imported alone.",
+            AdministrationSource,
+        ),
+        *(
+            LocalCodeSystem(
+                severity_system(instrument),
+                f"{instrument.name} severity",
+                f"The severity bands of the {instrument.name} total score.",
+                SEVERITY[instrument.key],
+            )
+            for instrument in INSTRUMENTS.values()
+        ),
+        LocalCodeSystem(
+            "ipt-safety-signal",
+            "IPT safety signal",
+            "What a safety signal raised by an answer is about.",
+            SafetySignalKind,
         ),
     )
 }

@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, Client, Server, registered_client, token_for
 
 from api.auth import endpoints as auth_endpoints
-from api.fhir.resources import CONFORMANCE_TYPES, PLAN_TYPES
+from api.fhir.resources import CONFORMANCE_TYPES, PLAN_TYPES, WRITABLE_TYPES
 from service.db import Database
 
 METHODS = ("get", "put", "post", "patch", "delete")
@@ -378,8 +378,14 @@ def test_fhir_resource_type_lists_the_served_types(client: Client) -> None:
             p["name"] != "resource_type" for p in spec["paths"][path]["parameters"]
         )
         (parameter,) = [p for p in operation["parameters"] if p["name"] == "resource_type"]
-        served = list(PLAN_TYPES)
-        if (path, method) == ("/fhir/{resource_type}/{resource_id}", "get"):
+        writes = method in ("put", "patch", "delete") or (
+            method == "post" and "_search" not in path
+        )
+        served = list(WRITABLE_TYPES if writes else PLAN_TYPES)
+        if (path, method) in (
+            ("/fhir/{resource_type}/{resource_id}", "get"),
+            ("/fhir/{resource_type}", "get"),
+        ):
             served += list(CONFORMANCE_TYPES)
         assert parameter["schema"]["enum"] == served, (method, path)
         checked += 1

@@ -22,6 +22,8 @@ import pytest
 from conftest import Client, Server
 from test_homework import assign, attend_first_session
 
+from service.db import Database
+
 AUDITOR = {"X-Actor": "auditor"}
 
 # Routes that never serve patient data (nor are they audited as such).
@@ -58,6 +60,16 @@ class Episode:
     administration_id: str
     signal_id: str
 
+    @property
+    def score_id(self) -> str:
+        """The PHQ-9 administration: its QuestionnaireResponse and Observation."""
+        return self.administration_id
+
+    @property
+    def flag_id(self) -> str:
+        """The safety signal it raised: its Flag."""
+        return self.signal_id
+
 
 @dataclass
 class World:
@@ -73,7 +85,7 @@ class World:
         return next((e.patient for e in self.episodes if e.plan["id"] == plan_id), None)
 
 
-def make_episode(client: Client, tag: str) -> Episode:
+def make_episode(client: Client, database: Database, tag: str) -> Episode:
     patient = f"Patient/aud-{tag}-{uuid.uuid4().hex[:8]}"
     identifier = f"id-{uuid.uuid4().hex[:10]}"
     plan = client.create_plan(
@@ -101,8 +113,8 @@ def make_episode(client: Client, tag: str) -> Episode:
 
 
 @pytest.fixture
-def world(client: Client) -> World:
-    return World(client, make_episode(client, "a"), make_episode(client, "b"))
+def world(client: Client, database: Database) -> World:
+    return World(client, make_episode(client, database, "a"), make_episode(client, database, "b"))
 
 
 # A request: (method, path, keyword arguments of requests).
@@ -120,7 +132,11 @@ def native(world: World, *parts: object) -> list[Request]:
 def bundle(kind: str, world: World) -> list[Request]:
     entries = [
         {"request": {"method": "GET", "url": f"CarePlan/{e.plan['id']}"}} for e in world.episodes
-    ] + [{"request": {"method": "GET", "url": f"Goal?patient={world.second.patient}"}}]
+    ] + [
+        {"request": {"method": "GET", "url": f"Goal?patient={world.second.patient}"}},
+        {"request": {"method": "GET", "url": f"Observation/{world.first.score_id}"}},
+        {"request": {"method": "GET", "url": f"Flag?patient={world.second.patient}"}},
+    ]
     body = {"resourceType": "Bundle", "type": kind, "entry": entries}
     headers = {"Content-Type": "application/fhir+json"}
     return [("POST", "/fhir", {"data": json.dumps(body), "headers": headers})]
@@ -222,6 +238,17 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], list[Request]], int]] = {
                 {"params": {"_id": both_ids(w), "_revinclude": "CarePlan:part-of"}},
             ),
             ("GET", "/fhir/Goal", {"params": {"_count": "1000"}}),
+            (
+                "GET",
+                "/fhir/Observation",
+                {"params": {"code": "44261-6", "_include": "Observation:derived-from"}},
+            ),
+            ("GET", "/fhir/Flag", {"params": {"status": "active"}}),
+            (
+                "GET",
+                "/fhir/CarePlan",
+                {"params": {"_id": both_ids(w), "_revinclude": "QuestionnaireResponse:based-on"}},
+            ),
         ],
         2,
     ),
@@ -233,19 +260,31 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], list[Request]], int]] = {
         lambda w: [
             ("GET", f"/fhir/CarePlan/{w.first.plan['id']}", {}),
             ("GET", f"/fhir/Goal/{w.second.goal_id}", {}),
+            ("GET", f"/fhir/Observation/{w.first.score_id}", {}),
+            ("GET", f"/fhir/QuestionnaireResponse/{w.second.score_id}", {}),
+            ("GET", f"/fhir/Flag/{w.first.flag_id}", {}),
         ],
         1,
     ),
     ("/fhir/<resource_type>/<resource_id>/_history", "GET"): (
-        lambda w: [("GET", f"/fhir/CarePlan/{w.first.plan['id']}/_history", {})],
+        lambda w: [
+            ("GET", f"/fhir/CarePlan/{w.first.plan['id']}/_history", {}),
+            ("GET", f"/fhir/Observation/{w.second.score_id}/_history", {}),
+        ],
         1,
     ),
     ("/fhir/<resource_type>/<resource_id>/_history/<version_id>", "GET"): (
-        lambda w: [("GET", f"/fhir/CarePlan/{w.second.plan['id']}/_history/1", {})],
+        lambda w: [
+            ("GET", f"/fhir/CarePlan/{w.second.plan['id']}/_history/1", {}),
+            ("GET", f"/fhir/Flag/{w.first.flag_id}/_history/1", {}),
+        ],
         1,
     ),
     ("/fhir/<resource_type>/_history", "GET"): (
-        lambda w: [("GET", "/fhir/CarePlan/_history", {"params": {"_count": "1000"}})],
+        lambda w: [
+            ("GET", "/fhir/CarePlan/_history", {"params": {"_count": "1000"}}),
+            ("GET", "/fhir/QuestionnaireResponse/_history", {"params": {"_count": "1000"}}),
+        ],
         2,
     ),
     ("/fhir/_history", "GET"): (

@@ -30,7 +30,9 @@ from jwt.algorithms import RSAAlgorithm
 from werkzeug.serving import make_server
 
 from api.app import create_app
+from service import administrations
 from service.db import Database
+from service.instruments import PHQ9
 
 OWN = "Patient/123"
 OTHER = "Patient/999"
@@ -164,16 +166,19 @@ def issuers(
 
 @dataclass
 class Records:
-    """A plan of each patient, with goals, a session and homework."""
+    """A plan of each patient, with goals, a session, homework, and a PHQ-9 administration
+    (its QuestionnaireResponse and Observation) that raised a safety signal (its Flag)."""
 
     plans: dict[str, str]  # patient -> plan (= episode CarePlan) id
     goals: dict[str, list[str]]  # patient -> goal ids
     homework: dict[str, str]
+    scores: dict[str, str]  # patient -> administration id
+    flags: dict[str, str]  # patient -> safety signal id
 
 
 @pytest.fixture
-def records(client: Client) -> Records:
-    plans, goals, homework = {}, {}, {}
+def records(client: Client, database: Database) -> Records:
+    plans, goals, homework, scores, flags = {}, {}, {}, {}, {}
     for patient in (OWN, OTHER):
         plan = client.create_plan(patient=patient, problem_areas=["grief", "role-transition"])
         base = f"/api/v1/care-plans/{plan['id']}"
@@ -184,7 +189,16 @@ def records(client: Client) -> Records:
         plans[patient] = plan["id"]
         goals[patient] = [g["id"] for g in client.get(f"{base}/goals").json()["items"]]
         homework[patient] = made.json()["id"]
-    return Records(plans, goals, homework)
+        answers = {item.link_id: 1 for item in PHQ9.items}
+        scores[patient] = administrations.record_administration(
+            database,
+            plan["id"],
+            {"instrument": "phq-9", "session_number": 1, "answers": answers},
+            "clinician",
+        ).id
+        [signal] = administrations.list_signals(database, plan["id"])
+        flags[patient] = signal.id
+    return Records(plans, goals, homework, scores, flags)
 
 
 def _subjects(bundle: dict[str, Any]) -> set[tuple[str, str]]:
@@ -231,6 +245,35 @@ ONE: list[tuple[str, str, str, str, Call]] = [
         lambda c, r: c.get(f"/fhir/CarePlan/{r.plans[OTHER]}/_history"),
     ),
     ("fhir goal read", "Goal", "r", OTHER, lambda c, r: c.get(f"/fhir/Goal/{r.goals[OTHER][0]}")),
+    (
+        "fhir observation read",
+        "Observation",
+        "r",
+        OTHER,
+        lambda c, r: c.get(f"/fhir/Observation/{r.scores[OTHER]}"),
+    ),
+    (
+        "fhir observation read own",
+        "Observation",
+        "r",
+        OWN,
+        lambda c, r: c.get(f"/fhir/Observation/{r.scores[OWN]}"),
+    ),
+    (
+        "fhir response vread",
+        "QuestionnaireResponse",
+        "r",
+        OTHER,
+        lambda c, r: c.get(f"/fhir/QuestionnaireResponse/{r.scores[OTHER]}/_history/1"),
+    ),
+    ("fhir flag read", "Flag", "r", OTHER, lambda c, r: c.get(f"/fhir/Flag/{r.flags[OTHER]}")),
+    (
+        "fhir flag history",
+        "Flag",
+        "r",
+        OTHER,
+        lambda c, r: c.get(f"/fhir/Flag/{r.flags[OTHER]}/_history"),
+    ),
     (
         "native plan",
         "CarePlan",
@@ -363,6 +406,17 @@ def test_every_route_agrees_with_the_scopes(
             (("Goal", "s"),),
         ),
         ("fhir type history", lambda c, r: c.get("/fhir/Goal/_history"), (("Goal", "s"),)),
+        (
+            "fhir observation search",
+            lambda c, r: c.get("/fhir/Observation", params={"code": "44261-6"}),
+            (("Observation", "s"),),
+        ),
+        (
+            "fhir response search",
+            lambda c, r: c.get("/fhir/QuestionnaireResponse"),
+            (("QuestionnaireResponse", "s"),),
+        ),
+        ("fhir flag history", lambda c, r: c.get("/fhir/Flag/_history"), (("Flag", "s"),)),
     ]
     for name, call, needs in listings:
         response = call(caller, records)
@@ -377,6 +431,8 @@ def test_every_route_agrees_with_the_scopes(
     included = [
         ("CarePlan", "CarePlan:goal", "_include", "Goal"),
         ("Goal", "CarePlan:goal", "_revinclude", "CarePlan"),
+        ("Observation", "Observation:derived-from", "_include", "QuestionnaireResponse"),
+        ("QuestionnaireResponse", "Observation:derived-from", "_revinclude", "Observation"),
     ]
     for searched, value, parameter, other in included:
         response = caller.get(f"/fhir/{searched}", params={parameter: value, "_count": "100"})
@@ -392,7 +448,13 @@ def test_every_route_agrees_with_the_scopes(
 
     # System history: the types the token may search, for its patients.
     response = caller.get("/fhir/_history", params={"_count": "500"})
-    searchable = (("CarePlan", "s"), ("Goal", "s"))
+    searchable = (
+        ("CarePlan", "s"),
+        ("Goal", "s"),
+        ("QuestionnaireResponse", "s"),
+        ("Observation", "s"),
+        ("Flag", "s"),
+    )
     if not any(token.grants(t, i) for t, i in searchable):
         assert response.status_code == 403, (label, response.text)
     else:
@@ -415,13 +477,17 @@ def test_every_route_agrees_with_the_scopes(
             {"request": {"method": "GET", "url": f"CarePlan/{records.plans[OTHER]}"}},
             {"request": {"method": "GET", "url": f"Goal/{records.goals[OTHER][0]}"}},
             {"request": {"method": "GET", "url": "CarePlan?_count=100"}},
+            {"request": {"method": "GET", "url": f"Observation/{records.scores[OTHER]}"}},
+            {"request": {"method": "GET", "url": f"Flag/{records.flags[OTHER]}"}},
         ],
     }
     response = caller.post("/fhir", data=json.dumps(batch), headers=FHIR)
     assert response.status_code == 200, (label, response.text)
     entries = response.json()["entry"]
     for entry, (resource, interaction) in zip(
-        entries[:2], (("CarePlan", "r"), ("Goal", "r")), strict=True
+        [*entries[:2], *entries[3:]],
+        (("CarePlan", "r"), ("Goal", "r"), ("Observation", "r"), ("Flag", "r")),
+        strict=True,
     ):
         expected = 200 if token.sees(OTHER) else 404
         expected = expected if token.grants(resource, interaction) else 403

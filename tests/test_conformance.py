@@ -19,6 +19,7 @@ RESOURCES = conformance.all_resources()
 CODE_SYSTEMS = conformance.code_systems()
 VALUE_SETS = conformance.value_sets()
 STRUCTURE_DEFINITIONS = conformance.structure_definitions()
+QUESTIONNAIRES = conformance.questionnaires()
 EXTENSION_DEFINITIONS = [sd for sd in STRUCTURE_DEFINITIONS if sd["type"] == "Extension"]
 PROFILES = [sd for sd in STRUCTURE_DEFINITIONS if sd["type"] != "Extension"]
 EXTENSION_URLS = {value for name, value in vars(terminology).items() if name.startswith("EXT_")}
@@ -52,7 +53,7 @@ def test_resources_are_the_same_on_every_call() -> None:
     # Key order counts too: the resources are served byte for byte.
     first = json.dumps(conformance.all_resources())
     assert json.dumps(conformance.all_resources()) == first
-    assert [*CODE_SYSTEMS, *VALUE_SETS, *STRUCTURE_DEFINITIONS] == RESOURCES
+    assert [*CODE_SYSTEMS, *VALUE_SETS, *STRUCTURE_DEFINITIONS, *QUESTIONNAIRES] == RESOURCES
 
 
 def test_ids_are_unique_per_type_and_match_the_url() -> None:
@@ -138,6 +139,9 @@ def test_extension_definitions() -> None:
         terminology.EXT_SESSION_TECHNIQUE: "CarePlan.activity.detail",
         terminology.EXT_GOAL_EPISODE: "Goal",
         terminology.EXT_GOAL_PHASE: "Goal",
+        terminology.EXT_ANSWERED_BY: "QuestionnaireResponse Observation",
+        terminology.EXT_SCORE_SOURCE: "QuestionnaireResponse Observation",
+        terminology.EXT_ACKNOWLEDGEMENT: "Flag",
     }
     for sd in EXTENSION_DEFINITIONS:
         assert sd["kind"] == "complex-type"
@@ -147,10 +151,11 @@ def test_extension_definitions() -> None:
             False,
             terminology.FHIR_VERSION,
         )
-        [context] = sd["context"]
-        assert context["type"] == "element"
+        assert sd["context"]
+        assert all(context["type"] == "element" for context in sd["context"])
         if sd["url"] in contexts:
-            assert context["expression"] == contexts[sd["url"]]
+            expressions = " ".join(context["expression"] for context in sd["context"])
+            assert expressions == contexts[sd["url"]]
         by_id = {e["id"]: e for e in elements(sd)}
         assert by_id["Extension.url"]["fixedUri"] == sd["url"]
         assert "Extension.value[x]" in by_id
@@ -166,6 +171,7 @@ def test_extension_definitions() -> None:
         (terminology.EXT_PROBLEM_AREA, ["area", "rank", "disputeStage"]),
         (terminology.EXT_RELAPSE_PREVENTION, ["warningSign", "action", "contact"]),
         (terminology.EXT_SESSION_RANGE, ["first", "last"]),
+        (terminology.EXT_ACKNOWLEDGEMENT, ["at", "by", "action"]),
     ],
 )
 def test_complex_extensions_slice_their_sub_extensions(url: str, parts: list[str]) -> None:
@@ -241,6 +247,9 @@ def test_profiles() -> None:
         terminology.EPISODE_PROFILE: "CarePlan",
         terminology.PHASE_PROFILE: "CarePlan",
         terminology.GOAL_PROFILE: "Goal",
+        terminology.RESPONSE_PROFILE: "QuestionnaireResponse",
+        terminology.SCORE_PROFILE: "Observation",
+        terminology.SAFETY_FLAG_PROFILE: "Flag",
     }
     for profile in PROFILES:
         assert profile["kind"] == "resource"
@@ -250,8 +259,9 @@ def test_profiles() -> None:
         )
         by_id = {e["id"]: e for e in elements(profile)}
         assert by_id[f"{profile['type']}.subject"]["min"] == 1
-        assert by_id[f"{profile['type']}.category"]["min"] == 1
-        assert by_id[f"{profile['type']}.category:kind"]["min"] == 1
+        if profile["type"] in ("CarePlan", "Goal"):
+            assert by_id[f"{profile['type']}.category"]["min"] == 1
+            assert by_id[f"{profile['type']}.category:kind"]["min"] == 1
         if profile["type"] == "CarePlan":
             assert by_id["CarePlan.intent"]["fixedCode"] == "plan"
             kind = by_id["CarePlan.category:kind"]["patternCodeableConcept"]["coding"]

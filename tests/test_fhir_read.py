@@ -288,8 +288,12 @@ def test_capability_statement_is_true_to_what_is_served(client: Client) -> None:
     assert params["activity-date"] == "date"
     assert resources["CarePlan"]["searchInclude"] == ["CarePlan:goal", "CarePlan:part-of"]
     assert terminology.GOAL_PROFILE in resources["Goal"]["supportedProfile"]
-    for resource_type in ("CodeSystem", "ValueSet", "StructureDefinition"):
-        assert resources[resource_type]["interaction"] == [{"code": "read"}]
+    for resource_type in ("CodeSystem", "ValueSet", "StructureDefinition", "Questionnaire"):
+        assert resources[resource_type]["interaction"] == [
+            {"code": "read"},
+            {"code": "search-type"},
+        ]
+        assert {p["name"] for p in resources[resource_type]["searchParam"]} >= {"url", "_id"}
 
 
 def test_conformance_resources_are_served(client: Client) -> None:

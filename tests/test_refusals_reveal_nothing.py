@@ -19,7 +19,9 @@ import pytest
 import requests
 from conftest import Client, Server, token_for
 
+from service import administrations
 from service.db import Database
+from service.instruments import PHQ9
 
 OWN = "Patient/123"
 OTHER = "Patient/999"
@@ -43,10 +45,12 @@ class World:
     other_goal: str
     other_homework: str
     other_identifier: str
+    other_score: str  # a PHQ-9 administration: its QuestionnaireResponse and Observation
+    other_flag: str  # the safety signal it raised
 
 
 @pytest.fixture
-def world(client: Client) -> World:
+def world(client: Client, database: Database) -> World:
     own = client.create_plan(patient=OWN)
     other = client.create_plan(patient=OTHER, identifiers=[{"system": SYSTEM, "value": "case-999"}])
     other_base = f"/api/v1/care-plans/{other['id']}"
@@ -56,6 +60,13 @@ def world(client: Client) -> World:
         f"{other_base}/homework", json={"kind": "reconnect", "description": "Call"}
     ).json()["id"]
     own_goal_id = client.get(f"/api/v1/care-plans/{own['id']}/goals").json()["items"][0]["id"]
+    score = administrations.record_administration(
+        database,
+        other["id"],
+        {"instrument": "phq-9", "session_number": 1, "answers": dict.fromkeys(PHQ9_ITEMS, 2)},
+        "clinician",
+    )
+    [signal] = administrations.list_signals(database, other["id"])
     return World(
         own_plan=own["id"],
         own_episode=client.get(f"/fhir/CarePlan/{own['id']}").json(),
@@ -64,7 +75,12 @@ def world(client: Client) -> World:
         other_goal=client.get(f"{other_base}/goals").json()["items"][0]["id"],
         other_homework=homework,
         other_identifier="case-999",
+        other_score=score.id,
+        other_flag=signal.id,
     )
+
+
+PHQ9_ITEMS = [item.link_id for item in PHQ9.items]
 
 
 # A route called with the id (or identifier value) it addresses: (name, kind, call).
@@ -107,6 +123,21 @@ ROUTES: list[tuple[str, str, Call]] = [
     ("fhir vread", "plan", lambda c, w, i: c.get(f"/fhir/CarePlan/{i}/_history/1")),
     ("fhir instance history", "plan", lambda c, w, i: c.get(f"/fhir/CarePlan/{i}/_history")),
     ("fhir goal read", "goal", lambda c, w, i: c.get(f"/fhir/Goal/{i}")),
+    ("fhir observation read", "score", lambda c, w, i: c.get(f"/fhir/Observation/{i}")),
+    (
+        "fhir response vread",
+        "score",
+        lambda c, w, i: c.get(f"/fhir/QuestionnaireResponse/{i}/_history/1"),
+    ),
+    ("fhir flag history", "flag", lambda c, w, i: c.get(f"/fhir/Flag/{i}/_history")),
+    ("fhir observation delete", "score", lambda c, w, i: c.delete(f"/fhir/Observation/{i}")),
+    (
+        "fhir observations derived from",
+        "score",
+        lambda c, w, i: c.get(
+            "/fhir/Observation", params={"derived-from": f"QuestionnaireResponse/{i}"}
+        ),
+    ),
     (
         "fhir update",
         "plan",
@@ -262,6 +293,8 @@ def _held(w: World, kind: str) -> str:
         "goal": w.other_goal,
         "homework": w.other_homework,
         "identifier": w.other_identifier,
+        "score": w.other_score,
+        "flag": w.other_flag,
     }[kind]
 
 

@@ -24,8 +24,11 @@ from service.errors import NotFound
 from service.models import CarePlan, PlanIdentifier, StoredResource
 
 REALM = 'Bearer realm="ipt-careplans"'
-# The types whose records belong to a care plan, and so to its patient.
-PLAN_TYPES = ("CarePlan", "Goal")
+# The types whose records belong to a care plan, and so to its patient. A Flag (a safety
+# signal) is published from the plan's records and takes no FHIR writes.
+WRITABLE_TYPES = ("CarePlan", "Goal", "QuestionnaireResponse", "Observation")
+PUBLISHED_TYPES = ("Flag",)
+PLAN_TYPES = (*WRITABLE_TYPES, *PUBLISHED_TYPES)
 
 
 class Unauthenticated(Exception):
@@ -171,6 +174,8 @@ def authorize(
 
 
 def _identifiers(listed: Any) -> set[tuple[Any, Any]]:
+    if isinstance(listed, Mapping):
+        listed = [listed]  # QuestionnaireResponse has one identifier, not a list
     if not isinstance(listed, list):
         return set()
     return {(i.get("system"), i.get("value")) for i in listed if isinstance(i, Mapping)}

@@ -11,7 +11,13 @@ from __future__ import annotations
 from flask import Flask, g, request
 
 from api.auth import policy
-from api.auth.access import Forbidden, Unauthenticated, hide_outside_compartment, require
+from api.auth.access import (
+    PUBLISHED_TYPES,
+    Forbidden,
+    Unauthenticated,
+    hide_outside_compartment,
+    require,
+)
 from api.auth.principal import Principal
 from api.auth.tokens import AuthError, verify
 from api.fhir.resources import absent_version
@@ -45,6 +51,8 @@ def _hide_other_patients() -> None:
     args = request.view_args or {}
     if "plan_id" not in args and "resource_id" not in args:
         return
+    if request.method != "GET" and args.get("resource_type") in PUBLISHED_TYPES:
+        return  # no write is taken, whoever's the record: the route answers 405 for all
     hide_outside_compartment(
         _absent(args), args.get("plan_id"), args.get("resource_type"), args.get("resource_id")
     )

@@ -32,7 +32,7 @@ PUBLIC_PREFIXES = (
     "/auth/",
 )
 PUBLIC_PATHS = ("/", "/fhir/metadata")
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet")
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire")
 ADMIN_TYPES = ("AuditEvent",)
 
 

@@ -35,7 +35,14 @@ from service.models import AuditRecord
 DEFAULT_COUNT = 20
 MAX_COUNT = 200
 RESULT_PARAMETERS = ("_count", "_cursor", "_total", "_format", "_pretty")
-_ENTITY_TYPES = ("CarePlan", "Goal", "AuditEvent")
+_ENTITY_TYPES = (
+    "CarePlan",
+    "Goal",
+    "QuestionnaireResponse",
+    "Observation",
+    "Flag",
+    "AuditEvent",
+)
 # Record ids are FHIR ids (the server makes them).
 _RECORD_ID = re.compile(r"[A-Za-z0-9.\-]{1,64}").fullmatch
 _DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb")

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 from werkzeug.datastructures import MultiDict
 
 from api.fhir.http import parse_etag
-from api.fhir.resources import PLAN_TYPES, base_url
+from api.fhir.resources import PLAN_TYPES, WRITABLE_TYPES, base_url, read_only_reason
 from fhir_mappings.apply import FHIR_ID
 from fhir_mappings.parse import validate_structure
 from fhir_mappings.parse_common import MappingError
@@ -139,7 +139,11 @@ def _split_url(index: int, url: str) -> tuple[str, str | None, MultiDict[str, st
     segments = parts.path.strip("/").split("/") if parts.path.strip("/") else []
     if not segments or segments[0] not in PLAN_TYPES:
         raise EntryError.at(
-            index, 400, "not-supported", path, f"{url!r} does not name a CarePlan or Goal"
+            index,
+            400,
+            "not-supported",
+            path,
+            f"{url!r} does not name a type this server serves ({', '.join(PLAN_TYPES)})",
         )
     if len(segments) > 2:
         raise EntryError.at(
@@ -209,6 +213,8 @@ def check_entry(index: int, raw: Any) -> Entry:
         raise refuse(".request.url", "is required")
     resource_type, resource_id, query = _split_url(index, url)
     _check_url(index, method, resource_id, query)
+    if method != "GET" and resource_type not in WRITABLE_TYPES:
+        raise refuse(".request.method", read_only_reason(resource_type), 405, "not-supported")
     for name, methods in (
         ("ifMatch", ("PUT", "DELETE")),
         ("ifNoneExist", ("POST",)),

@@ -149,8 +149,8 @@ def check_identities(entries: list[Entry]) -> None:
 
 
 def _rank(entry: Entry) -> tuple[int, int, int]:
-    """FHIR's method order; episodes before the goals that point at them."""
-    return METHOD_ORDER[entry.method], int(entry.resource_type == "Goal"), entry.index
+    """FHIR's method order; episodes before the goals and scores that point at them."""
+    return METHOD_ORDER[entry.method], int(entry.resource_type != "CarePlan"), entry.index
 
 
 def order(entries: list[Entry]) -> list[Entry]:

@@ -8,6 +8,7 @@ from flask import Response, current_app
 
 from api.fhir.http import json_response
 from api.fhir.openapi import responses
+from api.fhir.resources import CONFORMANCE_SEARCH, WRITABLE_TYPES
 from api.fhir.search_clauses import chain_targets, reverse_chains
 from api.http import ApiBlueprint
 from fhir_mappings import terminology
@@ -27,12 +28,29 @@ PLAN_INTERACTIONS = [
     "create",
     "search-type",
 ]
-CONFORMANCE_INTERACTIONS = ["read"]
+# A Flag is published from the plan's safety signal: read-only.
+PUBLISHED_INTERACTIONS = ["read", "vread", "history-instance", "history-type", "search-type"]
+CONFORMANCE_INTERACTIONS = ["read", "search-type"]
 # The audit trail is read-only: the server alone writes it.
 AUDIT_INTERACTIONS = ["read", "search-type"]
 PROFILES = {
     "CarePlan": [terminology.EPISODE_PROFILE, terminology.PHASE_PROFILE],
     "Goal": [terminology.GOAL_PROFILE],
+    "QuestionnaireResponse": [terminology.RESPONSE_PROFILE],
+    "Observation": [terminology.SCORE_PROFILE],
+    "Flag": [terminology.SAFETY_FLAG_PROFILE],
+}
+_DOCUMENTATION = {
+    "QuestionnaireResponse": "The answers of each administration of a rating scale (PHQ-9, "
+    "GAD-7) recorded in a care plan; its id is the administration's. A written one (answers "
+    "by LOINC answer code or score) is recorded in its basedOn CarePlan, or the patient's "
+    "plan whose period holds the date authored.",
+    "Observation": "The total score of each administration of a rating scale, with its "
+    "severity band and the item answers as components (survey category); derived from the "
+    "QuestionnaireResponse of the same id. A written total without components is recorded "
+    "as a total imported alone.",
+    "Flag": "A safety signal raised by an answer (PHQ-9 item 9 above 0): active until a "
+    "clinician acknowledges it, then inactive with period.end.",
 }
 SOFTWARE_VERSION = "1.0.0"
 
@@ -78,6 +96,31 @@ def _reverse_chains(resource_type: str) -> list[dict[str, str]]:
     ]
 
 
+_CUSTOM = " (a parameter of this server, not one FHIR defines)"
+# Parameters FHIR R4 defines once for several types (clinical-…).
+_SHARED_DEFINITIONS = {
+    ("Observation", "code"),
+    ("Observation", "date"),
+    ("Flag", "date"),
+}
+
+
+# Parameters the type defines for itself where most types share FHIR's clinical-… one.
+_OWN_DEFINITIONS = {
+    ("QuestionnaireResponse", "patient"),
+    ("QuestionnaireResponse", "identifier"),
+    ("Flag", "identifier"),
+}
+
+
+def _definition(resource_type: str, name: str) -> str:
+    if (resource_type, name) in _OWN_DEFINITIONS:
+        return f"http://hl7.org/fhir/SearchParameter/{resource_type}-{name}"
+    if name in ("patient", "identifier") or (resource_type, name) in _SHARED_DEFINITIONS:
+        return f"http://hl7.org/fhir/SearchParameter/clinical-{name}"
+    return f"http://hl7.org/fhir/SearchParameter/{resource_type}-{name}"
+
+
 def _search_params(resource_type: str) -> list[dict[str, str]]:
     common = [
         {
@@ -96,13 +139,10 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
         + [
             {
                 "name": parameter.name,
-                "definition": f"http://hl7.org/fhir/SearchParameter/{resource_type}-{parameter.name}"
-                if parameter.name not in ("patient", "identifier")
-                else f"http://hl7.org/fhir/SearchParameter/clinical-{parameter.name}",
+                "definition": _definition(resource_type, parameter.name),
                 "type": parameter.type,
-                "documentation": _documentation(
-                    resource_type, parameter.name, parameter.expression
-                ),
+                "documentation": _documentation(resource_type, parameter.name, parameter.expression)
+                + (_CUSTOM if parameter.custom else ""),
             }
             for parameter in SEARCH_PARAMETERS[resource_type].values()
         ]
@@ -167,13 +207,18 @@ def capability_statement() -> dict[str, Any]:
             "type": resource_type,
             "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
             "supportedProfile": profiles,
-            "interaction": [{"code": code} for code in PLAN_INTERACTIONS],
+            "interaction": [
+                {"code": code}
+                for code in (
+                    PLAN_INTERACTIONS if resource_type in WRITABLE_TYPES else PUBLISHED_INTERACTIONS
+                )
+            ],
             "versioning": "versioned-update",
             "readHistory": True,
-            "updateCreate": True,
-            "conditionalCreate": True,
+            "updateCreate": resource_type in WRITABLE_TYPES,
+            "conditionalCreate": resource_type in WRITABLE_TYPES,
             "conditionalRead": "full-support",
-            "conditionalUpdate": True,
+            "conditionalUpdate": resource_type in WRITABLE_TYPES,
             "conditionalDelete": "not-supported",
             "searchInclude": list(INCLUDES[resource_type]),
             "searchRevInclude": list(REVINCLUDES[resource_type]),
@@ -182,8 +227,18 @@ def capability_statement() -> dict[str, Any]:
         for resource_type, profiles in PROFILES.items()
     ]
     resources.append(_audit_event())
+    for resource in resources:
+        if resource["type"] in _DOCUMENTATION:
+            resource["documentation"] = _DOCUMENTATION[resource["type"]]
     resources += [
-        {"type": resource_type, "interaction": [{"code": c} for c in CONFORMANCE_INTERACTIONS]}
+        {
+            "type": resource_type,
+            "interaction": [{"code": c} for c in CONFORMANCE_INTERACTIONS],
+            "searchParam": [
+                {"name": name, "type": {"url": "uri", "name": "string"}.get(name, "token")}
+                for name in CONFORMANCE_SEARCH
+            ],
+        }
         for resource_type in conformance_types
     ]
     return {

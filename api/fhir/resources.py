@@ -16,7 +16,13 @@ from flask import Response, request
 from sqlalchemy import Row
 
 from api import audit
-from api.auth.access import allowed, compartment, require
+from api.auth.access import (
+    PLAN_TYPES,
+    WRITABLE_TYPES,
+    allowed,
+    compartment,
+    require,
+)
 from api.auth.principal import current_principal
 from api.fhir.http import (
     FhirError,
@@ -38,8 +44,7 @@ from service.errors import Gone, NotFound
 from service.instants import LATEST
 from service.resource_store import HistoryQuery
 
-PLAN_TYPES = ("CarePlan", "Goal")
-CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition")
+CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "StructureDefinition", "Questionnaire")
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -52,7 +57,8 @@ blp = ApiBlueprint(
     "fhir",
     __name__,
     url_prefix="/fhir",
-    description="FHIR R4 CarePlan and Goal resources (application/fhir+json).",
+    description="FHIR R4 CarePlan, Goal, QuestionnaireResponse, Observation and Flag "
+    "resources (application/fhir+json).",
 )
 
 
@@ -80,6 +86,22 @@ def check_type(resource_type: str) -> None:
         raise FhirError(
             404, "not-supported", f"this server does not serve {resource_type} resources"
         )
+
+
+def read_only_reason(resource_type: str) -> str:
+    """Why a published type takes no writes."""
+    return (
+        f"{resource_type} resources are published from the care plan's safety signals: a "
+        "clinician acknowledges a signal through the native API "
+        "(/api/v1/care-plans/{id}/safety-signals)"
+    )
+
+
+def check_writable(resource_type: str) -> None:
+    """A write names a type this server takes writes of: 405 for a published type."""
+    check_type(resource_type)
+    if resource_type not in WRITABLE_TYPES:
+        raise FhirError(405, "not-supported", read_only_reason(resource_type))
 
 
 # The _summary forms a read may ask for (count belongs to search).
@@ -114,7 +136,7 @@ _SHAPE_PARAMETERS = [
     ),
 )
 def read(resource_type: str, resource_id: str) -> Response:
-    """Read a CarePlan or Goal
+    """Read a CarePlan, Goal, QuestionnaireResponse, Observation or Flag
 
     The current version, with `ETag: W/"versionId"` and `Last-Modified`; 304 for a
     matching `If-None-Match` or a later `If-Modified-Since`; 410 once deleted.
@@ -146,7 +168,7 @@ def read(resource_type: str, resource_id: str) -> Response:
     responses=responses({200: ("That version", "FhirCarePlan")}, 400, 404, 406, 410),
 )
 def vread(resource_type: str, resource_id: str, version_id: str) -> Response:
-    """Read one version of a CarePlan or Goal
+    """Read one version of a resource
 
     Every version stays readable; the version that recorded a deletion answers 410.
     `_summary` and `_elements` reduce it as on read.
@@ -203,6 +225,56 @@ def _read_conformance(resource_type: str, resource_id: str) -> Response:
     if resource is None:
         raise NotFound(f"{resource_type}/{resource_id} does not exist")
     return json_response(resource)
+
+
+# What a search of conformance resources takes (each one value; ``url`` also ``url|version``).
+CONFORMANCE_SEARCH = ("url", "_id", "name", "version", "status")
+_CONFORMANCE_RESULTS = ("_format", "_pretty", "_count", "_total")
+
+
+def search_conformance(resource_type: str) -> Response:
+    """A searchset of the conformance resources of a type: by ``url`` (``url|version``),
+    ``_id``, ``name``, ``version`` and ``status``; an unknown parameter is ignored, or a
+    400 under ``Prefer: handling=strict``."""
+    strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
+    wanted: dict[str, str] = {}
+    for name, value in request.args.items(multi=True):
+        if name in _CONFORMANCE_RESULTS:
+            continue
+        if name not in CONFORMANCE_SEARCH:
+            if strict:
+                raise InvalidParameter(
+                    name, f"{resource_type} is searched by {', '.join(CONFORMANCE_SEARCH)}"
+                )
+            continue
+        if name == "url" and "|" in value:
+            value, wanted["version"] = value.split("|", 1)
+        wanted[name] = value
+    fields = {"_id": "id"}
+    found = [
+        resource
+        for resource in conformance.all_resources()
+        if resource["resourceType"] == resource_type
+        and all(resource.get(fields.get(k, k)) == v for k, v in wanted.items())
+    ]
+    query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k in wanted])
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(found),
+        "link": [{"relation": "self", "url": f"{request.base_url}{'?' + query if query else ''}"}],
+        "entry": [
+            {
+                "fullUrl": f"{base_url()}/{resource_type}/{resource['id']}",
+                "resource": resource,
+                "search": {"mode": "match"},
+            }
+            for resource in found
+        ],
+    }
+    if not found:
+        del bundle["entry"]
+    return json_response(bundle)
 
 
 def _history(resource_type: str | None, resource_id: str | None) -> Response:
@@ -328,7 +400,7 @@ def _history_entry(version: Row[Any], base: str) -> str:
 @blp.route("/<resource_type>/<resource_id>/_history", methods=["GET"])
 @blp.doc(responses=responses({200: ("A history Bundle", "FhirBundle")}, 400, 404, 406))
 def instance_history(resource_type: str, resource_id: str) -> Response:
-    """History of one CarePlan or Goal
+    """History of one resource
 
     Every version, newest first, deletions included. `_since`, `_at` and `_count`; the
     `next` link pages on without skipping or repeating versions.
@@ -341,7 +413,7 @@ def instance_history(resource_type: str, resource_id: str) -> Response:
 @blp.route("/<resource_type>/_history", methods=["GET"])
 @blp.doc(responses=responses({200: ("A history Bundle", "FhirBundle")}, 400, 404, 406))
 def type_history(resource_type: str) -> Response:
-    """History of every CarePlan or every Goal
+    """History of every resource of a type
 
     Newest first, with `_since`, `_at` and `_count`.
     """

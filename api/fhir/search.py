@@ -27,7 +27,14 @@ from api.fhir import search_clauses
 from api.fhir.http import body_response
 from api.fhir.openapi import responses
 from api.fhir.parameters import InvalidParameter, check_text, count_param
-from api.fhir.resources import PLAN_TYPES, base_url, blp, check_type
+from api.fhir.resources import (
+    CONFORMANCE_TYPES,
+    PLAN_TYPES,
+    base_url,
+    blp,
+    check_type,
+    search_conformance,
+)
 from api.http import database, read_connection
 from fhir_mappings.search_parameters import INCLUDES, REVINCLUDES, SORTS
 from fhir_mappings.summary import (
@@ -360,7 +367,7 @@ def _bundle(
 @blp.route("/<resource_type>", methods=["GET"])
 @blp.doc(responses=responses({200: ("A searchset Bundle", "FhirBundle")}, 400, 404, 406))
 def search_type(resource_type: str) -> Response:
-    """Search CarePlans or Goals
+    """Search a type of resource
 
     Every parameter in the CapabilityStatement, with `system|code` tokens, reference forms,
     date prefixes, comma for OR, repetition for AND, `:missing`, `:not`; chains one link
@@ -368,8 +375,11 @@ def search_type(resource_type: str) -> Response:
     `_revinclude` (`:iterate`), `_sort`, `_count` with keyset paging, `_total`, `_summary`
     and `_elements`. A parameter that cannot be applied (unknown name, modifier or chain)
     is ignored and left out of the self link, unless `Prefer: handling=strict` asks for a
-    400 naming it.
+    400 naming it. The conformance resources (Questionnaire, StructureDefinition, CodeSystem,
+    ValueSet) are searched by `url` (or `url|version`), `_id`, `name`, `version` and `status`.
     """
+    if resource_type in CONFORMANCE_TYPES:
+        return search_conformance(resource_type)
     check_type(resource_type)
     return body_response(run(Search(resource_type, request.args)))
 
@@ -377,7 +387,7 @@ def search_type(resource_type: str) -> Response:
 @blp.route("/<resource_type>/_search", methods=["POST"])
 @blp.doc(responses=responses({200: ("A searchset Bundle", "FhirBundle")}, 400, 404, 406))
 def search_post(resource_type: str) -> Response:
-    """Search CarePlans or Goals with a form body
+    """Search a type of resource with a form body
 
     The same parameters as the GET search, sent as `application/x-www-form-urlencoded`.
     """

@@ -21,7 +21,7 @@ from api.fhir.http import (
     version_headers,
 )
 from api.fhir.openapi import request_body, responses
-from api.fhir.resources import base_url, blp, check_type
+from api.fhir.resources import base_url, blp, check_writable
 from api.fhir.search import Search, matching_ids
 from api.http import actor, database, read_connection
 from fhir_mappings import apply
@@ -140,14 +140,16 @@ def _existing(resource_type: str, criteria: str) -> list[str]:
     ),
 )
 def create(resource_type: str) -> Response:
-    """Create a CarePlan (an episode) or a Goal
+    """Create a CarePlan (an episode), a Goal, or a score (QuestionnaireResponse, Observation)
 
-    The server assigns the id. With `If-None-Exist: identifier=system|value` the create is
-    conditional: an existing match is returned (200) instead, several matches answer 412.
+    The server assigns the id. A score joins its `basedOn` CarePlan, or the patient's one
+    plan whose period holds its date (422 naming why when none or several do). With
+    `If-None-Exist: identifier=system|value` the create is conditional: an existing match
+    is returned (200) instead, several matches answer 412.
     Identifiers are unique in the database, so parallel conditional creates make one
     resource.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     resource = _resource_body(resource_type)
     authorize(resource_type, "c", resource=resource)
     criteria = request.headers.get("If-None-Exist")
@@ -186,14 +188,14 @@ def create(resource_type: str) -> Response:
     ),
 )
 def update(resource_type: str, resource_id: str) -> Response:
-    """Update (or create with this id) a CarePlan or Goal
+    """Update (or create with this id) a resource
 
     The body's id must be the URL's. `If-Match: W/"n"` makes the update conditional on
     the version, checked in the same transaction as the write (412 on a mismatch). An
     episode's update goes through every rule of the domain; a phase's activities are
     matched to its sessions and homework by their `activity.id`.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     resource = _resource_body(resource_type)
     if resource.get("id") != resource_id:
         raise BadRequest(f"the body's id {resource.get('id')!r} is not the URL's {resource_id!r}")
@@ -222,7 +224,7 @@ def conditional_update(resource_type: str) -> Response:
 
     No match creates the resource, one match updates it, several answer 412.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     resource = _resource_body(resource_type)
     criteria = request.query_string.decode()
     try:
@@ -265,12 +267,12 @@ def _update_match(resource_type: str, resource: dict[str, Any], criteria: str) -
     responses=responses({200: ("Patched", "FhirCarePlan")}, 400, 404, 406, 410, 412, 413, 415, 422),
 )
 def patch(resource_type: str, resource_id: str) -> Response:
-    """Change a CarePlan or Goal with a JSON Patch
+    """Change a resource with a JSON Patch
 
     Applied to the current version; the result must still be a valid resource of the
     profile and passes the same rules as an update. Honours `If-Match`.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     operations = _patch_operations()
     with database().reading() as session:
         stored = resource_store.current(session, resource_type, resource_id)
@@ -306,11 +308,12 @@ def patch(resource_type: str, resource_id: str) -> Response:
 @blp.route("/<resource_type>/<resource_id>", methods=["DELETE"])
 @blp.doc(responses=responses({204: ("Deleted", None)}, 400, 404, 412, 422))
 def delete(resource_type: str, resource_id: str) -> Response:
-    """Delete a CarePlan episode (with its phases and goals) or a Goal
+    """Delete a CarePlan episode (with its phases and goals), a Goal or a score
 
+    Deleting a QuestionnaireResponse or an Observation deletes the administration: both.
     The history keeps every version; reading it afterwards answers 410. Honours
     `If-Match`.
     """
-    check_type(resource_type)
+    check_writable(resource_type)
     apply.delete(database(), resource_type, resource_id, actor(), _if_match())
     return no_content()

@@ -99,7 +99,7 @@ def _document(body: bytes | str, mimetype: str, version: int) -> Response:
 class ProgressChart(MethodView):
     @blp.arguments(ChartQuerySchema, location="query")
     @blp.doc(responses=_content("The chart (SVG; PNG on Accept: image/png)", SVG, PNG))
-    @documented(blp, 304, 404, 406, 410, parameters=[IF_NONE_MATCH])
+    @documented(blp, 304, 404, 406, 410, 422, parameters=[IF_NONE_MATCH])
     def get(self, query: dict[str, Any], plan_id: str) -> Any:
         """Draw a care plan's course of scores
 

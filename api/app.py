@@ -21,6 +21,8 @@ from api import (
     phases,
     plans,
     problems,
+    progress,
+    reports,
     request_log,
     safety_signals,
     sessions,
@@ -121,6 +123,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         administrations,
         safety_signals,
         instruments,
+        progress,
+        reports,
         fhir_capability,
         fhir_resources,
     ):

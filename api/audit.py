@@ -81,6 +81,8 @@ _FHIR_INTERACTIONS = {
     "audit_read": "read",
     "audit_search": "search-type",
 }
+# Native routes whose URL does not end with an id but that read one document of a plan.
+_ONE_DOCUMENT = ("/progress",)
 _BY_METHOD = {
     "HEAD": "read",
     "POST": "create",
@@ -126,7 +128,7 @@ def interaction() -> str:
         found = "update"  # a POST that changes the signal
     elif request.method in ("GET", "HEAD") and request.url_rule is not None:
         rule = request.url_rule.rule
-        if rule.endswith(">"):
+        if rule.endswith(">") or rule.endswith(_ONE_DOCUMENT):
             found = "read"
         else:
             found = "history-instance" if rule.endswith("/changes") else "search-type"

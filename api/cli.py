@@ -6,10 +6,13 @@ Help texts are what an administrator reads in a terminal: plain sentences, no ma
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shlex
 import sys
 import time
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -18,9 +21,9 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy.engine import URL, make_url
 
-from api.app import create_app
 from api.config import ConfigError, ServerOptions, Settings, load, server_options
 from service import clients as client_store
+from service import codes
 from service.db import Database
 from service.errors import DomainError, RuleViolation
 
@@ -92,6 +95,8 @@ def _ready_database(settings: Settings, *, create: bool = False) -> Database:
 
 def _create_app(settings: Settings, database: Database | None = None) -> Flask:
     """The app, or the configuration error that stops it (a wrong key-encryption key…)."""
+    from api.app import create_app  # here: the commands that need no app start faster
+
     try:
         return create_app(settings, database)
     except ConfigError as error:
@@ -209,6 +214,8 @@ def current() -> None:
 
 def openapi_document() -> str:
     """The OpenAPI document as committed: generated from the code, stable formatting."""
+    from api.app import create_app
+
     app = create_app(Settings(database_url="sqlite://", auto_migrate=False, log_level="ERROR"))
     spec = app.extensions["ipt_api"].spec.to_dict()
     return json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
@@ -478,6 +485,73 @@ def demo(force: bool) -> None:
     for plan_id, course in zip(ids, demonstration.COURSES, strict=True):
         areas = ", ".join(course.plan["problem_areas"])
         click.echo(f"created {plan_id}  {course.plan['patient']}  {areas}")
+
+
+@main.group()
+def report() -> None:
+    """Aggregate reports of the clinic (no patient is named in them)."""
+
+
+@report.command("outcomes", with_appcontext=False)
+@click.option(
+    "--from",
+    "start",
+    required=True,
+    type=click.DateTime(["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="The first day of the period (YYYY-MM-DD).",
+)
+@click.option(
+    "--to",
+    "end",
+    required=True,
+    type=click.DateTime(["%Y-%m-%d"]),
+    metavar="YYYY-MM-DD",
+    help="The last day of the period (YYYY-MM-DD), included.",
+)
+@click.option(
+    "--problem-area",
+    type=click.Choice(codes.values(codes.ProblemArea)),
+    help="Only plans with this primary problem area.",
+)
+@click.option(
+    "--variant", type=click.Choice(codes.values(codes.Variant)), help="Only this variant."
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["csv", "json"]),
+    default="csv",
+    show_default=True,
+    help="csv: one line per figure (breakdown, group, figure, value, suppressed, reason). "
+    "json: the document GET /api/v1/reports/outcomes answers.",
+)
+def report_outcomes(
+    start: datetime, end: datetime, problem_area: str | None, variant: str | None, output: str
+) -> None:
+    """The clinic's outcomes over a period: plans started and closed, courses ended and
+    drop-outs, sessions attended, PHQ-9 response and remission at the end of the acute
+    course; in total, by primary problem area and by variant.
+
+    A figure computed from fewer than 5 patients is left blank and marked suppressed, and
+    so is the figure that would let it be recomputed from the total.
+    """
+    from service import outcomes
+
+    database = _ready_database(_settings())
+    try:
+        found = outcomes.outcomes_report(database, start.date(), end.date(), problem_area, variant)
+    except DomainError as error:
+        raise _domain(error) from None
+    if output == "json":
+        document = outcomes.report_dict(found)
+        click.echo(json.dumps(document, default=str, ensure_ascii=False, indent=2))
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(outcomes.CSV_COLUMNS)
+    writer.writerows(outcomes.report_rows(found))
+    click.echo(buffer.getvalue(), nl=False)
 
 
 def _duration(seconds: int) -> str:

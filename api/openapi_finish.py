@@ -67,7 +67,7 @@ def finish(document: dict[str, Any], app: Flask) -> dict[str, Any]:
     """The document with the token endpoint, security, examples and enums added."""
     endpoints = _endpoints(app)
     _add_token_endpoint(document)
-    needed: dict[tuple[str, str], list[str] | None] = {}
+    needed: dict[tuple[str, str], list[list[str]] | None] = {}
     for path, method, operation in _operations(document):
         if path == TOKEN_PATH:
             continue
@@ -77,7 +77,8 @@ def finish(document: dict[str, Any], app: Flask) -> dict[str, Any]:
         _secure(operation, scopes_needed, any_token=endpoint in policy.AUTHENTICATED)
         _unfill_query_parameters(operation)
         _type_enum(document["paths"][path], path, method, operation)
-        _error_examples(document, path, operation, scopes_needed)
+        first = [group[0] for group in scopes_needed] if scopes_needed is not None else None
+        _error_examples(document, path, operation, first)
     _add_security_schemes(document, needed)
     return document
 
@@ -104,10 +105,10 @@ def _endpoints(app: Flask) -> dict[tuple[str, str], str]:
 # --- security ------------------------------------------------------------------------------
 
 
-def _needed_scopes(path: str, method: str, endpoint: str | None) -> list[str] | None:
-    """The narrowest SMART v2 scopes, one of which the operation needs (system context;
-    user/ and patient/ work alike). [] when the route checks each part itself, None when
-    it is public."""
+def _needed_scopes(path: str, method: str, endpoint: str | None) -> list[list[str]] | None:
+    """The narrowest SMART v2 scopes the operation needs (system context; user/ and
+    patient/ work alike), as alternatives: one of the lists, every scope of it. [] when
+    the route checks each part itself, None when it is public."""
     if endpoint is None:
         return None
     if not (path.startswith("/api/") or path.startswith("/fhir")):
@@ -121,15 +122,15 @@ def _needed_scopes(path: str, method: str, endpoint: str | None) -> list[str] | 
         if letter is None:
             return []
         types = PLAN_TYPES if "{resource_type}" in path else policy.ADMIN_TYPES
-        return [f"system/{resource}.{letter}" for resource in types]
-    permission = policy.NATIVE.get((endpoint, method.upper()))
-    if permission is None:
+        return [[f"system/{resource}.{letter}"] for resource in types]
+    permissions = policy.needs(endpoint, method.upper())
+    if not permissions:
         return []
-    return [f"system/{permission.resource}.{permission.interaction}"]
+    return [[f"system/{p.resource}.{p.interaction}" for p in permissions]]
 
 
 def _secure(
-    operation: dict[str, Any], needed: list[str] | None, *, any_token: bool = False
+    operation: dict[str, Any], needed: list[list[str]] | None, *, any_token: bool = False
 ) -> None:
     if needed is None:
         if operation.get("security") == []:
@@ -139,13 +140,14 @@ def _secure(
     if operation.get("security") == []:
         return  # documented as public by its route (the conformance resources)
     alternatives: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
-    alternatives += [{OAUTH_SCHEME: [scope]} for scope in needed] or [{OAUTH_SCHEME: []}]
+    alternatives += [{OAUTH_SCHEME: scopes_all} for scopes_all in needed] or [{OAUTH_SCHEME: []}]
     operation["security"] = alternatives
     if needed:
-        names = " or ".join(f"`{scope}`" for scope in needed)
+        names = " or ".join(" and ".join(f"`{scope}`" for scope in group) for group in needed)
+        both = any(len(group) > 1 for group in needed)
         text = (
-            f"**Scope:** {names}: the same with `user/` or `patient/`, or a broader scope "
-            "(`.cruds`, `.rs`, `*`) also grants it."
+            f"**Scope:** {names}{' (each of them)' if both else ''}: the same with `user/` or "
+            "`patient/`, or a broader scope (`.cruds`, `.rs`, `*`) also grants it."
         )
     elif any_token:
         text = "**Scope:** none: any valid token reads it (it holds no patient data)."
@@ -172,13 +174,14 @@ def _scope_description(text: str) -> str:
 
 
 def _add_security_schemes(
-    document: dict[str, Any], needed: dict[tuple[str, str], list[str] | None]
+    document: dict[str, Any], needed: dict[tuple[str, str], list[list[str]] | None]
 ) -> None:
     offered = list(auth_endpoints.SCOPES_SUPPORTED)
     for scopes_needed in needed.values():
-        for scope in scopes_needed or ():
-            if scope not in offered:
-                offered.append(scope)
+        for group in scopes_needed or ():
+            for scope in group:
+                if scope not in offered:
+                    offered.append(scope)
     schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
     schemes[OAUTH_SCHEME] = {
         "type": "oauth2",

@@ -31,6 +31,7 @@ from sqlalchemy import func, select, text
 
 from api.server import default_workers
 from bench.processes import BIN, ROOT, MemoryWatch, Server
+from bench.scores import median_ms, percentile, seed_scores, time_records
 from bench.seed import PROTOTYPES, seed
 from bench.workload import fetch_token, register_client, workload, write_lua
 from service.db import Database, normalise_url
@@ -52,7 +53,12 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "goal-writes": ("goal_writes", "conditional create, then If-Match update, of Goals"),
     "crud-mix": ("crud_mix", "70 % reads and searches, 30 % Goal creates/updates/deletes"),
     "native": ("native", "native API: get a plan, schedule a session, give homework"),
+    "progress": ("progress", "native API: a plan's progress, a course of 40 scores"),
+    "record-score": ("record_score", "native API: record a PHQ-9 score (POST …/administrations)"),
 }
+ADMINISTRATIONS_PATH = "/api/v1/care-plans/{plan_id}/administrations"
+# Plans given a course of 40 scores for the progress scenario (--quick: fewer).
+SCORED_PLANS = 20
 GROWTH_SCENARIOS = ("read", "search-careplan", "search-goal")
 
 
@@ -257,6 +263,51 @@ def _drive(
     return figures
 
 
+# --- scores ------------------------------------------------------------------------------
+
+
+def _takes_scores(server: Server) -> bool:
+    """Whether the running service has the native route that records a score, taking the
+    fields the record-score scenario sends (its OpenAPI document is public)."""
+    with urllib.request.urlopen(server.url + "/openapi.json", timeout=30) as answer:
+        document = json.loads(answer.read())
+    post = document.get("paths", {}).get(ADMINISTRATIONS_PATH, {}).get("post")
+    if post is None:
+        return False
+    schema = post.get("requestBody", {}).get("content", {}).get("application/json", {})
+    schema = schema.get("schema", {})
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return {"instrument", "administered_on", "total"} <= set(schema.get("properties", {}))
+
+
+def _record_in_process(database: Database, token: str, seconds: float) -> Figures:
+    """Recording a score through the service layer, in this process, one after another:
+    what the write costs without HTTP, for a build without the native route."""
+    writable = [p["id"] for p in workload(database, token, 1)["writable"][:50]]
+    latencies = time_records(database, writable, seconds)
+    elapsed = sum(latencies)
+    figures = Figures(
+        scenario="record-score",
+        description="record a PHQ-9 score through the service layer, in process, one at a "
+        "time (no native route in this build)",
+        requests=len(latencies),
+        seconds=round(elapsed, 2),
+        requests_per_second=round(len(latencies) / elapsed, 1) if elapsed else 0.0,
+        p50_ms=median_ms(latencies),
+        p95_ms=percentile(latencies, 0.95),
+        p99_ms=percentile(latencies, 0.99),
+        errors=0,
+        peak_rss_mib=0.0,
+        extra={"in_process": True},
+    )
+    _say(
+        f"  {'record-score':<16} {figures.requests_per_second:>8.1f} req/s  "
+        f"p50 {figures.p50_ms:6.1f} ms  p99 {figures.p99_ms:6.1f} ms  (service layer, in process)"
+    )
+    return figures
+
+
 # --- history paging ----------------------------------------------------------------------
 
 
@@ -342,6 +393,9 @@ def run_database(kind: str, options: argparse.Namespace, work: Path) -> Database
     seed_seconds = time.perf_counter() - started
     workers = options.workers or default_workers()
     database = Database(url)
+    if {"progress", "record-score"} & set(options.scenarios):
+        scored = seed_scores(database, options.scored_plans)
+        _say(f"  {len(scored)} plans hold a course of 40 scores")
     env = {**os.environ, "IPT_DATABASE_URL": url, "IPT_AUTO_MIGRATE": "false"}
     client_id, secret = register_client(env)
     results: list[Figures] = []
@@ -353,6 +407,9 @@ def run_database(kind: str, options: argparse.Namespace, work: Path) -> Database
         token = fetch_token(service.url, client_id, secret)
         for scenario in options.scenarios:
             if scenario == "floor":
+                continue
+            if scenario == "record-score" and not _takes_scores(service):
+                results.append(_record_in_process(database, token, options.duration))
                 continue
             results.append(
                 _drive(
@@ -390,7 +447,8 @@ def run_database(kind: str, options: argparse.Namespace, work: Path) -> Database
     database.dispose()
     floor_rate = results[0].requests_per_second
     for figures in results:
-        if floor_rate and figures.scenario not in ("history-sync", "export"):
+        in_process = figures.extra.get("in_process", False)
+        if floor_rate and figures.scenario not in ("history-sync", "export") and not in_process:
             figures.ratio_to_floor = round(figures.requests_per_second / floor_rate, 2)
     return DatabaseRun(
         database=kind,
@@ -587,6 +645,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg", default=os.environ.get("IPT_BENCH_PG_URL", DEFAULT_PG))
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--history-changes", type=int, default=10_000)
+    parser.add_argument(
+        "--scored-plans",
+        type=int,
+        default=SCORED_PLANS,
+        help="plans given a course of 40 scores for the progress scenario",
+    )
     parser.add_argument("--export-limit", type=int, default=None)
     parser.add_argument("--growth", type=_sizes, default=[], help="e.g. 1000,10000,100000")
     parser.add_argument("--soak", type=float, default=0, help="seconds of crud-mix")
@@ -605,8 +669,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if options.quick:
         options.episodes, options.patients = 600, 200
-        options.duration, options.connections = 2.0, 4
+        options.duration, options.connections = 1.0, 4
         options.history_changes, options.export_limit = 1000, 2000
+        options.scored_plans = 4
     return options
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.processes import BIN, ROOT
+from bench.scores import scored_plans
 from bench.seed import IDENTIFIER_SYSTEM
 from fhir_mappings import terminology as t
 from service.db import Database
@@ -149,6 +150,8 @@ def workload(database: Database, token: str, threads: int, seed: int = 11) -> di
         "goal_create": create,
         "goal_update": update,
         "session_day": (datetime.now(UTC).date() + timedelta(days=14)).isoformat(),
+        "scored": _sample(scored_plans(database), rng),
+        "today": datetime.now(UTC).date().isoformat(),
     }
 
 

@@ -23,11 +23,18 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from api.auth import keys, tokens
 from api.config import Settings
+from service import clients
 from service.db import Database, normalise_url
 from service.models import ApiClient, Base, new_id, utcnow
 from tests.published import mismatches
 
 TEST_DATABASE_URL = os.environ.get("IPT_TEST_DATABASE_URL")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked slow run first (in their own order), so that with several workers none
+    is left running one long test after the others have finished."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +184,14 @@ def token_for(
         session.add(client)
     token, _ = tokens.issue(client, scopes, live.settings, key=keys.key_for(live.app))
     return token
+
+
+def registered_client(database: Database, prefix: str, scopes: list[str]) -> tuple[str, str]:
+    """A client registered as `ipt-careplans clients create` registers it, with a name of
+    its own starting with ``prefix``: its id and secret."""
+    client, secret = clients.register(database, f"{prefix}-{uuid.uuid4().hex[:12]}", scopes)
+    assert secret is not None
+    return client.id, secret
 
 
 @pytest.fixture

@@ -12,11 +12,10 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import ROOT, Client, Server, token_for
+from conftest import ROOT, Client, Server, registered_client, token_for
 
 from api.auth import endpoints as auth_endpoints
 from api.fhir.resources import CONFORMANCE_TYPES, PLAN_TYPES
-from service import clients
 from service.db import Database
 
 METHODS = ("get", "put", "post", "patch", "delete")
@@ -49,13 +48,6 @@ def _resolve(spec: dict[str, Any], node: dict[str, Any]) -> Any:
     return node
 
 
-def _registered(database: Database, scopes: list[str]) -> tuple[str, str]:
-    """A client registered as `ipt-careplans clients create` registers it: (id, secret)."""
-    client, secret = clients.register(database, f"docs-{uuid.uuid4().hex[:12]}", scopes)
-    assert secret is not None
-    return client.id, secret
-
-
 # --- 1. the token endpoint and the security scheme --------------------------------------
 
 
@@ -85,7 +77,7 @@ def test_the_documented_token_answers_are_what_the_endpoint_answers(
 ) -> None:
     spec = _spec()
     token = spec["paths"]["/auth/token"]["post"]
-    client_id, secret = _registered(database, ["system/CarePlan.rs"])
+    client_id, secret = registered_client(database, "docs", ["system/CarePlan.rs"])
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     ok = anonymous.post(
         "/auth/token",
@@ -155,6 +147,19 @@ def test_each_operation_names_the_scope_the_service_enforces(
             assert operation.get("security") == [], (method, path)
             continue
         assert operation["security"][0] == {"bearer": []}, (method, path)
+        requirements = [r["smart"] for r in operation["security"] if r.get("smart")]
+        if len(requirements) == 1 and len(requirements[0]) > 1:
+            # Every scope of the requirement is needed: without any one of them, 403.
+            url = _example_path(path)
+            every = Client(live.url, token_for(live, database, requirements[0]))
+            assert every.request(method.upper(), url).status_code != 403, (method, path)
+            for missing in requirements[0]:
+                rest = [scope for scope in requirements[0] if scope != missing]
+                short = Client(live.url, token_for(live, database, rest))
+                answer = short.request(method.upper(), url)
+                assert answer.status_code == 403, (method, path, missing, answer.text)
+            checked += 1
+            continue
         if len(needed) != 1 and "{resource_type}" not in path:
             continue  # a Bundle or the system history: each part is checked itself
         scope = needed[0]

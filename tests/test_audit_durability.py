@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +28,8 @@ from test_process import EPISODE, _admin_token, serving
 from api.audit import AuditLog
 from service.db import Database
 from service.models import new_id, utcnow
+
+pytestmark = pytest.mark.slow
 
 
 def _row(marker: str) -> dict[str, object]:
@@ -116,10 +117,19 @@ def test_concurrent_requests_share_a_commit_and_each_waits_for_its_own(
 
 
 def test_a_request_alone_commits_its_own_records_at_once(database: Database) -> None:
+    """Alone, a request's records are committed in one transaction of its own before
+    ``commit`` returns: another connection reads them right then."""
     audit_log = AuditLog(database)
     marker = f"alone-{uuid.uuid4().hex[:12]}"
-    audit_log.commit([(_row(marker), None)])
-    assert _request_ids(database, [marker]) == {marker}
+    independent = Database(database.url.render_as_string(hide_password=False))
+    try:
+        assert _request_ids(independent, [marker]) == set()
+        before = _commits()
+        audit_log.commit([(_row(marker), None)])
+        assert _request_ids(independent, [marker]) == {marker}
+        assert _commits() - before == 1
+    finally:
+        independent.dispose()
 
 
 @contextmanager
@@ -182,42 +192,70 @@ def test_a_read_that_cannot_be_recorded_is_not_answered(client: Client, database
 # --- the server as deployed, killed ------------------------------------------------------
 
 
-def _read_until_killed(
-    url: str, token: str, plan_id: str, stop: threading.Event
-) -> tuple[list[str], int]:
-    """Read the plan on 8 connections until ``stop``; the request ids answered 200, and
-    how many requests failed (refused or cut off)."""
-    answered: list[str] = []
-    failed = 0
-    lock = threading.Lock()
+class Readers:
+    """8 connections reading one plan over and over, from their own threads."""
 
-    def reader() -> None:
-        nonlocal failed
-        http = requests.Session()
-        http.headers["Authorization"] = f"Bearer {token}"
-        while not stop.is_set():
-            request_id = uuid.uuid4().hex
-            try:
-                response = http.get(
-                    f"{url}/fhir/CarePlan/{plan_id}",
-                    headers={"X-Request-ID": request_id},
-                    timeout=10,
-                )
-            except requests.RequestException:
-                with lock:
-                    failed += 1
-                continue
-            with lock:
-                if response.status_code == 200:
-                    assert plan_id in response.text
-                    answered.append(request_id)
-                else:
-                    failed += 1
+    def __init__(self, url: str, token: str, plan_id: str) -> None:
+        self.url, self.token, self.plan_id = url, token, plan_id
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.answered: list[str] = []  # request ids answered 200
+        self.failed = 0  # refused or cut off
+        self.errors: list[BaseException] = []
+        self.threads = [threading.Thread(target=self._read) for _ in range(8)]
 
-    with ThreadPoolExecutor(8) as pool:
-        for _ in range(8):
-            pool.submit(reader)
-    return answered, failed
+    def _read(self) -> None:
+        try:
+            http = requests.Session()
+            http.headers["Authorization"] = f"Bearer {self.token}"
+            while not self.stop.is_set():
+                request_id = uuid.uuid4().hex
+                try:
+                    response = http.get(
+                        f"{self.url}/fhir/CarePlan/{self.plan_id}",
+                        headers={"X-Request-ID": request_id},
+                        timeout=10,
+                    )
+                except requests.RequestException:
+                    with self.lock:
+                        self.failed += 1
+                    continue
+                with self.lock:
+                    if response.status_code == 200:
+                        assert self.plan_id in response.text
+                        self.answered.append(request_id)
+                    else:
+                        self.failed += 1
+        except BaseException as error:  # seen by the test, not lost in the thread
+            self.errors.append(error)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.answered)
+
+    def wait_for_answers(self, count: int, timeout: float = 60) -> None:
+        """Until more than ``count`` reads have been answered."""
+        deadline = time.monotonic() + timeout
+        while self.count() <= count:
+            assert not self.errors, self.errors
+            assert time.monotonic() < deadline, f"only {self.count()} reads answered"
+            time.sleep(0.05)
+
+
+@contextmanager
+def reading(url: str, token: str, plan_id: str) -> Iterator[Readers]:
+    """Readers of the plan, stopped (and their threads ended) when the block ends."""
+    readers = Readers(url, token, plan_id)
+    for thread in readers.threads:
+        thread.start()
+    try:
+        yield readers
+    finally:
+        readers.stop.set()
+        for thread in readers.threads:
+            thread.join(30)
+    assert not any(thread.is_alive() for thread in readers.threads)
+    assert not readers.errors, readers.errors
 
 
 def _serve_env(database: Database) -> dict[str, str]:
@@ -256,24 +294,25 @@ def test_every_read_answered_before_a_sigkill_is_recorded(
     token = _admin_token(env)
     with serving(env, workers=2, log=tmp_path / "serve.log") as server:
         plan_id = _plan(server.url, token)
-        stop = threading.Event()
-        result: list[tuple[list[str], int]] = []
-        readers = threading.Thread(
-            target=lambda: result.append(_read_until_killed(server.url, token, plan_id, stop))
-        )
-        readers.start()
-        time.sleep(1.5)
-        # The master, its workers and the audit writer, all at once and without warning.
-        writer = _writer_pid(server.process.pid)
-        workers = [int(pid) for pid in _children(server.process.pid)]
-        for pid in {server.process.pid, writer, *workers}:
-            os.kill(pid, signal.SIGKILL)
-        stop.set()
-        readers.join(30)
+        with reading(server.url, token, plan_id) as readers:
+            # Readers answered before the kill, and reading while it comes.
+            readers.wait_for_answers(20)
+            # The master, its workers and the audit writer, all at once and without warning.
+            writer = _writer_pid(server.process.pid)
+            workers = [int(pid) for pid in _children(server.process.pid)]
+            for pid in {server.process.pid, writer, *workers}:
+                os.kill(pid, signal.SIGKILL)
         server.process.wait(10)
-    answered, _ = result[0]
-    assert len(answered) > 20, "the readers were not answered before the kill"
-    assert _request_ids(database, answered) == set(answered)
+    assert len(readers.answered) > 20, "the readers were not answered before the kill"
+    assert _request_ids(database, readers.answered) == set(readers.answered)
+
+
+def _new_writer_pid(server_pid: int, killed: int) -> int | None:
+    try:
+        found = _writer_pid(server_pid)
+    except AssertionError:  # between the old writer's death and the new one's start
+        return None
+    return found if found != killed else None
 
 
 def test_a_killed_audit_writer_is_restarted_and_no_answered_read_is_unrecorded(
@@ -283,30 +322,25 @@ def test_a_killed_audit_writer_is_restarted_and_no_answered_read_is_unrecorded(
     token = _admin_token(env)
     with serving(env, workers=2, log=tmp_path / "serve.log") as server:
         plan_id = _plan(server.url, token)
-        stop = threading.Event()
-        result: list[tuple[list[str], int]] = []
-        readers = threading.Thread(
-            target=lambda: result.append(_read_until_killed(server.url, token, plan_id, stop))
-        )
-        readers.start()
-        time.sleep(1.0)
-        first = _writer_pid(server.process.pid)
-        os.kill(first, signal.SIGKILL)
-        killed_at = time.monotonic()
-        time.sleep(2.5)
-        stop.set()
-        readers.join(30)
-        restarted = _writer_pid(server.process.pid)
-        assert restarted != first
+        with reading(server.url, token, plan_id) as readers:
+            readers.wait_for_answers(20)
+            first = _writer_pid(server.process.pid)
+            os.kill(first, signal.SIGKILL)
+            killed_at = time.monotonic()
+            answered_at_kill = readers.count()
+            # The readers go on through the restart, until reads are answered again: more
+            # than the 8 that may have been in flight when the writer was killed.
+            readers.wait_for_answers(answered_at_kill + 20, timeout=30)
+        restarted = _new_writer_pid(server.process.pid, first)
+        assert restarted is not None
         # Reads are answered again once the new writer listens.
         http = requests.Session()
         http.headers["Authorization"] = f"Bearer {token}"
         response = http.get(f"{server.url}/fhir/CarePlan/{plan_id}", timeout=10)
         assert response.status_code == 200
         assert time.monotonic() - killed_at < 30
-    answered, _ = result[0]
-    assert len(answered) > 20
-    assert _request_ids(database, answered) == set(answered)
+    assert len(readers.answered) > 20
+    assert _request_ids(database, readers.answered) == set(readers.answered)
 
 
 def _children(pid: int) -> list[str]:

@@ -719,6 +719,7 @@ def _field(output: str, name: str) -> str:
     return line.split(": ", 1)[1]
 
 
+@pytest.mark.slow
 def test_cli_manages_clients(client: Client, database_url: str, tmp_path: Path) -> None:
     created = _cli(
         "clients", "create", "--name", "nightly-export", "--scopes", "system/*.rs",
@@ -767,6 +768,7 @@ def test_cli_manages_clients(client: Client, database_url: str, tmp_path: Path) 
     assert missing.returncode != 0 and "nobody" in missing.stderr
 
 
+@pytest.mark.slow
 def test_cli_prints_a_token_that_verifies(database: Database, database_url: str) -> None:
     registered, _ = clients.register(
         database, "script", ["system/CarePlan.rs", "system/Goal.rs"], patient="Patient/5"

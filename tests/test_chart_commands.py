@@ -29,6 +29,8 @@ import pytest
 from tests.conftest import ROOT, Server
 from tests.test_chart import BASE, CHART, NAMESPACE, RELEASE, merged
 
+pytestmark = pytest.mark.slow
+
 # The public URLs the notes and the documents use for the service.
 PUBLIC_URLS = ("https://careplans.example.org", "https://ipt.example.org")
 # Commands that do not call the service: cluster, build and key management (a program and

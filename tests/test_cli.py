@@ -23,6 +23,8 @@ from jwt.algorithms import ECAlgorithm
 from api.cli import main
 from api.config import Settings
 
+pytestmark = pytest.mark.slow
+
 READ_ONLY_COMMANDS = [
     ["token", "--client", "admin"],
     ["clients", "list"],
@@ -32,6 +34,7 @@ READ_ONLY_COMMANDS = [
     ["keys", "rotate"],
     ["check-config"],
     ["db", "downgrade", "base"],
+    ["report", "outcomes", "--from", "2026-01-01", "--to", "2026-06-30"],
 ]
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conftest import Client, plan_url
 from test_cli import cli
 
 from service.codes import ProblemArea, values
+
+pytestmark = pytest.mark.slow
 
 
 def items(client: Client, path: str) -> list[dict[str, Any]]:

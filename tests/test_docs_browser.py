@@ -19,6 +19,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from service import clients
 from service.db import Database
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 

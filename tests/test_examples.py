@@ -14,14 +14,12 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Client, Server, plan_url
+from conftest import ROOT, Client, Server, plan_url, registered_client
 
-from service import clients
 from service.db import Database
 
 PLANS = "/api/v1/care-plans"
@@ -38,10 +36,9 @@ CREDENTIALS: dict[str, str] = {}
 @pytest.fixture(autouse=True)
 def credentials(database: Database) -> dict[str, str]:
     """A client registered as an administrator would, whose id and secret the scripts use."""
-    client, secret = clients.register(database, f"script-{uuid.uuid4().hex[:8]}", SCRIPT_SCOPES)
-    assert secret is not None
+    client_id, secret = registered_client(database, "script", SCRIPT_SCOPES)
     CREDENTIALS.clear()
-    CREDENTIALS.update({"IPT_CLIENT_ID": client.id, "IPT_CLIENT_SECRET": secret})
+    CREDENTIALS.update({"IPT_CLIENT_ID": client_id, "IPT_CLIENT_SECRET": secret})
     return dict(CREDENTIALS)
 
 

@@ -332,6 +332,7 @@ POSITIONS: list[tuple[str | int, ...]] = [
 ]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     derandomize=True,

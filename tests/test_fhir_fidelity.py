@@ -511,6 +511,7 @@ _EPISODE_ELEMENTS = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30,
     derandomize=True,

@@ -398,6 +398,7 @@ _GOAL_ELEMENTS = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25,
     derandomize=True,

@@ -63,7 +63,10 @@ def test_invalid_settings_are_refused_by_name(environ: dict[str, str], name: str
         load(environ)
 
 
-def test_cli_upgrades_and_reports_the_schema(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_cli_upgrades_reports_the_schema_and_migrates_down_to_nothing_and_up_again(
+    tmp_path: Path,
+) -> None:
     env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
     before = run_cli("db", "current", env=env)
     assert before.returncode == 1
@@ -74,14 +77,21 @@ def test_cli_upgrades_and_reports_the_schema(tmp_path: Path) -> None:
     assert after.returncode == 0
     newest = Database(env["IPT_DATABASE_URL"]).head_revision()
     assert newest is not None and f"current: {newest}\nnewest:  {newest}" in after.stdout
+    down = run_cli("db", "downgrade", "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "revision None" in down.stdout
+    assert run_cli("db", "upgrade", env=env).returncode == 0
+    assert run_cli("db", "current", env=env).returncode == 0
 
 
+@pytest.mark.slow
 def test_cli_refuses_an_invalid_configuration(tmp_path: Path) -> None:
     result = run_cli("check-config", env={"IPT_MAX_BODY_BYTES": "lots"})
     assert result.returncode != 0
     assert "IPT_MAX_BODY_BYTES" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "value", "says"),
     [
@@ -120,6 +130,7 @@ def test_server_options_from_the_environment(tmp_path: Path) -> None:
             server_options({"PROMETHEUS_MULTIPROC_DIR": str(read_only)})
 
 
+@pytest.mark.slow
 def test_cli_openapi_check_detects_a_stale_document(tmp_path: Path) -> None:
     stale = tmp_path / "openapi.json"
     stale.write_text("{}\n")
@@ -134,16 +145,6 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for name in VARIABLES:
         assert f"| `{name}` |" in readme, name
-
-
-def test_migrations_go_down_to_nothing_and_up_again(tmp_path: Path) -> None:
-    env = {"IPT_DATABASE_URL": f"sqlite:///{tmp_path / 'roundtrip.db'}"}
-    assert run_cli("db", "upgrade", env=env).returncode == 0
-    down = run_cli("db", "downgrade", "base", env=env)
-    assert down.returncode == 0, down.stderr
-    assert "revision None" in down.stdout
-    assert run_cli("db", "upgrade", env=env).returncode == 0
-    assert run_cli("db", "current", env=env).returncode == 0
 
 
 def test_security_headers(client: Client) -> None:

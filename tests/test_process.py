@@ -30,6 +30,8 @@ from sqlalchemy import text
 
 from service.db import Database, normalise_url
 
+pytestmark = pytest.mark.slow
+
 EPISODE = json.loads((ROOT / "docs" / "examples" / "episode.json").read_text(encoding="utf-8"))
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 # How long serve waits for requests in flight after SIGTERM (gunicorn's graceful_timeout).

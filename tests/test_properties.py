@@ -583,6 +583,7 @@ def healthy(client: Client, run: Run, when: str) -> None:
     assert time.monotonic() - started < 10, f"/readyz took too long {when}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
 def test_every_operation_answers_as_documented(
     client: Client, schema: schemathesis.BaseSchema, family: Family

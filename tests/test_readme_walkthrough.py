@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from conftest import ROOT, Client
 
+pytestmark = pytest.mark.slow
+
 SECTIONS = ("## A walk-through with curl", "## Security")
 
 

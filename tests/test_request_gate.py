@@ -575,6 +575,7 @@ _FHIR_KEYS = st.sampled_from(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     derandomize=True,

@@ -167,6 +167,7 @@ def test_values_are_clamped_to_the_instants_the_database_holds(
 # --- search -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("resource_type", "param"), DATE_PARAMETERS)
 def test_every_date_parameter_answers_every_edge_value(
     client: Client, data: dict[str, Any], resource_type: str, param: str
@@ -445,6 +446,7 @@ def query_values(draw: st.DrawFn) -> str:
     return draw(st.sampled_from(PREFIXES)) + forms[precision]
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60,
     derandomize=True,

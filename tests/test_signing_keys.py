@@ -27,6 +27,8 @@ from service import clients
 from service.db import Database, normalise_url
 from service.models import SigningKey
 
+pytestmark = pytest.mark.slow
+
 SCOPE = "system/CarePlan.rs"
 KEK_VARIABLE = "IPT_KEY_ENCRYPTION_KEY_FILE"
 

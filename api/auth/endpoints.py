@@ -43,6 +43,7 @@ SCOPES_SUPPORTED = [
     "system/CarePlan.rs",
     "system/Goal.rs",
     "system/AuditEvent.rs",
+    "system/MeasureReport.rs",
     "user/*.rs",
     "user/*.cruds",
     "patient/*.rs",

@@ -63,6 +63,6 @@ def install(app: Flask) -> None:
             needed = policy.required()
         except policy.NoRule:
             raise Forbidden("this route has no access rule: it is refused") from None
-        if needed is not None:
-            require(needed.resource, needed.interaction)
+        for permission in needed or ():
+            require(permission.resource, permission.interaction)
         _hide_other_patients()

@@ -4,7 +4,11 @@ A permission is a resource type and a SMART v2 interaction letter (c, r, u, d, s
 native API uses the scopes of the FHIR resources it touches: a plan, its phases, sessions
 and homework are CarePlans (sessions and homework are activities of a phase CarePlan, so
 changing them updates it); goals are Goals; administrations of rating scales are
-Observations (their totals are published as such) and safety signals are Flags.
+Observations (their totals are published as such) and safety signals are Flags. A route
+that shows records of several types needs a permission for each (a plan's progress shows
+its scores, which FHIR serves as Observations): every one is checked, and the first
+missing one is refused. The clinic's outcomes report is a MeasureReport: aggregate
+figures, with a scope of its own.
 
 The instrument declarations (``/api/v1/instruments``) hold no patient data: any
 authenticated client reads them, whatever its scopes (``AUTHENTICATED``).
@@ -38,8 +42,9 @@ class Permission:
     interaction: str
 
 
-# Native API: (blueprint.view, method) -> permission.
-NATIVE: dict[tuple[str, str], Permission] = {
+# Native API: (blueprint.view, method) -> the permission it needs, or the permissions it
+# needs all of.
+NATIVE: dict[tuple[str, str], Permission | tuple[Permission, ...]] = {
     ("care-plans.CarePlans", "GET"): Permission("CarePlan", "s"),
     ("care-plans.CarePlans", "POST"): Permission("CarePlan", "c"),
     ("care-plans.CarePlan", "GET"): Permission("CarePlan", "r"),
@@ -72,9 +77,20 @@ NATIVE: dict[tuple[str, str], Permission] = {
     ("safety-signals.SafetySignals", "GET"): Permission("Flag", "s"),
     ("safety-signals.SafetySignal", "GET"): Permission("Flag", "r"),
     ("safety-signals.Acknowledgement", "POST"): Permission("Flag", "u"),
+    ("progress.PlanProgress", "GET"): (Permission("CarePlan", "r"), Permission("Observation", "r")),
+    ("reports.OutcomesReport", "GET"): Permission("MeasureReport", "r"),
 }
 # Native routes any authenticated client may use, whatever its scopes: no patient data.
 AUTHENTICATED = frozenset({"instruments.Instruments", "instruments.Instrument"})
+
+
+def needs(endpoint: str, method: str) -> tuple[Permission, ...] | None:
+    """Every permission a native route needs; None when the table has no rule for it."""
+    found = NATIVE.get((endpoint, method))
+    if found is None:
+        return None
+    return found if isinstance(found, tuple) else (found,)
+
 
 # FHIR interface: view function name -> interaction on the resource type in the URL.
 FHIR: dict[str, str] = {
@@ -117,9 +133,10 @@ def is_public() -> bool:
     )
 
 
-def required() -> Permission | None:
-    """The permission the current request needs; None when the route checks each part
-    itself (Bundles, system history) or no route matches (it answers 404 or 405 itself).
+def required() -> tuple[Permission, ...] | None:
+    """The permissions the current request needs, all of them; None when the route checks
+    each part itself (Bundles, system history) or no route matches (it answers 404 or 405
+    itself).
 
     A matched data route missing from the tables raises NoRule: access fails closed.
     """
@@ -131,8 +148,8 @@ def required() -> Permission | None:
         resource = (request.view_args or {}).get("resource_type") or "AuditEvent"
         if interaction is None:
             raise NoRule(endpoint)
-        return Permission(str(resource), interaction)
-    permission = NATIVE.get((endpoint, request.method))
-    if permission is None:
+        return (Permission(str(resource), interaction),)
+    permissions = needs(endpoint, request.method)
+    if not permissions:
         raise NoRule(endpoint)
-    return permission
+    return permissions

@@ -366,7 +366,12 @@ def test_closed_plan_refuses_new_and_changed_homework(
     client: Client, database: Database, plan: dict
 ) -> None:
     task = assign(client, plan)
-    assert client.patch(plan_url(plan), json={"status": "completed"}).status_code == 200
+    assert (
+        client.patch(
+            plan_url(plan), json={"status": "completed", "open_goals": "resolve"}
+        ).status_code
+        == 200
+    )
     before = state(client, database, plan)
     assert_refused(client.post(plan_url(plan, "homework"), json={**TASK, "phase": "initial"}), 422)
     assert_refused(change(client, plan, task, status="completed"), 422)

@@ -372,7 +372,7 @@ def test_a_stale_if_match_on_a_phase_is_refused_with_412_and_changes_nothing(
 def test_the_phases_of_a_closed_plan_cannot_change(
     client: Client, database: Database, plan: dict
 ) -> None:
-    client.patch(plan_url(plan), json={"status": "completed"})
+    client.patch(plan_url(plan), json={"status": "completed", "open_goals": "resolve"})
     before = state(client, database, plan)
     for body in ({"end_session": 4}, {"status": "active"}, {"description": "late"}):
         response = patch_phase(client, plan, "middle", **body)

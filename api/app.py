@@ -7,6 +7,7 @@ from typing import Any
 from flask import Flask, redirect, request
 
 from api import (
+    administrations,
     audit,
     body,
     docs,
@@ -14,6 +15,7 @@ from api import (
     headers,
     health,
     homework,
+    instruments,
     metrics,
     openapi_finish,
     phases,
@@ -22,6 +24,7 @@ from api import (
     progress,
     reports,
     request_log,
+    safety_signals,
     sessions,
 )
 from api.auth import endpoints as auth_endpoints
@@ -117,6 +120,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         goals,
         homework,
         sessions,
+        administrations,
+        safety_signals,
+        instruments,
         progress,
         reports,
         fhir_capability,

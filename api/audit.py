@@ -104,7 +104,9 @@ def is_audited() -> bool:
         return request.method == "POST"
     parts = request.path.split("/")
     if parts[1:3] == ["api", "v1"]:
-        return True
+        # The instrument declarations hold no patient data, as the FHIR conformance
+        # resources do not.
+        return parts[3:4] != ["instruments"]
     return parts[1] == "fhir" and (len(parts) < 3 or parts[2] not in _UNAUDITED_FHIR)
 
 
@@ -122,6 +124,8 @@ def interaction() -> str:
     elif endpoint.startswith("fhir."):
         view = endpoint.removeprefix("fhir.")
         found = _FHIR_INTERACTIONS.get(view, view if view in ACTIONS else None)
+    elif endpoint == "safety-signals.Acknowledgement":
+        found = "update"  # a POST that changes the signal
     elif request.method in ("GET", "HEAD") and request.url_rule is not None:
         rule = request.url_rule.rule
         if rule.endswith(">") or rule.endswith(_ONE_DOCUMENT):

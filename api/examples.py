@@ -85,8 +85,11 @@ PLAN = {
         "goals": f"/api/v1/care-plans/{PLAN_ID}/goals",
         "homework": f"/api/v1/care-plans/{PLAN_ID}/homework",
         "sessions": f"/api/v1/care-plans/{PLAN_ID}/sessions",
+        "administrations": f"/api/v1/care-plans/{PLAN_ID}/administrations",
+        "safety-signals": f"/api/v1/care-plans/{PLAN_ID}/safety-signals",
         "changes": f"/api/v1/care-plans/{PLAN_ID}/changes",
     },
+    "open_safety_signals": [],
     **_AUDIT,
 }
 
@@ -117,6 +120,7 @@ GOAL = {
     "target": {"measure": None, "comparator": None, "value": None, "due_date": "2026-03-23"},
     "phase": "middle",
     "notes": [],
+    "achievement_source": "clinician",
     **_AUDIT,
 }
 
@@ -153,5 +157,67 @@ SESSION = {
     "id": "e1b7c4a9-3d2f-4c8e-b6a1-9f0d2e3c4b5a",
     "plan_id": PLAN_ID,
     **SESSION_CREATE,
+    "administrations": [
+        {
+            "id": "01938a52-7c1e-7d40-9a6b-2f51c0e4d7a3",
+            "instrument": "phq-9",
+            "source": "total-only",
+            "total": 17,
+            "band": {"code": "moderately-severe", "display": "Moderately severe"},
+        }
+    ],
     **_AUDIT,
+}
+
+ADMINISTRATION_CREATE = {
+    "instrument": "phq-9",
+    "session_number": 2,
+    "answered_by": "patient",
+    "answers": {
+        "phq-9-1": 2,
+        "phq-9-2": 2,
+        "phq-9-3": 1,
+        "phq-9-4": 2,
+        "phq-9-5": 1,
+        "phq-9-6": 1,
+        "phq-9-7": 1,
+        "phq-9-8": 0,
+        "phq-9-9": 1,
+        "phq-9-difficulty": 1,
+    },
+}
+
+ADMINISTRATION = {
+    "id": "01938a5b-1f20-7b3c-8e4d-6a7b8c9d0e1f",
+    "plan_id": PLAN_ID,
+    "instrument": "phq-9",
+    "administered_on": "2026-01-12",
+    "session_number": 2,
+    "answered_by": "patient",
+    "source": "items",
+    "answers": ADMINISTRATION_CREATE["answers"],
+    "total": 11,
+    "band": {"code": "moderate", "display": "Moderate"},
+    "note": None,
+    **_AUDIT,
+}
+
+SAFETY_SIGNAL = {
+    "id": "01938a5b-1f21-7c2d-9e3f-4a5b6c7d8e9f",
+    "plan_id": PLAN_ID,
+    "administration_id": ADMINISTRATION["id"],
+    "instrument": "phq-9",
+    "item": "phq-9-9",
+    "score": 1,
+    "raised_on": "2026-01-12",
+    "status": "open",
+    "acknowledged_at": None,
+    "acknowledged_by": None,
+    "action_taken": None,
+    **_AUDIT,
+}
+
+ACKNOWLEDGEMENT = {
+    "action_taken": "Risk assessed in session: passive thoughts, no plan or intent; safety "
+    "plan reviewed with the patient.",
 }

@@ -71,9 +71,10 @@ def finish(document: dict[str, Any], app: Flask) -> dict[str, Any]:
     for path, method, operation in _operations(document):
         if path == TOKEN_PATH:
             continue
-        scopes_needed = _needed_scopes(path, method, endpoints.get((path, method.upper())))
+        endpoint = endpoints.get((path, method.upper()))
+        scopes_needed = _needed_scopes(path, method, endpoint)
         needed[(path, method)] = scopes_needed
-        _secure(operation, scopes_needed)
+        _secure(operation, scopes_needed, any_token=endpoint in policy.AUTHENTICATED)
         _unfill_query_parameters(operation)
         _type_enum(document["paths"][path], path, method, operation)
         first = [group[0] for group in scopes_needed] if scopes_needed is not None else None
@@ -128,7 +129,9 @@ def _needed_scopes(path: str, method: str, endpoint: str | None) -> list[list[st
     return [[f"system/{p.resource}.{p.interaction}" for p in permissions]]
 
 
-def _secure(operation: dict[str, Any], needed: list[list[str]] | None) -> None:
+def _secure(
+    operation: dict[str, Any], needed: list[list[str]] | None, *, any_token: bool = False
+) -> None:
     if needed is None:
         if operation.get("security") == []:
             return
@@ -146,6 +149,8 @@ def _secure(operation: dict[str, Any], needed: list[list[str]] | None) -> None:
             f"**Scope:** {names}{' (each of them)' if both else ''}: the same with `user/` or "
             "`patient/`, or a broader scope (`.cruds`, `.rs`, `*`) also grants it."
         )
+    elif any_token:
+        text = "**Scope:** none: any valid token reads it (it holds no patient data)."
     else:
         text = "**Scope:** each part of the request is checked against the token's scopes."
     description = operation.get("description", "")

@@ -35,7 +35,7 @@ from api.schemas import (
     page_of,
     plan_page_schema,
 )
-from service import plans
+from service import administrations, plans
 
 blp = ApiBlueprint(
     "care-plans",
@@ -74,6 +74,14 @@ def _plan_page(
     return {**page_body(items, page, size, total, bound), "updated_before": criteria.updated_before}
 
 
+def with_signals(*found: Any) -> None:
+    """Give each plan its open safety signals (``open_safety_signals``), in one query."""
+    live = [plan for plan in found if not plan.is_deleted]
+    signals = administrations.open_signals(database(), [plan.id for plan in live])
+    for plan in live:
+        plan.open_safety_signals = signals.get(plan.id, [])
+
+
 @blp.route("")
 class CarePlans(MethodView):
     @blp.arguments(PlanQuerySchema, location="query")
@@ -103,6 +111,7 @@ class CarePlans(MethodView):
                 return _plan_page([], page, size, 0, criteria)
             criteria = replace(criteria, patient=bound)
         items, total = plans.list_plans(database(), criteria, (page - 1) * size, size)
+        with_signals(*items)
         return _plan_page(items, page, size, total, criteria)
 
     @blp.arguments(PlanCreateSchema, example=examples.PLAN_CREATE)
@@ -120,6 +129,7 @@ class CarePlans(MethodView):
         require_patient(data.get("patient"))
         require_known_plan_identifiers(None, data.get("identifiers"))
         plan = plans.create_plan(database(), data, actor())
+        with_signals(plan)
         return created(plan, f"{blp.url_prefix}/{plan.id}")
 
 
@@ -130,9 +140,12 @@ class CarePlan(MethodView):
     def get(self, plan_id: str) -> Any:
         """Read a care plan
 
-        With its phases, identifiers and every treatment contract agreed so far.
+        With its phases, identifiers, every treatment contract agreed so far and its open
+        safety signals.
         """
-        return conditional(plans.get_plan(database(), plan_id))
+        plan = plans.get_plan(database(), plan_id)
+        with_signals(plan)
+        return conditional(plan)
 
     @blp.arguments(PlanPatchSchema(partial=True), example=examples.PLAN_PATCH)
     @blp.response(200, PlanSchema, headers=ETAG_HEADER)
@@ -147,9 +160,14 @@ class CarePlan(MethodView):
         moving any phase backwards; a count that cannot keep them is refused with 422. A
         completed, revoked or entered-in-error plan only accepts changes to its notes (and,
         for completed or revoked, the status entered-in-error). The patient of a plan never changes.
+
+        A plan is completed only once every goal is finished, or with `open_goals` saying
+        what becomes of those still open (`"resolve"`, or an outcome per goal); otherwise
+        the completion is refused with 422 naming each open goal.
         """
         require_known_plan_identifiers(plan_id, data.get("identifiers"))
         plan = plans.update_plan(database(), plan_id, data, actor(), expected_version())
+        with_signals(plan)
         return versioned(plan, plan.version)
 
     @blp.response(204)

@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_dump, validate
 
-from service import codes, plans, rules
+from service import codes, goals, instruments, plans, rules
 from service.instants import InvalidInstant, parse_instant
 
 MAX_PAGE_SIZE = 100
@@ -353,6 +353,45 @@ class PlanCreateSchema(PlanFields):
 
 
 class PlanPatchSchema(PlanFields):
+    open_goals = fields.Raw(
+        load_only=True,
+        allow_none=True,
+        metadata={
+            "description": "With `status` completed: what becomes of the goals still open "
+            '(proposed, planned, accepted, active, on-hold). `"resolve"` completes each: a '
+            "symptom goal achieved when its last score meets its target (achieved or "
+            "sustaining), otherwise not-achieved, every other goal not-achieved. Or an object "
+            'of goal ids, each `"resolve"` or `{lifecycle_status, achievement_status}` '
+            "(lifecycle completed, cancelled, rejected or entered-in-error), listing every "
+            "open goal. Without it a plan with open goals is not completed (422 names them)",
+            "oneOf": [
+                {"type": "string", "enum": ["resolve"]},
+                {
+                    "type": "object",
+                    "additionalProperties": {
+                        "oneOf": [
+                            {"type": "string", "enum": ["resolve"]},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "lifecycle_status": {
+                                        "type": "string",
+                                        "enum": codes.values(codes.GoalLifecycleStatus),
+                                    },
+                                    "achievement_status": {
+                                        "type": "string",
+                                        "enum": codes.values(codes.GoalAchievement),
+                                    },
+                                },
+                                "additionalProperties": False,
+                            },
+                        ]
+                    },
+                },
+            ],
+            "example": "resolve",
+        },
+    )
     contract_change_reason = fields.String(
         load_only=True,
         allow_none=True,
@@ -380,22 +419,64 @@ class PlanSchema(Audited, PlanFields, Identified):
         attribute="contracts",
         metadata={"description": "Every treatment contract, the current one last"},
     )
+    open_safety_signals = fields.Method(
+        "_open_safety_signals",
+        dump_only=True,
+        metadata={
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "instrument": {"type": "string"},
+                    "item": {"type": "string"},
+                    "score": {"type": "integer", "minimum": 1, "maximum": 3},
+                    "raised_on": {"type": "string", "format": "date"},
+                    "administration_id": {"type": "string"},
+                },
+            },
+            "description": "Safety signals not yet acknowledged (PHQ-9 item 9 answered above "
+            "0), oldest first: see the plan's safety-signals",
+        },
+    )
     links = fields.Method(
         "_links",
         dump_only=True,
         metadata={
             "type": "object",
             "additionalProperties": {"type": "string"},
-            "description": "The plan and its phases, goals, homework, sessions and changes",
+            "description": "The plan and its phases, goals, homework, sessions, "
+            "administrations, safety signals and changes",
         },
     )
+
+    def _open_safety_signals(self, plan: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": signal.id,
+                "instrument": signal.instrument,
+                "item": signal.item,
+                "score": signal.score,
+                "raised_on": signal.raised_on.isoformat(),
+                "administration_id": signal.administration_id,
+            }
+            for signal in getattr(plan, "open_safety_signals", None) or []
+        ]
 
     def _expected_end_date(self, plan: Any) -> str:
         return plans.expected_end_date(plan).isoformat()
 
     def _links(self, plan: Any) -> dict[str, str]:
         base = f"/api/v1/care-plans/{plan.id}"
-        parts = ("phases", "goals", "homework", "sessions", "changes")
+        parts = (
+            "phases",
+            "goals",
+            "homework",
+            "sessions",
+            "administrations",
+            "safety-signals",
+            "changes",
+        )
         return {"self": base, **{part: f"{base}/{part}" for part in parts}}
 
 
@@ -465,6 +546,19 @@ class GoalPatchSchema(GoalFields):
 class GoalSchema(Audited, GoalFields, PlanMember):
     """A stored record as the service returns it."""
 
+    achievement_source = fields.Function(
+        goals.achievement_source,
+        dump_only=True,
+        metadata={
+            "type": "string",
+            "enum": ["rules", "clinician"],
+            "description": "Who set achievement_status: `rules` (a symptom goal on the total "
+            "of a recorded instrument follows its scores) or `clinician` (set by hand; it "
+            "stands until the next score of the goal's measure is recorded, changed or "
+            "deleted, and always for other goals)",
+        },
+    )
+
 
 # --- homework -------------------------------------------------------------------------------
 
@@ -517,7 +611,10 @@ class SessionFields(StrictSchema):
         maximum=codes.PHQ9_MAX,
         allow_none=True,
         metadata={
-            "description": "PHQ-9 total score (LOINC 44261-6), attended sessions only",
+            "description": "PHQ-9 total score (LOINC 44261-6), attended sessions only: the "
+            "total of the session's PHQ-9 administration. Writing it records (or changes) a "
+            "total-only PHQ-9 administration of the session, null removes it; a session whose "
+            "PHQ-9 was answered item by item refuses another total",
             "example": 14,
         },
     )
@@ -530,8 +627,233 @@ class SessionPatchSchema(SessionFields):
         exclude = ("number",)
 
 
+class SessionScoreSchema(Schema):
+    """An administration taken in a session, in brief."""
+
+    id = fields.String()
+    instrument = fields.String(validate=validate.OneOf(list(instruments.INSTRUMENTS)))
+    source = fields.String(validate=_enum(instruments.AdministrationSource))
+    total = Integer(minimum=0)
+    band = fields.Function(lambda a: _band(a), metadata={"type": "object"})
+
+
 class SessionSchema(Audited, SessionFields, PlanMember):
     """A stored record as the service returns it."""
+
+    administrations = fields.List(
+        fields.Nested(SessionScoreSchema),
+        dump_only=True,
+        metadata={
+            "description": "The rating scales administered in the session (full records under "
+            "the plan's administrations)"
+        },
+    )
+
+
+# --- administrations of rating scales ---------------------------------------------------------
+
+
+def _band(administration: Any) -> dict[str, str]:
+    band = instruments.INSTRUMENTS[administration.instrument].band(administration.total)
+    return {"code": band.code, "display": band.display}
+
+
+_BAND_DOC = {
+    "type": "object",
+    "properties": {"code": {"type": "string"}, "display": {"type": "string"}},
+    "description": "The instrument's severity band of the total",
+    "example": {"code": "moderate", "display": "Moderate"},
+}
+
+
+class AdministrationFields(StrictSchema):
+    """What a client writes of an administration. The service checks the answers against
+    the instrument's declaration (GET /api/v1/instruments/{key})."""
+
+    instrument = fields.String(
+        required=True,
+        metadata={
+            "description": "The instrument's key: " + ", ".join(instruments.INSTRUMENTS),
+            "enum": list(instruments.INSTRUMENTS),
+            "example": "phq-9",
+        },
+    )
+    administered_on = Date(
+        allow_none=True,
+        metadata={
+            "description": "When it was taken; default: the date of `session_number`",
+            "example": "2026-01-12",
+        },
+    )
+    session_number = Integer(
+        minimum=1,
+        allow_none=True,
+        metadata={
+            "description": "The attended session it was taken in (one administration of an "
+            "instrument per session); null: between sessions",
+            "example": 2,
+        },
+    )
+    answered_by = fields.String(
+        allow_none=True,
+        validate=_enum(instruments.AnsweredBy),
+        metadata={"description": "Who gave the answers; default patient", "example": "patient"},
+    )
+    answers = fields.Dict(
+        keys=fields.String(),
+        values=Integer(),
+        allow_none=True,
+        metadata={
+            "description": "Item link id -> score (0-3) of every scored item (and optionally "
+            "the difficulty item); the total is computed from them. Leave out (or null) to "
+            "import a total alone",
+            "example": {
+                **{item.link_id: 1 for item in instruments.PHQ9.items},
+                "phq-9-9": 0,
+                "phq-9-difficulty": 1,
+            },
+        },
+    )
+    total = Integer(
+        allow_none=True,
+        metadata={
+            "description": "Without answers: a total imported from elsewhere (total-only). "
+            "With answers it is computed; if sent it must equal the computed one",
+            "example": 8,
+        },
+    )
+    note = fields.String(allow_none=True, validate=validate.Length(1, 2000))
+
+
+class AdministrationPatchSchema(AdministrationFields):
+    """Any subset of an administration's fields; the instrument does not change."""
+
+
+class AdministrationSchema(Audited, AdministrationFields, PlanMember):
+    """A stored administration as the service returns it."""
+
+    source = fields.String(
+        dump_only=True,
+        validate=_enum(instruments.AdministrationSource),
+        metadata={
+            "description": "items: the total is computed from the answers; total-only: "
+            "imported without its items",
+            "example": "items",
+        },
+    )
+    band = fields.Function(_band, dump_only=True, metadata=_BAND_DOC)
+
+
+# --- safety signals ---------------------------------------------------------------------------
+
+
+class SignalStatusCode(codes.StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+
+
+class SafetySignalSchema(Audited, PlanMember):
+    administration_id = fields.String(
+        dump_only=True, metadata={"description": "The administration whose answer raised it"}
+    )
+    instrument = fields.String(dump_only=True, metadata={"example": "phq-9"})
+    item = fields.String(dump_only=True, metadata={"example": "phq-9-9"})
+    score = Integer(minimum=0, dump_only=True, metadata={"example": 2})
+    raised_on = Date(dump_only=True, metadata={"description": "The administration's date"})
+    status = fields.String(
+        dump_only=True, validate=_enum(SignalStatusCode), metadata={"example": "open"}
+    )
+    acknowledged_at = fields.DateTime(dump_only=True, allow_none=True)
+    acknowledged_by = fields.String(dump_only=True, allow_none=True)
+    action_taken = fields.String(dump_only=True, allow_none=True)
+
+
+class AcknowledgementSchema(StrictSchema):
+    action_taken = fields.String(
+        required=True,
+        validate=validate.Length(1, 2000),
+        metadata={
+            "description": "What was done (risk assessed, safety plan reviewed...)",
+            "example": "Risk assessed in session: passive thoughts, no plan; safety plan "
+            "reviewed with the patient.",
+        },
+    )
+
+
+# --- instruments ------------------------------------------------------------------------------
+
+
+class AnswerOptionSchema(Schema):
+    code = fields.String(metadata={"description": "LOINC answer code", "example": "LA6568-5"})
+    display = fields.String(metadata={"example": "Not at all"})
+    score = Integer(minimum=0, metadata={"example": 0})
+
+
+class ItemSchema(Schema):
+    link_id = fields.String(metadata={"example": "phq-9-1"})
+    code = fields.String(metadata={"description": "LOINC code of the item", "example": "44250-9"})
+    text = fields.String()
+    scored = fields.Boolean(metadata={"description": "Counts towards the total"})
+    answers = fields.List(fields.Nested(AnswerOptionSchema))
+
+
+class BandSchema(Schema):
+    code = fields.String(metadata={"example": "mild"})
+    display = fields.String(metadata={"example": "Mild"})
+    low = Integer(minimum=0)
+    high = Integer(minimum=0)
+
+
+class InstrumentSchema(Schema):
+    key = fields.String(metadata={"example": "phq-9"})
+    name = fields.String(metadata={"example": "PHQ-9"})
+    title = fields.String()
+    panel_code = fields.String(metadata={"description": "LOINC code of the panel"})
+    total_code = fields.String(
+        metadata={"description": "LOINC code of the total (a goal target's measure)"}
+    )
+    total_display = fields.String()
+    min_score = Integer(minimum=0)
+    max_score = Integer(minimum=0)
+    items = fields.Method("_items", metadata={"type": "array", "items": {"type": "object"}})
+    bands = fields.List(fields.Nested(BandSchema))
+    minimal_important_change = Integer(
+        minimum=0,
+        metadata={
+            "description": "Points of change from the baseline a patient notices: improving "
+            "or worsening"
+        },
+    )
+    response_fraction = fields.Float(
+        metadata={
+            "description": "Response: a total at most this fraction of the baseline",
+            "minimum": 0,
+            "maximum": 1,
+        }
+    )
+    remission_below = Integer(minimum=0, metadata={"description": "Remission: a total below this"})
+    safety_item = fields.String(
+        allow_none=True,
+        metadata={"description": "The item whose answer above 0 raises a safety signal"},
+    )
+
+    def _items(self, instrument: Any) -> list[dict[str, Any]]:
+        return [
+            ItemSchema().dump(
+                {
+                    "link_id": item.link_id,
+                    "code": item.code,
+                    "text": item.text,
+                    "scored": item in instrument.items,
+                    "answers": item.answers,
+                }
+            )
+            for item in instrument.all_items
+        ]
+
+
+class InstrumentListSchema(Schema):
+    items = fields.List(fields.Nested(InstrumentSchema))
 
 
 # --- lists, queries, problems ------------------------------------------------------------------
@@ -693,3 +1015,17 @@ class ProblemSchema(Schema):
     instance = fields.String()
     request_id = fields.String()
     errors = fields.List(fields.Nested(FieldErrorSchema))
+
+
+class AdministrationQuerySchema(PageQuerySchema):
+    instrument = fields.String(
+        validate=validate.OneOf(list(instruments.INSTRUMENTS)),
+        metadata={"description": "Only the administrations of this instrument"},
+    )
+
+
+class SignalQuerySchema(PageQuerySchema):
+    status = fields.String(
+        validate=_enum(SignalStatusCode),
+        metadata={"description": "Only the signals with this status"},
+    )

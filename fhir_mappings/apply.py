@@ -43,6 +43,8 @@ _EPISODE_PATHS = {
     "notes": "CarePlan.note",
     "identifiers": "CarePlan.identifier",
     "relapse_prevention": f"CarePlan.extension('{t.EXT_RELAPSE_PREVENTION}')",
+    # A plan completed with goals still open: the status that cannot be set yet.
+    "open_goals": "CarePlan.status",
 }
 _PHASE_PATHS = {
     "start_session": f"CarePlan.extension('{t.EXT_SESSION_RANGE}')",

@@ -72,6 +72,18 @@ def _live(session: Session, plan_id: str) -> list[Administration]:
     )
 
 
+def list_in_order(session: Session, plan_id: str, instrument: str | None) -> list[Administration]:
+    """A plan's live administrations (of one instrument), in the order they were taken."""
+    found = [a for a in _live(session, plan_id) if instrument in (None, a.instrument)]
+    by_id = {a.id: a for a in found}
+    return [by_id[s.id] for s in progress.in_order(score(a) for a in found)]
+
+
+def of_session(session: Session, plan_id: str, number: int) -> list[Administration]:
+    """The live administrations taken in session ``number`` of a plan."""
+    return [a for a in _live(session, plan_id) if a.session_number == number]
+
+
 def list_administrations(
     database: Database, plan_id: str, instrument: str | None = None
 ) -> list[Administration]:
@@ -112,6 +124,7 @@ def _check(
     edit: PlanEdit,
     values: dict[str, Any],
     changed: Collection[str] | None = None,
+    record_id: str | None = None,
 ) -> None:
     """Check an administration as it would be stored, and compute its total.
 
@@ -128,7 +141,7 @@ def _check(
         return
     check_code(problems, "answered_by", values["answered_by"], AnsweredBy)
     check_text(problems, "note", values["note"], limit=MAX_SHORT_TEXT)
-    _check_when(problems, edit, values, changed)
+    _check_when(problems, edit, values, changed, record_id)
     answers = values["answers"]
     if answers is None:
         total = values["total"]
@@ -181,7 +194,11 @@ def _check(
 
 
 def _check_when(
-    problems: Problems, edit: PlanEdit, values: dict[str, Any], changed: Collection[str] | None
+    problems: Problems,
+    edit: PlanEdit,
+    values: dict[str, Any],
+    changed: Collection[str] | None,
+    record_id: str | None = None,
 ) -> None:
     plan = edit.plan
     number = values["session_number"]
@@ -202,6 +219,23 @@ def _check_when(
                 f"session {number} is {held.status}: scores are taken in attended sessions "
                 "(or between sessions, without a session number)",
             )
+        else:
+            # One administration of an instrument per session: the session's score.
+            other = edit.session.scalar(
+                select(Administration.id).where(
+                    Administration.plan_id == plan.id,
+                    Administration.session_number == number,
+                    Administration.instrument == values["instrument"],
+                    Administration.deleted_at.is_(None),
+                    Administration.id != (record_id or ""),
+                )
+            )
+            if other is not None:
+                problems.add(
+                    "session_number",
+                    f"session {number} already has a {values['instrument']} administration "
+                    f"({other}): change that one instead",
+                )
     when = values["administered_on"]
     if when is None and held is not None:
         when = values["administered_on"] = held.date
@@ -295,7 +329,7 @@ def change_administration(edit: PlanEdit, record: Administration, data: Mapping[
     merged["answered_by"] = merged["answered_by"] or AnsweredBy.PATIENT
     problems = Problems()
     check_dates(problems, data, "administered_on")
-    _check(problems, edit, merged, set(changes))
+    _check(problems, edit, merged, set(changes), record.id)
     problems.raise_if_any()
     previous_session = record.session_number
     fields = [name for name in _FIELDS if getattr(record, name) != merged[name]]
@@ -438,6 +472,26 @@ def list_signals(database: Database, plan_id: str, status: str | None = None) ->
         if status is not None:
             query = query.where(SafetySignal.status == status)
         return list(session.scalars(query.order_by(SafetySignal.created_at, SafetySignal.id)))
+
+
+def open_signals(database: Database, plan_ids: Collection[str]) -> dict[str, list[SafetySignal]]:
+    """The open safety signals of each of these plans, oldest first."""
+    if not plan_ids:
+        return {}
+    found: dict[str, list[SafetySignal]] = {}
+    with database.reading() as session:
+        rows = session.scalars(
+            select(SafetySignal)
+            .where(
+                SafetySignal.plan_id.in_(set(plan_ids)),
+                SafetySignal.status == SignalStatus.OPEN,
+                SafetySignal.deleted_at.is_(None),
+            )
+            .order_by(SafetySignal.created_at, SafetySignal.id)
+        )
+        for signal in rows:
+            found.setdefault(signal.plan_id, []).append(signal)
+    return found
 
 
 def get_signal(database: Database, plan_id: str, signal_id: str) -> SafetySignal:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from service import administrations, progress
 from service.codes import (
     FINISHED_GOAL_STATUSES,
     MEASURES,
@@ -29,6 +30,7 @@ from service.editing import (
     require_plan,
 )
 from service.errors import Conflict, RuleViolation
+from service.instruments import BY_TOTAL_CODE
 from service.models import CarePlan, Goal, Homework, new_id
 from service.rules import (
     Problems,
@@ -62,6 +64,41 @@ _PLAIN_FIELDS = (
     "phase",
     "notes",
 )
+
+
+def achievement_source(goal: Goal) -> str:
+    """Who set the goal's achievement status: ``rules`` for a symptom goal whose target
+    names the total of an instrument the plan records (service/progress.py) while no
+    clinician has set it, ``clinician`` otherwise."""
+    ruled = (
+        goal.kind == GoalKind.SYMPTOM
+        and goal.target_measure in BY_TOTAL_CODE
+        and goal.target_value is not None
+    )
+    return "rules" if ruled and not goal.achievement_manual else "clinician"
+
+
+def _ruled_status(edit: PlanEdit, goal: Mapping[str, Any]) -> str | None:
+    """The achievement status the rules give a goal (column names) from the plan's scores
+    of its measure; None when the rules do not judge it or no score has been taken."""
+    instrument = BY_TOTAL_CODE.get(goal["target_measure"] or "")
+    if (
+        instrument is None
+        or goal["kind"] != GoalKind.SYMPTOM
+        or goal["target_value"] is None
+        or goal["lifecycle_status"] in FINISHED_GOAL_STATUSES
+    ):
+        return None
+    try:
+        value = Decimal(goal["target_value"])
+    except (ArithmeticError, TypeError, ValueError):
+        return None
+    totals = [
+        a.total for a in administrations.list_in_order(edit.session, edit.plan.id, instrument.key)
+    ]
+    if not totals:
+        return None
+    return progress.achievement(instrument, totals, goal["target_comparator"], value)
 
 
 def list_goals(database: Database, plan_id: str) -> list[Goal]:
@@ -175,7 +212,13 @@ def add_goal(
         check_dates(problems, data, *_DATE_FIELDS)
         _check_goal(problems, plan, values)
         problems.raise_if_any()
-        goal = Goal(id=goal_id or new_id(), plan_id=plan.id, **values)
+        # A status the client gives is a clinician's; otherwise a symptom goal on a scale
+        # the plan records starts where its scores stand.
+        manual = values["achievement_status"] is not None
+        ruled = None if manual else _ruled_status(edit, values)
+        if ruled is not None:
+            values["achievement_status"] = ruled
+        goal = Goal(id=goal_id or new_id(), plan_id=plan.id, achievement_manual=manual, **values)
         edit.created("goal", goal)
     return get_goal(database, plan_id, goal.id)
 
@@ -215,12 +258,22 @@ def _apply_goal_changes(edit: PlanEdit, goal: Goal, data: Mapping[str, Any]) -> 
     check_dates(problems, data, *_DATE_FIELDS)
     _check_goal(problems, edit.plan, merged, kept_area=goal.problem_area if finished else None)
     problems.raise_if_any()
-    changed = assign(goal, changes)
-    if "achievement_status" in changed:
-        # A clinician's status: it stands until the next score of the goal's measure
-        # (service/administrations.py hands it back to the rules).
+    if (
+        "achievement_status" not in changes
+        and not goal.achievement_manual
+        and any(getattr(goal, name) != merged[name] for name in (*_TARGET_COLUMNS.values(), "kind"))
+    ):
+        # A new target is judged by the rules on the scores already taken.
+        ruled = _ruled_status(edit, merged)
+        if ruled is not None:
+            changes["achievement_status"] = ruled
+    fields = assign(goal, changes)
+    by_clinician = "achievement_status" in data and "achievement_status" in fields
+    if by_clinician and not goal.achievement_manual:
+        # A clinician's judgement stands until the next score of the goal's measure.
         goal.achievement_manual = True
-    edit.updated("goal", goal, changed)
+        fields.append("achievement_manual")
+    edit.updated("goal", goal, fields)
 
 
 def delete_goal(

@@ -10,14 +10,16 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from service import administrations, plan_checks, progress
 from service import phases as phase_rules
-from service import plan_checks
 from service.codes import (
     CLOSED_PLAN_STATUSES,
+    FINISHED_GOAL_STATUSES,
     PLAN_STATUS_TRANSITIONS,
     VARIANT_CONTRACTS,
     Frequency,
     GoalAchievement,
+    GoalKind,
     GoalLifecycleStatus,
     PhaseStatus,
     PlanStatus,
@@ -38,6 +40,7 @@ from service.editing import (
 )
 from service.errors import RuleViolation
 from service.instants import clamp
+from service.instruments import BY_TOTAL_CODE
 from service.models import (
     CarePlan,
     Contract,
@@ -325,6 +328,7 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     check_date_order(
         problems, "end_date" if "end_date" in data else "start_date", end, "start_date", start
     )
+    closing = _goal_outcomes(edit, problems, data, new_status)
     problems.raise_if_any()
 
     if "problem_areas" in data:
@@ -363,6 +367,7 @@ def _apply_plan_changes(edit: PlanEdit, data: Mapping[str, Any]) -> None:
     assign(plan, changes)
     identifiers = _replace_identifiers(edit, data["identifiers"]) if "identifiers" in data else []
     if new_status != plan.status:
+        _close_goals(edit, closing)
         _change_status(edit, PlanStatus(new_status))
     edit.updated("care_plan", plan, changed_fields(plan, before) + identifiers)
 
@@ -445,6 +450,147 @@ def _replace_identifiers(edit: PlanEdit, identifiers: list[Mapping[str, str]]) -
     ]
     edit.session.flush()
     return ["identifiers"]
+
+
+# A goal in one of these states still binds the plan: a plan is not completed around it.
+OPEN_GOAL_STATUSES = frozenset(
+    {
+        GoalLifecycleStatus.PROPOSED,
+        GoalLifecycleStatus.PLANNED,
+        GoalLifecycleStatus.ACCEPTED,
+        GoalLifecycleStatus.ACTIVE,
+        GoalLifecycleStatus.ON_HOLD,
+    }
+)
+RESOLVE = "resolve"
+
+
+def open_goals(edit: PlanEdit) -> list[Goal]:
+    """The plan's goals that still bind it, in the order they were set."""
+    return list(
+        edit.session.scalars(
+            select(Goal)
+            .where(
+                Goal.plan_id == edit.plan.id,
+                Goal.deleted_at.is_(None),
+                Goal.lifecycle_status.in_(OPEN_GOAL_STATUSES),
+            )
+            .order_by(Goal.created_at, Goal.id)
+        )
+    )
+
+
+def _resolved(edit: PlanEdit, goal: Goal) -> dict[str, Any]:
+    """What ``resolve`` makes of an open goal: completed; a symptom goal achieved when its
+    last score meets its target (achieved or sustaining), otherwise, and for every other
+    goal, not achieved."""
+    achieved = False
+    instrument = BY_TOTAL_CODE.get(goal.target_measure or "")
+    if goal.kind == GoalKind.SYMPTOM and instrument is not None and goal.target_value is not None:
+        totals = [
+            a.total
+            for a in administrations.list_in_order(edit.session, edit.plan.id, instrument.key)
+        ]
+        status = progress.achievement(instrument, totals, goal.target_comparator, goal.target_value)
+        achieved = status in (GoalAchievement.ACHIEVED, GoalAchievement.SUSTAINING)
+    elif goal.kind == GoalKind.SYMPTOM:
+        # A scale the plan does not record: the status a clinician last gave it.
+        achieved = goal.achievement_status in (
+            GoalAchievement.ACHIEVED,
+            GoalAchievement.SUSTAINING,
+        )
+    return {
+        "lifecycle_status": GoalLifecycleStatus.COMPLETED,
+        "achievement_status": GoalAchievement.ACHIEVED
+        if achieved
+        else GoalAchievement.NOT_ACHIEVED,
+    }
+
+
+def _goal_outcomes(
+    edit: PlanEdit, problems: Problems, data: Mapping[str, Any], new_status: str
+) -> dict[str, dict[str, Any]]:
+    """What becomes of each open goal when the plan is completed (``open_goals``): goal id
+    -> the lifecycle and achievement status it is closed with. A plan is not completed
+    with goals still open unless the request says what becomes of them."""
+    given = data.get("open_goals")
+    completing = new_status == PlanStatus.COMPLETED and edit.plan.status != PlanStatus.COMPLETED
+    if not completing:
+        if given is not None:
+            problems.add("open_goals", "says what becomes of open goals when the plan is completed")
+        return {}
+    goals = open_goals(edit)
+    if given is None:
+        for goal in goals:
+            problems.add(
+                f"open_goals.{goal.id}",
+                f"goal {goal.id} ({goal.description[:60]}) is still {goal.lifecycle_status}: "
+                'finish it first, or say what becomes of it in open_goals ("resolve", or its '
+                "lifecycle_status and achievement_status)",
+            )
+        return {}
+    if given == RESOLVE:
+        return {goal.id: _resolved(edit, goal) for goal in goals}
+    if not isinstance(given, Mapping):
+        problems.add(
+            "open_goals",
+            '"resolve", or an object of goal ids and what becomes of each '
+            '({lifecycle_status, achievement_status} or "resolve")',
+        )
+        return {}
+    by_id = {goal.id: goal for goal in goals}
+    outcomes: dict[str, dict[str, Any]] = {}
+    for goal_id, outcome in given.items():
+        field = f"open_goals.{goal_id}"
+        listed = by_id.get(goal_id)
+        if listed is None:
+            problems.add(field, f"{goal_id!r} is not an open goal of this plan")
+        elif outcome == RESOLVE:
+            outcomes[goal_id] = _resolved(edit, listed)
+        elif not isinstance(outcome, Mapping) or set(outcome) - {
+            "lifecycle_status",
+            "achievement_status",
+        }:
+            problems.add(
+                field, '"resolve", or an object of lifecycle_status and achievement_status'
+            )
+        else:
+            lifecycle = outcome.get("lifecycle_status", GoalLifecycleStatus.COMPLETED)
+            achievement = outcome.get("achievement_status")
+            check_code(problems, f"{field}.lifecycle_status", lifecycle, GoalLifecycleStatus)
+            check_code(problems, f"{field}.achievement_status", achievement, GoalAchievement)
+            if lifecycle in OPEN_GOAL_STATUSES:
+                problems.add(
+                    f"{field}.lifecycle_status",
+                    f"a goal is closed with the plan: {', '.join(sorted(FINISHED_GOAL_STATUSES))}"
+                    f", not {lifecycle}",
+                )
+            outcomes[goal_id] = {
+                "lifecycle_status": lifecycle,
+                "achievement_status": achievement,
+                "achievement_manual": achievement is not None,
+            }
+    for goal in goals:
+        if goal.id not in given:
+            problems.add(
+                f"open_goals.{goal.id}",
+                f"goal {goal.id} ({goal.description[:60]}) is still {goal.lifecycle_status}: "
+                'say what becomes of it ("resolve", or its lifecycle_status and '
+                "achievement_status)",
+            )
+    return outcomes
+
+
+def _close_goals(edit: PlanEdit, outcomes: Mapping[str, Mapping[str, Any]]) -> None:
+    for goal in open_goals(edit):
+        outcome = outcomes.get(goal.id)
+        if outcome is not None:
+            changes = {k: v for k, v in outcome.items() if k != "achievement_manual"}
+            fields = assign(goal, changes)
+            if outcome.get("achievement_manual") and not goal.achievement_manual:
+                goal.achievement_manual = True
+                fields.append("achievement_manual")
+            edit.updated("goal", goal, fields)
 
 
 def _change_status(edit: PlanEdit, status: PlanStatus) -> None:

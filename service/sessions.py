@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from service import administrations
 from service import phases as phase_rules
 from service.codes import (
     HELD_SESSION_STATUSES,
@@ -22,7 +23,8 @@ from service.codes import (
 from service.db import Database
 from service.editing import PlanEdit, assign, check_version, edit_plan, require_plan
 from service.errors import Conflict, Gone, NotFound, RuleViolation
-from service.models import TherapySession
+from service.instruments import PHQ9, AdministrationSource
+from service.models import Administration, TherapySession
 from service.phase_changes import log_phase_changes, snapshot
 from service.rules import (
     INTEGER_MAX,
@@ -40,15 +42,28 @@ _FUTURE_TOLERANCE = timedelta(days=1)
 
 
 def list_sessions(database: Database, plan_id: str) -> list[TherapySession]:
+    """A plan's sessions in number order, each with the ``administrations`` taken in it."""
     with database.reading() as session:
         require_plan(session, plan_id)
-        return list(
+        found = list(
             session.scalars(
                 select(TherapySession)
                 .where(TherapySession.plan_id == plan_id, TherapySession.deleted_at.is_(None))
                 .order_by(TherapySession.number)
             )
         )
+        _with_scores(session, plan_id, found)
+        return found
+
+
+def _with_scores(session: Session, plan_id: str, records: list[TherapySession]) -> None:
+    """Give each session the administrations taken in it (``administrations``)."""
+    held: dict[int, list[Administration]] = {}
+    for administration in administrations.list_in_order(session, plan_id, None):
+        if administration.session_number is not None:
+            held.setdefault(administration.session_number, []).append(administration)
+    for record in records:
+        record.administrations = held.get(record.number, [])  # type: ignore[attr-defined]
 
 
 def _load_session(session: Session, plan_id: str, number: int) -> TherapySession:
@@ -69,9 +84,12 @@ def _load_session(session: Session, plan_id: str, number: int) -> TherapySession
 
 
 def get_session(database: Database, plan_id: str, number: int) -> TherapySession:
+    """A session, with the ``administrations`` taken in it."""
     with database.reading() as session:
         require_plan(session, plan_id)
-        return _load_session(session, plan_id, number)
+        record = _load_session(session, plan_id, number)
+        _with_scores(session, plan_id, [record])
+        return record
 
 
 def _check_session(
@@ -122,6 +140,77 @@ def _check_session(
     check_text(problems, "note", values["note"], limit=MAX_SHORT_TEXT)
 
 
+def _session_phq9(held: list[Administration]) -> Administration | None:
+    return next((a for a in held if a.instrument == PHQ9.key), None)
+
+
+def _is_session_total(administration: Administration) -> bool:
+    """The total-only PHQ-9 administration a session's ``phq9_total`` stands for."""
+    return (
+        administration.instrument == PHQ9.key
+        and administration.source == AdministrationSource.TOTAL_ONLY
+    )
+
+
+def _check_scores(
+    problems: Problems, held: list[Administration], number: int, changes: Mapping[str, Any]
+) -> None:
+    """A session's ``phq9_total`` is the total of its PHQ-9 administration: it records or
+    changes a total-only one, never one answered item by item; a session that stops being
+    attended loses its scores, only the total-only PHQ-9 silently."""
+    phq9 = _session_phq9(held)
+    if (
+        "phq9_total" in changes
+        and phq9 is not None
+        and phq9.source == AdministrationSource.ITEMS
+        and changes["phq9_total"] != phq9.total
+    ):
+        problems.add(
+            "phq9_total",
+            f"the PHQ-9 of session {number} was answered item by item (administration "
+            f"{phq9.id}, total {phq9.total}): change its answers instead",
+        )
+    if "status" in changes and changes["status"] != SessionStatus.ATTENDED:
+        kept = [a.id for a in held if not _is_session_total(a)]
+        if kept:
+            problems.add(
+                "status",
+                f"scores were taken in session {number} (administrations {', '.join(kept)}): "
+                "delete them first, or record them without the session",
+            )
+
+
+def _sync_scores(
+    edit: PlanEdit,
+    record: TherapySession,
+    held: list[Administration],
+    changes: Mapping[str, Any],
+) -> None:
+    """Make the session's administrations follow the change: its date, and the total-only
+    PHQ-9 administration its ``phq9_total`` records."""
+    phq9 = _session_phq9(held)
+    if "date" in changes and record.date is not None:
+        for administration in held:
+            if administration.administered_on != record.date:
+                administrations.change_administration(
+                    edit, administration, {"administered_on": record.date}
+                )
+    if "phq9_total" not in changes:
+        return
+    total = changes["phq9_total"]
+    if phq9 is None:
+        if total is not None:
+            administrations.add_administration(
+                edit,
+                {"instrument": PHQ9.key, "session_number": record.number, "total": total},
+            )
+    elif _is_session_total(phq9):
+        if total is None:
+            administrations.remove_administration(edit, phq9)
+        elif total != phq9.total:
+            administrations.change_administration(edit, phq9, {"total": total})
+
+
 def _after_change(edit: PlanEdit, record: TherapySession) -> None:
     if record.status == SessionStatus.ATTENDED:
         before = snapshot(edit.plan.phases)
@@ -168,6 +257,9 @@ def record_session(
             record = TherapySession(plan_id=plan.id, number=number, **values)
             edit.created("session", record)
             edit.session.flush()
+            if values["phq9_total"] is not None:
+                # A number freed by a deleted session has no administrations left.
+                _sync_scores(edit, record, [], {"phq9_total": values["phq9_total"]})
             _after_change(edit, record)
     except IntegrityError as error:
         raise Conflict(f"session {data.get('number')} is already recorded") from error
@@ -206,8 +298,11 @@ def update_session(
         problems = Problems()
         check_dates(problems, data, "date")
         _check_session(problems, edit, merged, set(changes))
+        held = administrations.of_session(edit.session, edit.plan.id, number)
+        _check_scores(problems, held, number, changes)
         problems.raise_if_any()
         edit.updated("session", record, assign(record, changes))
+        _sync_scores(edit, record, held, changes)
         _after_change(edit, record)
     return get_session(database, plan_id, number)
 
@@ -215,9 +310,23 @@ def update_session(
 def delete_session(
     database: Database, plan_id: str, number: int, actor: str, expected_version: int | None = None
 ) -> None:
-    """Mark a session deleted (recorded in error); its number can be recorded again."""
+    """Mark a session deleted (recorded in error); its number can be recorded again.
+
+    The total-only PHQ-9 administration its ``phq9_total`` recorded goes with it; a
+    session in which scores were answered item by item (or on another instrument) is
+    refused with 409 until they are deleted or recorded without the session.
+    """
     with edit_plan(database, plan_id, actor) as edit:
         edit.require_open("its sessions")
         record = _load_session(edit.session, edit.plan.id, number)
         check_version(record, expected_version, f"session {number}")
+        held = administrations.of_session(edit.session, edit.plan.id, number)
+        kept = [a.id for a in held if not _is_session_total(a)]
+        if kept:
+            raise Conflict(
+                f"scores were taken in session {number} (administrations {', '.join(kept)}): "
+                "delete them first, or record them without the session"
+            )
         edit.deleted("session", record)
+        for administration in held:
+            administrations.remove_administration(edit, administration)

@@ -39,6 +39,9 @@ NO_PATIENT_DATA = {
     "/openapi.json",
     "/readyz",
     "/static/<path:filename>",
+    # The instrument declarations: any authenticated client reads them, unaudited.
+    "/api/v1/instruments",
+    "/api/v1/instruments/<key>",
 }
 # Routes that answer aggregate figures of many patients and name none: their reads are
 # audited naming no patient (tests/test_outcomes_report.py checks that record).
@@ -52,6 +55,8 @@ class Episode:
     identifier: str
     goal_id: str
     homework_id: str
+    administration_id: str
+    signal_id: str
 
 
 @dataclass
@@ -77,7 +82,22 @@ def make_episode(client: Client, tag: str) -> Episode:
     goals = client.get(f"/api/v1/care-plans/{plan['id']}/goals").json()["items"]
     attend_first_session(client, plan)
     task = assign(client, plan)
-    return Episode(patient, plan, identifier, goals[0]["id"], task["id"])
+    # PHQ-9 item 9 answered above 0: the administration raises a safety signal.
+    scores = {f"phq-9-{n}": 1 for n in range(1, 10)}
+    administration = client.post(
+        f"/api/v1/care-plans/{plan['id']}/administrations",
+        json={"instrument": "phq-9", "session_number": 1, "answers": scores},
+    ).json()
+    signals = client.get(f"/api/v1/care-plans/{plan['id']}/safety-signals").json()["items"]
+    return Episode(
+        patient,
+        plan,
+        identifier,
+        goals[0]["id"],
+        task["id"],
+        administration["id"],
+        signals[0]["id"],
+    )
 
 
 @pytest.fixture
@@ -132,6 +152,32 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], list[Request]], int]] = {
     ("/api/v1/care-plans/<plan_id>/homework/<homework_id>", "GET"): (
         lambda w: [
             ("GET", f"/api/v1/care-plans/{w.first.plan['id']}/homework/{w.first.homework_id}", {})
+        ],
+        1,
+    ),
+    ("/api/v1/care-plans/<plan_id>/administrations", "GET"): (
+        lambda w: native(w, "administrations"),
+        1,
+    ),
+    ("/api/v1/care-plans/<plan_id>/administrations/<administration_id>", "GET"): (
+        lambda w: [
+            (
+                "GET",
+                f"/api/v1/care-plans/{e.plan['id']}/administrations/{e.administration_id}",
+                {},
+            )
+            for e in w.episodes
+        ],
+        1,
+    ),
+    ("/api/v1/care-plans/<plan_id>/safety-signals", "GET"): (
+        lambda w: native(w, "safety-signals"),
+        1,
+    ),
+    ("/api/v1/care-plans/<plan_id>/safety-signals/<signal_id>", "GET"): (
+        lambda w: [
+            ("GET", f"/api/v1/care-plans/{e.plan['id']}/safety-signals/{e.signal_id}", {})
+            for e in w.episodes
         ],
         1,
     ),

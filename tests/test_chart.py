@@ -6,6 +6,7 @@ checked against the Kubernetes OpenAPI schemas (kubernetes-validate, strict).
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ SIGNING_KEY = (
     "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"
     "-----END PRIVATE KEY-----\n"
 )
+KEY_ENCRYPTION_KEY = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA="
 BASE: dict[str, Any] = {
     "image": {"repository": "registry.example.org/ipt-careplans"},
     "database": {"url": "postgresql://ipt:secret@postgres.db.svc:5432/ipt"},
@@ -78,6 +80,22 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "tokenSigningKey": {"existingSecret": "ipt-jwt", "existingSecretKey": "key.pem"},
             "serviceAccount": {"create": False, "name": "ipt-runner"},
             "networkPolicy": {"databasePeers": [{"ipBlock": {"cidr": "10.0.12.0/24"}}]},
+        },
+    ),
+    "proxies-kek-redis": merged(
+        BASE,
+        {
+            "config": {"trustedProxies": ["10.244.0.0/16", "fd00::1"]},
+            "keyEncryptionKey": {"key": KEY_ENCRYPTION_KEY},
+            "rateLimit": {"redis": {"url": "redis://:pw@redis.cache.svc:6380/0"}},
+        },
+    ),
+    "existing-kek-redis": merged(
+        BASE,
+        {
+            "keyEncryptionKey": {"existingSecret": "ipt-kek", "existingSecretKey": "kek"},
+            "rateLimit": {"redis": {"existingSecret": "ipt-redis", "existingSecretKey": "url"}},
+            "networkPolicy": {"redisPeers": [{"ipBlock": {"cidr": "10.0.20.5/32"}}]},
         },
     ),
     "servicemonitor": merged(
@@ -398,6 +416,93 @@ def test_network_policy_admits_listed_namespaces(
     assert expression["values"] == ["ingress-nginx", "monitoring"]
 
 
+def egress_rules(policy: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
+    """The peers of each egress rule other than DNS, by port."""
+    rules = {}
+    for rule in policy["egress"]:
+        [port] = [p for p in rule["ports"] if p["protocol"] == "TCP"][:1]
+        if port["port"] != 53:
+            rules[port["port"]] = rule["to"]
+    return rules
+
+
+def test_defaults_leave_proxies_key_encryption_and_redis_unset(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["defaults"]
+    config = one(objects, "ConfigMap", FULLNAME)["data"]
+    assert "IPT_TRUSTED_PROXIES" not in config
+    [container] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    assert "IPT_KEY_ENCRYPTION_KEY_FILE" not in env
+    assert "IPT_RATE_LIMIT_STORAGE" not in env
+    assert list(egress_rules(one(objects, "NetworkPolicy")["spec"])) == [5432]
+
+
+def test_trusted_proxies_key_encryption_key_and_redis_are_configured(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["proxies-kek-redis"]
+    config = one(objects, "ConfigMap", FULLNAME)["data"]
+    assert config["IPT_TRUSTED_PROXIES"] == "10.244.0.0/16,fd00::1"
+    spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    env = env_of(container)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["key-encryption-key"]["readOnly"] is True
+    assert (
+        env["IPT_KEY_ENCRYPTION_KEY_FILE"]
+        == mounts["key-encryption-key"]["mountPath"] + "/key-encryption-key"
+    )
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    kek_secret = f"{FULLNAME}-key-encryption"
+    assert volumes["key-encryption-key"]["secret"]["secretName"] == kek_secret
+    assert volumes["key-encryption-key"]["secret"]["defaultMode"] == 0o440
+    stored = one(objects, "Secret", kek_secret)["data"]["key-encryption-key"]
+    assert base64.b64decode(stored).decode() == KEY_ENCRYPTION_KEY
+    redis_secret = f"{FULLNAME}-redis"
+    assert env["IPT_RATE_LIMIT_STORAGE"] == {
+        "secretKeyRef": {"name": redis_secret, "key": "redis-url"}
+    }
+    assert base64.b64decode(one(objects, "Secret", redis_secret)["data"]["redis-url"]).decode() == (
+        "redis://:pw@redis.cache.svc:6380/0"
+    )
+    # Egress to the database and to that Redis only (its namespace, its port).
+    rules = egress_rules(one(objects, "NetworkPolicy")["spec"])
+    assert rules == {
+        5432: [NAMESPACE_DB],
+        6380: [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "cache"}}}],
+    }
+    # Nothing secret is in the ConfigMap.
+    assert not any("pw@" in value or KEY_ENCRYPTION_KEY in value for value in config.values())
+
+
+def test_existing_key_encryption_and_redis_secrets_are_referenced(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    objects = rendered["existing-kek-redis"]
+    names = {o["metadata"]["name"] for o in by_kind(objects, "Secret")}
+    assert not any(name.endswith(("-key-encryption", "-redis")) for name in names)
+    spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    env = env_of(container)
+    assert env["IPT_KEY_ENCRYPTION_KEY_FILE"].endswith("/kek")
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["key-encryption-key"]["secret"]["secretName"] == "ipt-kek"
+    assert env["IPT_RATE_LIMIT_STORAGE"] == {"secretKeyRef": {"name": "ipt-redis", "key": "url"}}
+    rules = egress_rules(one(objects, "NetworkPolicy")["spec"])
+    assert rules[6379] == [{"ipBlock": {"cidr": "10.0.20.5/32"}}]
+
+
+def test_redis_in_an_existing_secret_needs_its_peers(chart: Any) -> None:
+    values = merged(BASE, {"rateLimit": {"redis": {"existingSecret": "ipt-redis"}}})
+    with pytest.raises(Exception, match=r"networkPolicy\.redisPeers is required"):
+        render(chart, values)
+    values = merged(BASE, {"rateLimit": {"redis": {"url": "redis://cache.example.org:6379"}}})
+    with pytest.raises(Exception, match=r"networkPolicy\.redisPeers is required"):
+        render(chart, values)
+
+
 # --- optional objects --------------------------------------------------------------------
 
 
@@ -502,6 +607,22 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         "/terminationGracePeriodSeconds",
     ),
     "misspelt value": (merged(BASE, {"autoscaling": {"enable": True}}), "/autoscaling"),
+    "trusted proxy not an address": (
+        merged(BASE, {"config": {"trustedProxies": ["ingress.example.org"]}}),
+        "/config/trustedProxies",
+    ),
+    "key-encryption key not 32 bytes of base64": (
+        merged(BASE, {"keyEncryptionKey": {"key": "secret"}}),
+        "/keyEncryptionKey",
+    ),
+    "key-encryption key given twice": (
+        merged(BASE, {"keyEncryptionKey": {"key": KEY_ENCRYPTION_KEY, "existingSecret": "k"}}),
+        "/keyEncryptionKey",
+    ),
+    "rate-limit storage not Redis": (
+        merged(BASE, {"rateLimit": {"redis": {"url": "memcached://cache:11211"}}}),
+        "/rateLimit/redis",
+    ),
     "external issuer without keys": (
         merged(BASE, {"config": {"external": {"issuer": "https://idp.example.org"}}}),
         "/config/external",

@@ -357,7 +357,16 @@ def test_patch_changes_only_the_fields_sent_and_bumps_version_and_etag(
     assert changed["version"] == 2
     assert (changed["achievement_status"], changed["priority"]) == ("improving", "medium-priority")
     assert changed["updated_by"] == "nurse.kim"
-    unchanged_fields = {"achievement_status", "priority", "version", "updated_at", "updated_by"}
+    # A clinician's status stands until the next score of the goal's measure.
+    assert (goal["achievement_source"], changed["achievement_source"]) == ("rules", "clinician")
+    unchanged_fields = {
+        "achievement_status",
+        "achievement_source",
+        "priority",
+        "version",
+        "updated_at",
+        "updated_by",
+    }
     assert {k: v for k, v in changed.items() if k not in unchanged_fields} == {
         k: v for k, v in goal.items() if k not in unchanged_fields
     }
@@ -408,7 +417,8 @@ def test_goal_change_is_logged_with_its_fields_and_author(client: Client, plan: 
     mine = [c for c in changes if c["entity_id"] == goal["id"]]
     assert [(c["action"], c["fields"], c["actor"]) for c in mine] == [
         ("create", [], client.client_id),
-        ("update", ["achievement_status", "lifecycle_status"], "dr.rivera"),
+        # The status is now the clinician's (achievement_source), not the rules'.
+        ("update", ["achievement_manual", "achievement_status", "lifecycle_status"], "dr.rivera"),
     ]
 
 
@@ -565,7 +575,12 @@ def test_closed_plan_refuses_new_goals_but_lets_goal_notes_change(
 ) -> None:
     goal = goals_of(client, plan)[0]
     url = plan_url(plan, "goals", goal["id"])
-    assert client.patch(plan_url(plan), json={"status": "completed"}).status_code == 200
+    assert (
+        client.patch(
+            plan_url(plan), json={"status": "completed", "open_goals": "resolve"}
+        ).status_code
+        == 200
+    )
     before = state(client, database, plan)
     assert_refused(client.post(plan_url(plan, "goals"), json=SYMPTOM_GOAL), 422)
     assert_refused(client.patch(url, json={"achievement_status": "achieved"}), 422)
@@ -575,15 +590,21 @@ def test_closed_plan_refuses_new_goals_but_lets_goal_notes_change(
     assert_refused(client.delete(url), 422)
     assert state(client, database, plan) == before
     notes = [{"text": "Mourning largely complete at the last session."}]
-    response = client.patch(url, json={"notes": notes}, headers={"If-Match": '"1"'})
+    # Completing the plan completed the goal (version 2).
+    response = client.patch(url, json={"notes": notes}, headers={"If-Match": '"2"'})
     assert response.status_code == 200, response.text
-    assert (response.json()["notes"], response.json()["version"]) == (notes, 2)
+    assert (response.json()["notes"], response.json()["version"]) == (notes, 3)
     assert read_goal(client, plan, goal)["notes"] == notes
 
 
 def test_closed_plan_accepts_notes_sent_with_unchanged_fields(client: Client, plan: dict) -> None:
     goal = goals_of(client, plan)[0]
-    assert client.patch(plan_url(plan), json={"status": "completed"}).status_code == 200
+    assert (
+        client.patch(
+            plan_url(plan), json={"status": "completed", "open_goals": "resolve"}
+        ).status_code
+        == 200
+    )
     notes = [{"text": "Reviewed at discharge."}]
     response = client.patch(
         plan_url(plan, "goals", goal["id"]),

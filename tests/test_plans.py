@@ -378,7 +378,12 @@ def test_invalid_patch_changes_nothing(
 
 
 def test_illegal_status_change_is_refused(client: Client, plan: dict) -> None:
-    assert client.patch(plan_url(plan), json={"status": "completed"}).status_code == 200
+    assert (
+        client.patch(
+            plan_url(plan), json={"status": "completed", "open_goals": "resolve"}
+        ).status_code
+        == 200
+    )
     back = client.patch(plan_url(plan), json={"status": "active"})
     assert back.status_code == 422
     assert problem_fields(back) == ["status"]
@@ -386,7 +391,7 @@ def test_illegal_status_change_is_refused(client: Client, plan: dict) -> None:
 
 
 def test_completed_plan_accepts_only_note_changes(client: Client, plan: dict) -> None:
-    client.patch(plan_url(plan), json={"status": "completed"})
+    client.patch(plan_url(plan), json={"status": "completed", "open_goals": "resolve"})
     refused = client.patch(
         plan_url(plan),
         json={"formulation": "rewritten", "notes": [{"text": "follow-up in 3 months"}]},
@@ -397,7 +402,7 @@ def test_completed_plan_accepts_only_note_changes(client: Client, plan: dict) ->
     assert notes.status_code == 200
     assert notes.json()["notes"] == [{"text": "follow-up in 3 months"}]
     assert client.patch(plan_url(plan), json={"status": "entered-in-error"}).status_code == 200
-    final = client.patch(plan_url(plan), json={"status": "completed"})
+    final = client.patch(plan_url(plan), json={"status": "completed", "open_goals": "resolve"})
     assert final.status_code == 422
 
 
@@ -405,7 +410,9 @@ def test_completing_a_plan_completes_its_phase_in_progress(client: Client, plan:
     client.post(
         plan_url(plan, "sessions"), json={"number": 1, "date": "2026-01-05", "status": "attended"}
     )
-    completed = client.patch(plan_url(plan), json={"status": "completed"}).json()
+    completed = client.patch(
+        plan_url(plan), json={"status": "completed", "open_goals": "resolve"}
+    ).json()
     assert [p["status"] for p in completed["phases"]] == ["completed", "not-started", "not-started"]
 
 

@@ -62,6 +62,12 @@ def test_the_readme_walk_through_runs_as_written(client: Client, database_url: s
     assert homework["status"] == "completed"
     (session,) = items(client, f"/api/v1/care-plans/{plan['id']}/sessions")
     assert session["phq9_total"] == 17
+    scores = items(client, f"/api/v1/care-plans/{plan['id']}/administrations")
+    assert [(a["source"], a["total"]) for a in scores] == [("total-only", 17), ("items", 11)]
+    symptom = next(
+        g for g in items(client, f"/api/v1/care-plans/{plan['id']}/goals") if g["kind"] == "symptom"
+    )
+    assert symptom["achievement_status"] == "improving"
     # The security section: the EHR's secret took a token, the auditor read the trail.
     assert '"access_token"' in result.stdout
     assert '"resourceType":"Bundle"' in result.stdout.replace(" ", "")

@@ -3,10 +3,15 @@
 A permission is a resource type and a SMART v2 interaction letter (c, r, u, d, s). The
 native API uses the scopes of the FHIR resources it touches: a plan, its phases, sessions
 and homework are CarePlans (sessions and homework are activities of a phase CarePlan, so
-changing them updates it); goals are Goals. A route that shows records of several types
-needs a permission for each (a plan's progress shows its scores, which FHIR serves as
-Observations): every one is checked, and the first missing one is refused. The clinic's
-outcomes report is a MeasureReport: aggregate figures, with a scope of its own.
+changing them updates it); goals are Goals; administrations of rating scales are
+Observations (their totals are published as such) and safety signals are Flags. A route
+that shows records of several types needs a permission for each (a plan's progress shows
+its scores, which FHIR serves as Observations): every one is checked, and the first
+missing one is refused. The clinic's outcomes report is a MeasureReport: aggregate
+figures, with a scope of its own.
+
+The instrument declarations (``/api/v1/instruments``) hold no patient data: any
+authenticated client reads them, whatever its scopes (``AUTHENTICATED``).
 """
 
 from __future__ import annotations
@@ -64,9 +69,19 @@ NATIVE: dict[tuple[str, str], Permission | tuple[Permission, ...]] = {
     ("sessions.Session", "GET"): Permission("CarePlan", "r"),
     ("sessions.Session", "PATCH"): Permission("CarePlan", "u"),
     ("sessions.Session", "DELETE"): Permission("CarePlan", "u"),
+    ("administrations.Administrations", "GET"): Permission("Observation", "s"),
+    ("administrations.Administrations", "POST"): Permission("Observation", "c"),
+    ("administrations.Administration", "GET"): Permission("Observation", "r"),
+    ("administrations.Administration", "PATCH"): Permission("Observation", "u"),
+    ("administrations.Administration", "DELETE"): Permission("Observation", "d"),
+    ("safety-signals.SafetySignals", "GET"): Permission("Flag", "s"),
+    ("safety-signals.SafetySignal", "GET"): Permission("Flag", "r"),
+    ("safety-signals.Acknowledgement", "POST"): Permission("Flag", "u"),
     ("progress.PlanProgress", "GET"): (Permission("CarePlan", "r"), Permission("Observation", "r")),
     ("reports.OutcomesReport", "GET"): Permission("MeasureReport", "r"),
 }
+# Native routes any authenticated client may use, whatever its scopes: no patient data.
+AUTHENTICATED = frozenset({"instruments.Instruments", "instruments.Instrument"})
 
 
 def needs(endpoint: str, method: str) -> tuple[Permission, ...] | None:
@@ -126,7 +141,7 @@ def required() -> tuple[Permission, ...] | None:
     A matched data route missing from the tables raises NoRule: access fails closed.
     """
     endpoint = request.endpoint or ""
-    if endpoint in SELF_CHECKED or not request.url_rule:
+    if endpoint in SELF_CHECKED or endpoint in AUTHENTICATED or not request.url_rule:
         return None
     if endpoint.startswith("fhir."):
         interaction = FHIR.get(endpoint.removeprefix("fhir."))

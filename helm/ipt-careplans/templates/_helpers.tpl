@@ -162,19 +162,20 @@ database.url, else PostgreSQL's 5432. The two must agree when both are given.
 {{- end }}
 
 {{/*
-The NetworkPolicy peers the pods may reach the database at: networkPolicy.databasePeers
-when given, else derived from the host of database.url (an IP address: that address
-only; a Service name <service>.<namespace>.svc[.cluster.local]: that namespace). Any other
-host, or a URL kept in database.existingSecret, the chart cannot turn into a peer, and
-an open egress would let a compromised pod reach any host at the database port: the
-render fails and asks for networkPolicy.databasePeers.
+The NetworkPolicy peers the pods may reach a server at (the database, Redis): the peers
+given in the values when there are any, else derived from the host of the server's URL (an
+IP address: that address only; a Service name <service>.<namespace>.svc[.cluster.local]:
+that namespace). Any other host, or a URL kept in an existing Secret, the chart cannot
+turn into a peer, and an open egress would let a compromised pod reach any host at that
+port: the render fails and asks for the peers.
+Arguments (a dict): peers, host, what (e.g. "database"), value (the values key of the
+peers), secret (the values key of the existing Secret).
 */}}
-{{- define "ipt-careplans.databasePeers" -}}
-{{- if .Values.networkPolicy.databasePeers }}
-{{- toYaml .Values.networkPolicy.databasePeers }}
-{{- else }}
-{{- $host := include "ipt-careplans.databaseHost" . }}
-{{- if regexMatch "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$" $host }}
+{{- define "ipt-careplans.peers" -}}
+{{- $host := .host }}
+{{- if .peers }}
+{{- toYaml .peers }}
+{{- else if regexMatch "^[0-9]{1,3}(\\.[0-9]{1,3}){3}$" $host }}
 - ipBlock:
     cidr: {{ printf "%s/32" $host }}
 {{- else if and (contains ":" $host) (regexMatch "^[0-9a-fA-F:.]+$" $host) }}
@@ -185,9 +186,87 @@ render fails and asks for networkPolicy.databasePeers.
     matchLabels:
       kubernetes.io/metadata.name: {{ index (splitList "." $host) 1 | quote }}
 {{- else if $host }}
-{{- fail (printf "networkPolicy.databasePeers is required: the database host %q is neither an IP address nor a <service>.<namespace>.svc name, so the chart cannot limit the pods' database egress to it. List its NetworkPolicy peers, e.g. [{ipBlock: {cidr: 10.0.12.7/32}}], or set networkPolicy.enabled: false" $host) }}
+{{- fail (printf "%s is required: the %s host %q is neither an IP address nor a <service>.<namespace>.svc name, so the chart cannot limit the pods' %s egress to it. List its NetworkPolicy peers, e.g. [{ipBlock: {cidr: 10.0.12.7/32}}], or set networkPolicy.enabled: false" .value .what $host .what) }}
 {{- else }}
-{{- fail "networkPolicy.databasePeers is required: the database URL is in database.existingSecret, so the chart cannot limit the pods' database egress to it. List its NetworkPolicy peers, e.g. [{ipBlock: {cidr: 10.0.12.7/32}}] or [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: db}}}], or set networkPolicy.enabled: false" }}
+{{- fail (printf "%s is required: the %s URL is in %s, so the chart cannot limit the pods' %s egress to it. List its NetworkPolicy peers, e.g. [{ipBlock: {cidr: 10.0.12.7/32}}] or [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: db}}}], or set networkPolicy.enabled: false" .value .what .secret .what) }}
 {{- end }}
 {{- end }}
+
+{{/* The NetworkPolicy peers of the database (see ipt-careplans.peers). */}}
+{{- define "ipt-careplans.databasePeers" -}}
+{{- include "ipt-careplans.peers" (dict "peers" .Values.networkPolicy.databasePeers "host" (include "ipt-careplans.databaseHost" .) "what" "database" "value" "networkPolicy.databasePeers" "secret" "database.existingSecret") }}
+{{- end }}
+
+{{/* Whether the token endpoint's rate-limit counters are in Redis: "true" or empty. */}}
+{{- define "ipt-careplans.redisEnabled" -}}
+{{- if or .Values.rateLimit.redis.url .Values.rateLimit.redis.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding the Redis URL, and its key. */}}
+{{- define "ipt-careplans.redisSecretName" -}}
+{{- if .Values.rateLimit.redis.existingSecret }}
+{{- .Values.rateLimit.redis.existingSecret }}
+{{- else }}
+{{- printf "%s-redis" (include "ipt-careplans.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "ipt-careplans.redisSecretKey" -}}
+{{- if .Values.rateLimit.redis.existingSecret }}
+{{- .Values.rateLimit.redis.existingSecretKey }}
+{{- else }}
+{{- "redis-url" }}
+{{- end }}
+{{- end }}
+
+{{/* The port the pods reach Redis at: rateLimit.redis.port, else the URL's, else 6379. */}}
+{{- define "ipt-careplans.redisPort" -}}
+{{- $redis := .Values.rateLimit.redis }}
+{{- $fromUrl := "" }}
+{{- if and $redis.url (not $redis.existingSecret) }}
+{{- $fromUrl = regexFind "[0-9]+$" (regexFind ":[0-9]+$" (urlParse $redis.url).host) }}
+{{- end }}
+{{- $given := "" }}
+{{- if not (kindIs "invalid" $redis.port) }}
+{{- $given = $redis.port | int64 | toString }}
+{{- end }}
+{{- if and $given $fromUrl (ne $given $fromUrl) }}
+{{- fail (printf "rateLimit.redis.port (%s) differs from the port of rateLimit.redis.url (%s): leave the port unset or make them agree" $given $fromUrl) }}
+{{- end }}
+{{- coalesce $given $fromUrl "6379" }}
+{{- end }}
+
+{{/* The NetworkPolicy peers of Redis (see ipt-careplans.peers). */}}
+{{- define "ipt-careplans.redisPeers" -}}
+{{- $redis := .Values.rateLimit.redis }}
+{{- $host := "" }}
+{{- if and $redis.url (not $redis.existingSecret) }}
+{{- $host = (urlParse $redis.url).hostname }}
+{{- end }}
+{{- include "ipt-careplans.peers" (dict "peers" .Values.networkPolicy.redisPeers "host" $host "what" "Redis" "value" "networkPolicy.redisPeers" "secret" "rateLimit.redis.existingSecret") }}
+{{- end }}
+
+{{/* Whether a key-encryption key is configured: "true" or empty. */}}
+{{- define "ipt-careplans.keyEncryptionEnabled" -}}
+{{- if or .Values.keyEncryptionKey.key .Values.keyEncryptionKey.existingSecret }}true{{ end }}
+{{- end }}
+
+{{- define "ipt-careplans.keyEncryptionSecretName" -}}
+{{- if .Values.keyEncryptionKey.existingSecret }}
+{{- .Values.keyEncryptionKey.existingSecret }}
+{{- else }}
+{{- printf "%s-key-encryption" (include "ipt-careplans.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "ipt-careplans.keyEncryptionSecretKey" -}}
+{{- if .Values.keyEncryptionKey.existingSecret }}
+{{- .Values.keyEncryptionKey.existingSecretKey }}
+{{- else }}
+{{- "key-encryption-key" }}
+{{- end }}
+{{- end }}
+
+{{- define "ipt-careplans.keyEncryptionDir" -}}
+/etc/ipt-careplans/key-encryption-key
 {{- end }}

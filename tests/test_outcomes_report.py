@@ -55,7 +55,10 @@ def seed_plan(
             "dr.rivera",
         )
     if close is not None:
-        closed = client.patch(plan_url(plan), json={"status": close})
+        body: dict[str, Any] = {"status": close}
+        if close == "completed":
+            body["open_goals"] = "resolve"  # the goals close with what the course reached
+        closed = client.patch(plan_url(plan), json=body)
         assert closed.status_code == 200, closed.text
     return plan
 

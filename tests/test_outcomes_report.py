@@ -55,8 +55,9 @@ def seed_plan(
             "dr.rivera",
         )
     if close is not None:
-        # Completing says what becomes of the open goals: resolved from the last scores.
-        body = {"status": close, **({"open_goals": "resolve"} if close == "completed" else {})}
+        body: dict[str, Any] = {"status": close}
+        if close == "completed":
+            body["open_goals"] = "resolve"  # the goals close with what the course reached
         closed = client.patch(plan_url(plan), json=body)
         assert closed.status_code == 200, closed.text
     return plan

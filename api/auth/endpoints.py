@@ -20,6 +20,7 @@ import jwt
 from flask import Blueprint, Flask, Response, current_app, json, request
 
 from api.auth import keys, scopes, tokens
+from api.auth.access import PLAN_TYPES
 from api.auth.throttle import Limited, source_address, throttle_for
 from api.auth.tokens import AuthError
 from api.config import Settings
@@ -38,12 +39,12 @@ MAX_ASSERTION_SECONDS = 300
 MAX_ASSERTION_LENGTH = 16 * 1024
 MAX_SCOPE_LENGTH = 4096
 BASIC_CHALLENGE = 'Basic realm="ipt-careplans"'
+# Every type a scope can name, from the access tables: the plan's types, the types only a
+# scope naming them reaches (AuditEvent: a wildcard never grants it, so it is listed on its
+# own) and the clinic's aggregate report (MeasureReport).
 SCOPES_SUPPORTED = [
     "system/*.cruds",
-    "system/CarePlan.rs",
-    "system/Goal.rs",
-    "system/AuditEvent.rs",
-    "system/MeasureReport.rs",
+    *(f"system/{t}.rs" for t in (*PLAN_TYPES, *scopes.NAMED_ONLY, "MeasureReport")),
     "user/*.rs",
     "user/*.cruds",
     "patient/*.rs",

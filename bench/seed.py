@@ -28,6 +28,7 @@ from fhir_mappings.projection import digest, instant, publish
 from service import homework, plans, sessions
 from service.db import Database
 from service.models import (
+    Administration,
     CarePlan,
     Contract,
     Goal,
@@ -37,6 +38,7 @@ from service.models import (
     PlanIdentifier,
     ResourceIdentifier,
     ResourceVersion,
+    SafetySignal,
     SearchDate,
     SearchReference,
     SearchToken,
@@ -56,7 +58,18 @@ _RENEWED = re.compile(rf'({_UUID})|bench-p(\d{{6}})|bench-e(\d{{7}})|"lastUpdate
 
 # Tables of a plan, with the integer keys the database assigns (left out of copies) and
 # how a row is tied to its plan.
-_BY_PLAN = (CarePlan, PlanIdentifier, Contract, Phase, Goal, Homework, TherapySession, PlanChange)
+_BY_PLAN = (
+    CarePlan,
+    PlanIdentifier,
+    Contract,
+    Phase,
+    Goal,
+    Homework,
+    TherapySession,
+    Administration,
+    SafetySignal,
+    PlanChange,
+)
 _BY_RESOURCE = (ResourceVersion, SearchToken, SearchReference, SearchDate, ResourceIdentifier)
 _GENERATED_KEYS = {
     "plan_identifiers": "id",

@@ -19,12 +19,14 @@ from bench.workload import _lua, workload
 from fhir_mappings.projection import digest, instant
 from service.db import Database
 from service.models import (
+    Administration,
     CarePlan,
     Goal,
     Homework,
     Phase,
     PlanIdentifier,
     ResourceVersion,
+    SafetySignal,
     SearchReference,
     StoredResource,
     TherapySession,
@@ -53,10 +55,10 @@ def test_every_episode_is_its_own(population: Database) -> None:
 
 def test_copies_hold_only_their_own_ids(population: Database) -> None:
     """No id of a prototype survives in a copy: each plan's documents name only its own
-    records (plan, phases, goals, sessions, homework)."""
+    records (plan, phases, goals, sessions, homework, scores and safety signals)."""
     owned: dict[str, set[str]] = defaultdict(set)
     with population.reading() as session:
-        for model in (Phase, Goal, TherapySession, Homework):
+        for model in (Phase, Goal, TherapySession, Homework, Administration, SafetySignal):
             for plan_id, record_id in session.execute(select(model.plan_id, model.id)):
                 owned[plan_id].add(record_id)
         for plan_id in session.scalars(select(CarePlan.id)):

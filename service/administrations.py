@@ -90,10 +90,7 @@ def list_administrations(
     """A plan's administrations in the order they were taken."""
     with database.reading() as session:
         require_plan(session, plan_id)
-        found = _live(session, plan_id)
-    ordered = {s.id: s for s in progress.in_order(score(a) for a in found)}
-    by_id = {a.id: a for a in found}
-    return [by_id[i] for i in ordered if instrument is None or by_id[i].instrument == instrument]
+        return list_in_order(session, plan_id, instrument)
 
 
 def get_administration(database: Database, plan_id: str, administration_id: str) -> Administration:

@@ -648,3 +648,83 @@ class AuditRecord(Base):
         Index("ix_audit_events_entity", "entity", "recorded"),
         Index("ix_audit_events_patient", "patient", "recorded"),
     )
+
+
+class Subscription(Base):
+    """A topic-based subscription (FHIR Subscriptions R5 Backport, R4 profile).
+
+    The row holds what delivery needs as columns and the Subscription resource as it was
+    last written (``content``). ``owner_*`` are the access the subscription was created
+    with: each notification carries only what they allow, checked when it is delivered.
+    ``events_since_start`` is the number of the last event raised for it: events are
+    numbered from 1 with no gap, in the transaction of the change they report.
+    ``delivered_through`` is the number of the last event the receiver acknowledged;
+    delivery resumes after it.
+    """
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    version_id: Mapped[int] = mapped_column(Integer, default=1)
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted: Mapped[bool] = mapped_column(default=False)
+    # requested, active, error or off (the R4 Subscription.status codes).
+    status: Mapped[str] = mapped_column(String(20))
+    # Why the subscription is in error or off (Subscription.error), when it is.
+    reason: Mapped[str | None] = mapped_column(Text)
+    topic: Mapped[str] = mapped_column(String(REFERENCE_LENGTH))
+    # The filter criteria as written, each "Type?parameter=value".
+    filters: Mapped[list[str]] = mapped_column(JSON, default=list)
+    endpoint: Mapped[str] = mapped_column(Text)
+    # The channel's headers (a receiver's own Authorization, say), sealed at rest.
+    headers_sealed: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(String(20))  # empty, id-only or full-resource
+    content_type: Mapped[str] = mapped_column(String(64))
+    heartbeat_seconds: Mapped[int | None] = mapped_column(Integer)
+    timeout_seconds: Mapped[int] = mapped_column(Integer)
+    max_count: Mapped[int] = mapped_column(Integer)
+    end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner_client_id: Mapped[str] = mapped_column(Text)
+    owner_scopes: Mapped[str] = mapped_column(Text)
+    owner_patient: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    events_since_start: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_through: Mapped[int] = mapped_column(Integer, default=0)
+    # Delivery state: when the next attempt (or heartbeat) is due, how many attempts in a
+    # row have failed and since when, and when the receiver last answered.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_subscriptions_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_subscriptions_topic_status", "topic", "status"),
+    )
+
+
+class SubscriptionEvent(Base):
+    """One event of a subscription: a change of a resource that matched its topic and filters.
+
+    Written in the transaction of the change itself (an outbox), so that no change commits
+    without its events and no event outlives a rolled-back change. Kept after delivery for
+    ``$events`` until the retention window passes.
+    """
+
+    __tablename__ = "subscription_events"
+
+    subscription_id: Mapped[str] = mapped_column(
+        ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True
+    )
+    event_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(REFERENCE_LENGTH))
+    focus_type: Mapped[str] = mapped_column(String(40))
+    focus_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    focus_version: Mapped[int] = mapped_column(Integer)
+    # The patient whose record changed, for the owner's patient context at delivery.
+    patient: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_subscription_events_occurred_at", "occurred_at"),)

@@ -46,8 +46,9 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 # What JSON text must contain for a parsed string to hold a control character or a
-# surrogate (JSON writes neither unescaped).
-_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:00[01][0-9a-fA-F]|[dD][89a-fA-F])")
+# surrogate: JSON writes neither unescaped, and writes a control character as ``\u00XX``,
+# or as ``\b`` or ``\f`` (a backspace, a form feed).
+_UNSTORABLE_ESCAPE = re.compile(r"\\(?:u(?:00[01][0-9a-fA-F]|[dD][89a-fA-F])|[bf])")
 UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _UNSTORABLE_MESSAGE = {
     "\x00": "contains a NUL character (U+0000), which cannot be stored",

@@ -27,8 +27,9 @@ from flask import Flask
 
 from api import examples
 from api.auth import endpoints as auth_endpoints
-from api.auth import policy, scopes
+from api.auth import policy
 from api.fhir.resources import CONFORMANCE_TYPES, PLAN_TYPES, WRITABLE_TYPES
+from service import scopes
 
 OAUTH_SCHEME = "smart"
 BEARER_SCHEME = "bearer"

@@ -16,10 +16,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from api.auth import scopes
 from api.auth.principal import Principal, current_principal
 from api.http import database
-from service import resource_store
+from service import resource_store, scopes
 from service.errors import NotFound
 from service.models import CarePlan, PlanIdentifier, StoredResource
 

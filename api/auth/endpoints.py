@@ -19,12 +19,12 @@ from urllib.parse import unquote_plus
 import jwt
 from flask import Blueprint, Flask, Response, current_app, json, request
 
-from api.auth import keys, scopes, tokens
+from api.auth import keys, tokens
 from api.auth.access import PLAN_TYPES
 from api.auth.throttle import Limited, source_address, throttle_for
 from api.auth.tokens import AuthError
 from api.config import Settings
-from service import clients
+from service import clients, scopes
 from service.db import Database
 from service.errors import Conflict, RuleViolation
 from service.models import ApiClient

@@ -14,12 +14,18 @@ Adding a topic is adding one entry to ``TOPICS``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_mappings.conformance_terminology import DATE, PUBLISHER, VERSION, narrative
-from fhir_mappings.search_parameters import SEARCH_PARAMETERS, SearchParameter
+from fhir_mappings.search_parameters import (
+    SEARCH_PARAMETERS,
+    SearchParameter,
+    Token,
+    normalise_reference,
+)
 from fhir_mappings.terminology import CANONICAL_BASE
 from service.instruments import INSTRUMENTS
 
@@ -245,3 +251,103 @@ def definition(topic: Topic) -> dict[str, Any]:
 
 def _pascal(text: str) -> str:
     return "".join(part.capitalize() for part in text.split("-"))
+
+
+# --- filters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One filter criterion of a subscription, ``Type?parameter=value[,value...]``: the
+    resource matches when the parameter has any of the values (as a search would find it).
+    """
+
+    resource_type: str
+    parameter: SearchParameter
+    values: tuple[str, ...]
+
+    def matches(self, resource: dict[str, Any]) -> bool:
+        found = list(self.parameter.extract(resource))
+        return any(_value_matches(self.parameter, value, found) for value in self.values)
+
+
+def _value_matches(parameter: SearchParameter, wanted: str, found: list[Any]) -> bool:
+    if parameter.type == "reference":
+        target = (
+            wanted
+            if parameter.canonical
+            else normalise_reference(
+                wanted
+                if "/" in wanted or parameter.target is None
+                else f"{parameter.target}/{wanted}"
+            )
+        )
+        return target in found
+    if "|" in wanted:
+        system, code = wanted.split("|", 1)
+        return any(
+            isinstance(token, Token)
+            and (not code or token.code == code)
+            and (token.system == (system or None) if system or not code else token.system is None)
+            for token in found
+        )
+    return any(isinstance(token, Token) and token.code == wanted for token in found)
+
+
+class InvalidFilter(ValueError):
+    """A filter criterion the topic does not allow; the message says why."""
+
+
+def parse_filter(topic: Topic, text: str) -> Filter:
+    """The filter ``text`` (``Type?parameter=value``) of a subscription to ``topic``."""
+    resource_type, mark, query = text.partition("?")
+    if not mark:
+        raise InvalidFilter(f"filter {text!r} must be written Type?parameter=value")
+    if resource_type != topic.resource_type:
+        raise InvalidFilter(
+            f"filter {text!r}: topic {topic.url} is about {topic.resource_type}, "
+            f"not {resource_type or 'no type'}"
+        )
+    name, equals, value = query.partition("=")
+    if not equals or not name:
+        raise InvalidFilter(f"filter {text!r} must be written Type?parameter=value")
+    if "&" in value or "&" in name:
+        raise InvalidFilter(f"filter {text!r} holds more than one parameter: write one per filter")
+    if ":" in name:
+        raise InvalidFilter(f"filter {text!r}: modifiers are not supported in filters")
+    parameter = topic.parameter(name)
+    if parameter is None:
+        raise InvalidFilter(
+            f"filter {text!r}: topic {topic.url} cannot be filtered by {name!r}; "
+            f"it allows {', '.join(topic.filters)}"
+        )
+    values = tuple(part.strip() for part in value.split(","))
+    if not all(values):
+        raise InvalidFilter(f"filter {text!r} has an empty value")
+    if parameter.type == "reference" and parameter.target and not parameter.canonical:
+        for part in values:
+            reference = normalise_reference(part)
+            kind, _, ident = reference.rpartition("/")
+            if (kind and kind != parameter.target) or not _ID.match(ident):
+                raise InvalidFilter(
+                    f"filter {text!r}: {name} takes a {parameter.target} reference "
+                    f"({parameter.target}/id), not {part!r}"
+                )
+    return Filter(resource_type, parameter, values)
+
+
+def filter_patients(filters: list[Filter]) -> set[str] | None:
+    """The patients a subscription's ``patient`` filters confine it to (None: no such
+    filter, any patient). Several patient filters must all hold: their common patients."""
+    confined: set[str] | None = None
+    for criterion in filters:
+        if criterion.parameter.name != "patient":
+            continue
+        patients = {
+            normalise_reference(v if "/" in v else f"Patient/{v}") for v in criterion.values
+        }
+        confined = patients if confined is None else confined & patients
+    return confined
+
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")

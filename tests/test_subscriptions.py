@@ -12,6 +12,7 @@ import pytest
 from conftest import Client, Server, count_rows, token_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import update
 from werkzeug.serving import make_server
 
 from api.app import create_app
@@ -19,6 +20,7 @@ from api.config import Settings
 from fhir_mappings.topics import BY_ID, TOPICS
 from service.db import Database
 from service.endpoint_policy import parse_networks
+from service.models import Subscription
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 TOPIC = "https://ipt-careplans.org/fhir/SubscriptionTopic"
@@ -335,3 +337,28 @@ def test_topics_are_served_and_listed_in_the_capability_statement(hub: Server) -
         urls = [e for e in basic.json()["extension"] if e["url"].endswith("SubscriptionTopic.url")]
         assert urls[0]["valueUri"] == topic.url
     assert anonymous.get("/fhir/Basic").json()["total"] == len(TOPICS)
+
+
+def test_an_active_subscription_pointed_elsewhere_is_requested_again(
+    owner: Client, database: Database
+) -> None:
+    created = create(owner, subscription())
+    with database.writing() as session:
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == created["id"])
+            .values(status="active", next_attempt_at=None)
+        )
+    path = f"/fhir/Subscription/{created['id']}"
+    active = owner.get(path).json()
+    assert active["status"] == "active"
+    unchanged = owner.request("PUT", path, json=active)
+    assert unchanged.status_code == 200, unchanged.text
+    assert unchanged.json()["status"] == "active"
+    moved = {**active, "channel": {**active["channel"], "endpoint": "http://127.0.0.2:9/hook"}}
+    response = owner.request("PUT", path, json=moved)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "requested"
+    with database.reading() as session:
+        found = session.get(Subscription, created["id"])
+        assert found is not None and found.next_attempt_at is not None

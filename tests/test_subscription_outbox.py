@@ -15,7 +15,7 @@ import test_subscriptions
 from conftest import TEST_DATABASE_URL, Client, Server, plan_url
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.parameters import Parameters
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 from test_subscriptions import SUBSCRIBER, caller, create, subscription
 
 from fhir_mappings.notifications import KINDS, channel_headers, notification_bundle
@@ -397,3 +397,21 @@ def test_a_write_with_no_subscriptions_costs_one_query_of_them(
     assert response.status_code == 200, response.text
     assert len(statements) == 1
     assert "FROM subscriptions" in statements[0]
+
+
+def test_an_events_answer_is_audited_for_the_patients_it_holds(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    created = create(owner, subscription(payload="full-resource"))
+    writer.create_plan(patient="Patient/321")
+    response = owner.get(
+        f"/fhir/Subscription/{created['id']}/$events",
+        headers={"X-Request-ID": "events-audit-1"},
+    )
+    assert response.status_code == 200
+    with database.engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT patient, interaction FROM audit_events WHERE request_id = :id"),
+            {"id": "events-audit-1"},
+        ).all()
+    assert [(row.patient, row.interaction) for row in rows] == [("Patient/321", "operation")]

@@ -362,3 +362,46 @@ def test_an_active_subscription_pointed_elsewhere_is_requested_again(
     with database.reading() as session:
         found = session.get(Subscription, created["id"])
         assert found is not None and found.next_attempt_at is not None
+
+
+_ELEMENTS = (
+    ("status",),
+    ("criteria",),
+    ("reason",),
+    ("end",),
+    ("channel", "type"),
+    ("channel", "endpoint"),
+    ("channel", "payload"),
+    ("channel", "header"),
+    ("channel", "extension"),
+    ("_criteria",),
+)
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.text(max_size=30),
+    st.lists(st.text(max_size=10), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+    st.sampled_from(["active", "error", "off", "https://10.0.0.1/x", "ftp://example.org/"]),
+)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(element=st.sampled_from(_ELEMENTS), value=_VALUES)
+def test_a_bad_subscription_is_refused_with_an_outcome_and_stores_nothing(
+    owner: Client, database: Database, element: tuple[str, ...], value: Any
+) -> None:
+    body = subscription()
+    target = body
+    for name in element[:-1]:
+        target = target[name]
+    target[element[-1]] = value
+    before = count_rows(database, "subscriptions")
+    response = owner.post("/fhir/Subscription", json=body)
+    assert response.status_code in (201, 400, 422), response.text
+    if response.status_code != 201:
+        assert response.json()["resourceType"] == "OperationOutcome"
+        assert count_rows(database, "subscriptions") == before

@@ -128,6 +128,13 @@ def test_headers_are_sealed_at_rest(owner: Client, database: Database) -> None:
         ).one()
     assert "receiver-secret" not in sealed
     assert "receiver-secret" not in content
+    owner.get(f"/fhir/Subscription/{created['id']}")
+    with database.engine.connect() as connection:
+        from sqlalchemy import text
+
+        trail = connection.execute(text("SELECT * FROM audit_events")).all()
+    assert trail
+    assert "receiver-secret" not in repr(trail)
 
 
 def test_update_needs_the_current_version_when_if_match_is_given(owner: Client) -> None:

@@ -181,9 +181,9 @@ def subscription_update(resource_type: str, resource_id: str) -> Response:
     """
     expected = _if_match()
     owner = _owner()
+    body = json_body()  # a body no route could read is refused before anything is looked up
     with database().reading() as session:
         found = _live(subscriptions.owned(session, resource_id, owner), resource_id)
-    body = json_body()
     if isinstance(body, dict) and body.get("id") not in (None, resource_id):
         raise BadRequest(f"the body's id {body.get('id')!r} is not the URL's {resource_id!r}")
     written = _read_body(current_status=found.status)

@@ -30,19 +30,22 @@ from api import (
 )
 from api.auth import endpoints as auth_endpoints
 from api.auth import guard
-from api.config import Settings, load
+from api.config import Settings, key_encryption_key, load
 from api.fhir import audit_routes as fhir_audit  # noqa: F401  (registers /fhir/AuditEvent)
 from api.fhir import bundle as fhir_bundle  # noqa: F401  (registers POST /fhir)
 from api.fhir import capability as fhir_capability
 from api.fhir import openapi as fhir_openapi
 from api.fhir import resources as fhir_resources
 from api.fhir import search as fhir_search  # noqa: F401  (registers the search routes)
+from api.fhir import subscriptions as fhir_subscriptions  # noqa: F401  (registers /fhir/Subscription)
 from api.fhir import writes as fhir_writes  # noqa: F401  (registers the write routes)
 from api.fhir.http import negotiate
 from api.http import release_read_connection
 from api.problems import ProblemApi, problem
 from fhir_mappings.projection import publish
+from service import sealing
 from service.db import Database
+from service.sealing import KEK_VARIABLE
 
 API_DESCRIPTION = """\
 Interpersonal psychotherapy (IPT) care plans for depression: the course, its treatment
@@ -108,6 +111,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         db.upgrade()
     app.extensions["ipt_database"] = db
     app.extensions["ipt_settings"] = settings
+    # Channel headers of subscriptions are sealed under the signing keys' key-encryption key.
+    sealing.use_key(
+        key_encryption_key(KEK_VARIABLE, settings.key_encryption_key_file)
+        if settings.key_encryption_key_file
+        else None
+    )
     app.teardown_appcontext(release_read_connection)
     if release_read_connection not in db.before_writes:
         db.before_writes.append(release_read_connection)

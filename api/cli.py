@@ -297,7 +297,7 @@ def _domain(error: DomainError) -> click.ClickException:
 
 
 def _checked_scopes(text: str) -> list[str]:
-    from api.auth import scopes
+    from service import scopes
 
     requested = text.split()
     unusable = [scope for scope in requested if scopes.parse(scope) is None]
@@ -582,7 +582,8 @@ DEFAULT_TOKEN_LIFETIME: int = Settings.token_lifetime_seconds
     "--scopes", "scope_text", help="Space-separated; default: the client's registered scopes."
 )
 def token(name: str, scope_text: str | None) -> None:
-    from api.auth import keys, scopes, tokens
+    from api.auth import keys, tokens
+    from service import scopes
 
     settings = _settings()
     database = _ready_database(settings)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from fhir_mappings import outbox
 from fhir_mappings.render import render_episode, render_goal, render_phase
 from fhir_mappings.render_measures import latest_scores, render_flag, render_response, render_score
 from fhir_mappings.search_parameters import DateRange, Token, index_values
@@ -203,6 +204,7 @@ def publish(edit: PlanEdit) -> None:
         )
     }
     appends = resource_store.Appends()
+    deleted_content: dict[Key, str] = {}
     if not plan.is_deleted:
         for resource_type, resource_id, resource in render_plan(session, plan, only):
             key = (resource_type, resource_id)
@@ -213,10 +215,26 @@ def publish(edit: PlanEdit) -> None:
     # deleted.
     for leftover in stored.values():
         if not leftover.deleted:
+            deleted_content[(leftover.resource_type, leftover.id)] = leftover.content
             resource_store.mark_deleted(
                 session, leftover, now, previous=_indexed_by(leftover), appends=appends
             )
     resource_store.write_appends(session, appends)
+    if appends.versions:
+        outbox.record(session, appends.versions, deleted_content, _causes(edit), now)
+
+
+def _causes(edit: PlanEdit) -> dict[Key, frozenset[str]]:
+    """The domain changes behind the edit's versions that a topic asks about: a session
+    recorded (or changed) is a change of the phase CarePlan whose sessions hold it."""
+    causes: dict[Key, set[str]] = {}
+    for change in edit.changes:
+        if change.entity != "session":
+            continue
+        for phase in edit.plan.phases:
+            if phase.start_session <= change.record.number <= phase.end_session:
+                causes.setdefault(("CarePlan", phase.id), set()).add(f"session.{change.action}")
+    return {key: frozenset(found) for key, found in causes.items()}
 
 
 def _publish_one(

@@ -37,6 +37,7 @@ from api.fhir import capability as fhir_capability
 from api.fhir import openapi as fhir_openapi
 from api.fhir import resources as fhir_resources
 from api.fhir import search as fhir_search  # noqa: F401  (registers the search routes)
+from api.fhir import subscriptions as fhir_subscriptions  # noqa: F401  (registers /fhir/Subscription)
 from api.fhir import writes as fhir_writes  # noqa: F401  (registers the write routes)
 from api.fhir.http import negotiate
 from api.http import release_read_connection

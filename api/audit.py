@@ -69,7 +69,7 @@ log = logging.getLogger("ipt_careplans.audit")
 TOKEN_PATH = "/auth/token"
 _ACTOR = re.compile(r"^[\w.@:/+\- ]{1,255}$")
 # FHIR paths that serve no patient data: the CapabilityStatement and conformance resources.
-_UNAUDITED_FHIR = ("metadata", "StructureDefinition", "CodeSystem", "ValueSet")
+_UNAUDITED_FHIR = ("metadata", "StructureDefinition", "CodeSystem", "ValueSet", "Basic")
 # FHIR views whose names are not their interaction's code (the others' are).
 _FHIR_INTERACTIONS = {
     "instance_history": "history-instance",
@@ -80,6 +80,14 @@ _FHIR_INTERACTIONS = {
     "conditional_update": "update",
     "audit_read": "read",
     "audit_search": "search-type",
+    "subscription_create": "create",
+    "subscription_read": "read",
+    "subscription_update": "update",
+    "subscription_delete": "delete",
+    "subscription_search": "search-type",
+    "subscription_status": "operation",
+    "subscription_status_type": "operation",
+    "subscription_events": "operation",
 }
 # Native routes whose URL does not end with an id but that read one document of a plan.
 _ONE_DOCUMENT = ("/progress",)

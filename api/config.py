@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from service.db import DEFAULT_DATABASE_URL
+from service.endpoint_policy import parse_networks
 
 
 class ConfigError(ValueError):
@@ -44,11 +45,11 @@ class Settings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # How long the first answer to a POST with an Idempotency-Key is kept and replayed.
     idempotency_retention_seconds: int = 24 * 3600
-    # Topic-based subscriptions: the networks an endpoint may reach besides public https
-    # addresses, and how many days events are kept (and a failing receiver retried).
+    # Where subscriptions may send notifications besides public https endpoints.
     subscription_allowed_destinations: tuple[
         ipaddress.IPv4Network | ipaddress.IPv6Network, ...
     ] = ()
+    # How long a subscription's events stay available to $events.
     subscription_retention_days: int = 7
     # Delivery of subscription notifications (api.worker): where it runs and how it retries.
     subscription_delivery_in_process: bool | None = None  # None: in serve on SQLite only
@@ -192,6 +193,17 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "and replayed to a retry with the same key, 60 to 2592000 (30 days). Default 86400 "
         "(24 hours).",
     ),
+    "IPT_SUBSCRIPTION_ALLOWED_DESTINATIONS": (
+        "subscription_allowed_destinations",
+        "Comma- or space-separated addresses or CIDR ranges a subscription's endpoint may "
+        "point to besides public https addresses (a receiver inside the cluster), over http "
+        "too. Default: none (only https endpoints whose host resolves to public addresses).",
+    ),
+    "IPT_SUBSCRIPTION_RETENTION_DAYS": (
+        "subscription_retention_days",
+        "How many days a subscription's events are kept for `$events` (and for delivery to "
+        "catch up), 1 to 365. Default 7.",
+    ),
     "IPT_SUBSCRIPTION_DELIVERY_IN_PROCESS": (
         "subscription_delivery_in_process",
         "Whether `ipt-careplans serve` also delivers subscription notifications (in a "
@@ -229,17 +241,6 @@ VARIABLES: dict[str, tuple[str, str]] = {
 
 
 def _subscription_delivery(env: Mapping[str, str], values: dict[str, object]) -> None:
-    if "IPT_SUBSCRIPTION_ALLOWED_DESTINATIONS" in env:
-        values["subscription_allowed_destinations"] = _networks(
-            "IPT_SUBSCRIPTION_ALLOWED_DESTINATIONS", env["IPT_SUBSCRIPTION_ALLOWED_DESTINATIONS"]
-        )
-    if env.get("IPT_SUBSCRIPTION_RETENTION_DAYS", "").strip():
-        values["subscription_retention_days"] = _int_between(
-            "IPT_SUBSCRIPTION_RETENTION_DAYS",
-            env["IPT_SUBSCRIPTION_RETENTION_DAYS"].strip(),
-            1,
-            365,
-        )
     if env.get("IPT_SUBSCRIPTION_DELIVERY_IN_PROCESS", "").strip():
         values["subscription_delivery_in_process"] = _bool(
             "IPT_SUBSCRIPTION_DELIVERY_IN_PROCESS", env["IPT_SUBSCRIPTION_DELIVERY_IN_PROCESS"]
@@ -427,6 +428,26 @@ def _token_protection(env: Mapping[str, str], values: dict[str, object]) -> None
             values[VARIABLES[name][0]] = _int_between(name, env[name].strip(), 1, 1_000_000)
 
 
+def _subscriptions(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """The subscriptions' allow-list of destinations and the retention of their events."""
+    if env.get("IPT_SUBSCRIPTION_ALLOWED_DESTINATIONS", "").strip():
+        text = env["IPT_SUBSCRIPTION_ALLOWED_DESTINATIONS"]
+        try:
+            values["subscription_allowed_destinations"] = parse_networks(text)
+        except ValueError:
+            raise ConfigError(
+                "IPT_SUBSCRIPTION_ALLOWED_DESTINATIONS must list addresses or CIDR ranges such "
+                f"as 10.0.0.0/8, not {text.strip()!r}"
+            ) from None
+    if env.get("IPT_SUBSCRIPTION_RETENTION_DAYS", "").strip():
+        values["subscription_retention_days"] = _int_between(
+            "IPT_SUBSCRIPTION_RETENTION_DAYS",
+            env["IPT_SUBSCRIPTION_RETENTION_DAYS"].strip(),
+            1,
+            365,
+        )
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from the environment, refusing invalid values."""
     env = os.environ if environ is None else environ
@@ -470,6 +491,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             60,
             30 * 24 * 3600,
         )
+    _subscriptions(env, values)
     _subscription_delivery(env, values)
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]

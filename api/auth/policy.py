@@ -32,7 +32,8 @@ PUBLIC_PREFIXES = (
     "/auth/",
 )
 PUBLIC_PATHS = ("/", "/fhir/metadata")
-CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire")
+# Basic: the subscription topics' definitions (no other Basic resource is served).
+CONFORMANCE_TYPES = ("StructureDefinition", "CodeSystem", "ValueSet", "Questionnaire", "Basic")
 ADMIN_TYPES = ("AuditEvent",)
 
 
@@ -120,6 +121,15 @@ FHIR: dict[str, str] = {
     # may read them); no scope grants writing them.
     "audit_type_write": "r",
     "audit_instance_write": "r",
+    # Subscriptions: each only its owner's (the routes check the owner).
+    "subscription_create": "c",
+    "subscription_read": "r",
+    "subscription_update": "u",
+    "subscription_delete": "d",
+    "subscription_search": "s",
+    "subscription_status": "r",
+    "subscription_status_type": "r",
+    "subscription_events": "r",
 }
 # Routes that check each part of the request themselves.
 SELF_CHECKED = ("fhir.bundle", "fhir.system_history")

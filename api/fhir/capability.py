@@ -15,6 +15,7 @@ from fhir_mappings import terminology
 from fhir_mappings.audit_event import SEARCH_PARAMETERS as AUDIT_SEARCH_PARAMETERS
 from fhir_mappings.conformance import all_resources
 from fhir_mappings.search_parameters import INCLUDES, REVINCLUDES, SEARCH_PARAMETERS
+from fhir_mappings.topics import TOPICS
 
 # The interactions each resource type supports: kept beside the routes that serve them.
 PLAN_INTERACTIONS = [
@@ -227,6 +228,7 @@ def capability_statement() -> dict[str, Any]:
         for resource_type, profiles in PROFILES.items()
     ]
     resources.append(_audit_event())
+    resources += [_subscription(), _topics()]
     for resource in resources:
         if resource["type"] in _DOCUMENTATION:
             resource["documentation"] = _DOCUMENTATION[resource["type"]]
@@ -262,6 +264,74 @@ def capability_statement() -> dict[str, Any]:
                     {"code": "history-system"},
                 ],
             }
+        ],
+    }
+
+
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+SUBSCRIPTION_INTERACTIONS = ["read", "update", "delete", "create", "search-type"]
+_SUBSCRIPTION_SEARCH = {
+    "_id": ("token", "http://hl7.org/fhir/SearchParameter/Resource-id"),
+    "status": ("token", "http://hl7.org/fhir/SearchParameter/Subscription-status"),
+    "url": ("uri", "http://hl7.org/fhir/SearchParameter/Subscription-url"),
+    "criteria": ("string", "http://hl7.org/fhir/SearchParameter/Subscription-criteria"),
+    "_lastUpdated": ("date", "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
+}
+
+
+def _subscription() -> dict[str, Any]:
+    """Subscription (R5 Backport, R4 profile), with the topic canonicals it takes."""
+    return {
+        "extension": [
+            {
+                "url": f"{_BACKPORT}/StructureDefinition/"
+                "capabilitystatement-subscriptiontopic-canonical",
+                "valueCanonical": topic.url,
+            }
+            for topic in TOPICS
+        ],
+        "type": "Subscription",
+        "profile": "http://hl7.org/fhir/StructureDefinition/Subscription",
+        "supportedProfile": [f"{_BACKPORT}/StructureDefinition/backport-subscription"],
+        "documentation": "Topic-based subscriptions (Subscriptions R5 Backport): a client "
+        "subscribes to a topic (the canonicals in this entry's extensions, defined at "
+        "/fhir/Basic/{id}) with filters and a rest-hook endpoint. Each subscription is its "
+        "owner's alone: the client that created it, with the same patient context.",
+        "interaction": [{"code": code} for code in SUBSCRIPTION_INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": [
+            {"name": name, "definition": definition, "type": kind}
+            for name, (kind, definition) in _SUBSCRIPTION_SEARCH.items()
+        ],
+        "operation": [
+            {
+                "name": "$status",
+                "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-status",
+            },
+            {
+                "name": "$events",
+                "definition": f"{_BACKPORT}/OperationDefinition/backport-subscription-events",
+            },
+        ],
+    }
+
+
+def _topics() -> dict[str, Any]:
+    """The topic definitions: Basic resources (R4 has no SubscriptionTopic)."""
+    return {
+        "type": "Basic",
+        "documentation": "The subscription topics' definitions, SubscriptionTopic as the R4 "
+        "backport represents it (R5 cross-version extensions); no other Basic is served.",
+        "interaction": [{"code": c} for c in CONFORMANCE_INTERACTIONS],
+        "searchParam": [
+            {"name": "_id", "type": "token"},
+            {"name": "code", "type": "token"},
         ],
     }
 

@@ -130,6 +130,12 @@ def register_components(spec: APISpec) -> None:
                 }
             ],
         ),
+        "FhirSubscription": (
+            f"A FHIR R4 Subscription ({_SPEC}/subscription.html) with the Subscriptions R5 "
+            "Backport profile: a topic, its filters and a rest-hook channel",
+            [_SUBSCRIPTION_EXAMPLE],
+        ),
+        "FhirResource": (f"A FHIR R4 resource ({_SPEC}/resourcelist.html)", None),
         "FhirCapabilityStatement": (
             f"A FHIR R4 CapabilityStatement ({_SPEC}/capabilitystatement.html)",
             None,
@@ -148,6 +154,34 @@ def register_components(spec: APISpec) -> None:
         spec.components.schema(name, schema)
 
 
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+_SUBSCRIPTION_EXAMPLE = {
+    "resourceType": "Subscription",
+    "meta": {"profile": [f"{_BACKPORT}/backport-subscription"]},
+    "status": "requested",
+    "reason": "Follow the goals of Patient/123",
+    "criteria": "https://ipt-careplans.org/fhir/SubscriptionTopic/goal",
+    "_criteria": {
+        "extension": [
+            {
+                "url": f"{_BACKPORT}/backport-filter-criteria",
+                "valueString": "Goal?patient=Patient/123",
+            }
+        ]
+    },
+    "channel": {
+        "type": "rest-hook",
+        "endpoint": "https://receiver.example.org/notifications",
+        "payload": "application/fhir+json",
+        "_payload": {
+            "extension": [{"url": f"{_BACKPORT}/backport-payload-content", "valueCode": "id-only"}]
+        },
+        "header": ["Authorization: Bearer receiver-secret"],
+        "extension": [{"url": f"{_BACKPORT}/backport-heartbeat-period", "valueUnsignedInt": 300}],
+    },
+}
+
+
 def _content(schema: str) -> dict[str, Any]:
     return {FHIR_JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
 
@@ -164,7 +198,8 @@ _ERRORS = {
     413: "The body is larger than the service accepts (whatever its framing)",
     415: "The body is not application/fhir+json (or json-patch+json for PATCH), or names "
     "another FHIR version (fhirVersion) or charset",
-    422: "Valid FHIR that cannot be represented as an IPT care plan, or breaks a rule",
+    422: "Valid FHIR that cannot be represented as an IPT care plan (or is not a subscription "
+    "this service takes), or breaks a rule",
 }
 
 

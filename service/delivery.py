@@ -84,6 +84,7 @@ class Claim:
     last: int
     owner: str
     timeout: float
+    version: int  # the subscription's version when claimed
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ def claim_due(
                     last=last,
                     owner=owner,
                     timeout=float(row.timeout_seconds),
+                    version=row.version_id,
                 )
             )
     return claims
@@ -228,6 +230,10 @@ def finish(
         row.lease_owner = None
         row.lease_until = None
         if row.deleted or row.status not in ("requested", "active"):
+            return None
+        if row.version_id != claim.version:
+            # The client changed it meanwhile (another endpoint, set to requested again):
+            # what was sent says nothing about the new version, which starts afresh.
             return None
         if outcome.result == DELIVERED:
             changed = _delivered(session, row, claim, now)

@@ -27,7 +27,7 @@ from api.app import create_app
 from api.config import Settings
 from api.worker import DeliveryWorker, start_health_server
 from service.db import Database
-from service.delivery import DeliveryPolicy
+from service.delivery import KINDS, DeliveryPolicy
 from service.endpoint_policy import parse_networks, system_resolver
 from service.models import AuditRecord, Subscription, SubscriptionEvent, utcnow
 from tests.conftest import ROOT, Client, Server, token_for
@@ -64,9 +64,7 @@ def subs_live(database: Database) -> Iterator[Server]:
 @pytest.fixture
 def api(subs_live: Server, database: Database) -> Client:
     scopes = ["system/*.cruds", "system/Subscription.cruds", "system/AuditEvent.rs"]
-    client = Client(subs_live.url, token_for(subs_live, database, scopes))
-    client.database = database  # type: ignore[attr-defined]
-    return client
+    return Client(subs_live.url, token_for(subs_live, database, scopes))
 
 
 @pytest.fixture
@@ -115,38 +113,41 @@ def subscribe(
     timeout: int = 5,
     max_count: int = 100,
     payload: str = "id-only",
-    headers: list[tuple[str, str]] | None = None,
+    headers: list[str] | None = None,
     criteria: str = "CarePlan?patient=Patient/123",
 ) -> str:
-    """A rest-hook subscription to the careplan topic, owned by ``api``'s client, stored as
-    the Subscription routes store one: its id."""
-    from fhir_mappings.notifications import seal_headers
-    from service.models import new_id
-
-    database: Database = api.database  # type: ignore[attr-defined]
-    subscription_id = new_id()
-    with database.writing() as session:
-        session.add(
-            Subscription(
-                id=subscription_id,
-                status="requested",
-                topic=TOPIC,
-                filters=[criteria],
-                endpoint=endpoint,
-                headers_sealed=seal_headers(subscription_id, headers or []),
-                payload=payload,
-                content_type="application/fhir+json",
-                heartbeat_seconds=heartbeat,
-                timeout_seconds=timeout,
-                max_count=max_count,
-                owner_client_id=api.client_id or "test",
-                owner_scopes="system/*.cruds",
-                owner_patient=None,
-                content="{}",
-                created_at=utcnow(),
-            )
+    """Create a rest-hook subscription to the careplan topic over FHIR: its id."""
+    extensions: list[dict[str, Any]] = [
+        {"url": f"{BACKPORT}/backport-timeout", "valueUnsignedInt": timeout},
+        {"url": f"{BACKPORT}/backport-max-count", "valuePositiveInt": max_count},
+    ]
+    if heartbeat is not None:
+        extensions.append(
+            {"url": f"{BACKPORT}/backport-heartbeat-period", "valueUnsignedInt": heartbeat}
         )
-    return subscription_id
+    body = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "delivery test",
+        "criteria": TOPIC,
+        "_criteria": {
+            "extension": [{"url": f"{BACKPORT}/backport-filter-criteria", "valueString": criteria}]
+        },
+        "channel": {
+            "extension": extensions,
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
+            "_payload": {
+                "extension": [{"url": f"{BACKPORT}/backport-payload-content", "valueCode": payload}]
+            },
+        },
+    }
+    if headers:
+        body["channel"]["header"] = headers  # type: ignore[index]
+    response = api.post("/fhir/Subscription", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
 
 
 def row(database: Database, subscription_id: str) -> Subscription:
@@ -183,9 +184,7 @@ def delivered_all(database: Database, subscription_id: str) -> bool:
 def test_handshake_activates_then_events_arrive_in_order(
     api: Client, receiver: Receiver, workers: Running, database: Database
 ) -> None:
-    subscription = subscribe(
-        api, receiver.url, headers=[("Authorization", "Bearer receiver-secret")]
-    )
+    subscription = subscribe(api, receiver.url, headers=["Authorization: Bearer receiver-secret"])
     workers.start()
     receiver.wait_for(lambda got: any(r.kind == "handshake" for r in got))
     wait_until(lambda: row(database, subscription).status == "active")
@@ -199,7 +198,11 @@ def test_handshake_activates_then_events_arrive_in_order(
     wait_until(lambda: delivered_all(database, subscription))
     state = row(database, subscription)
     raised = state.events_since_start
-    assert receiver.numbers(subscription) == list(range(1, raised + 1))
+    assert receiver.numbers(subscription) == list(range(1, raised + 1)), (
+        raised,
+        row(database, subscription).events_since_start,
+        [(r.kind, r.event_numbers) for r in receiver.of(subscription)],
+    )
     assert (state.delivered_through, state.failed_attempts) == (raised, 0)
     assert state.last_delivered_at is not None and state.lease_owner is None
     with database.reading() as session:
@@ -218,8 +221,12 @@ def test_handshake_activates_then_events_arrive_in_order(
     # The AuditEvents are served like any other.
     trail = api.get(f"/fhir/AuditEvent?entity=Subscription/{subscription}")
     assert trail.status_code == 200, trail.text
-    types = {e["resource"]["type"]["code"] for e in trail.json().get("entry", [])}
-    assert types == {"110106"}
+    sent = {
+        (e["resource"]["type"]["code"], e["resource"]["subtype"][0]["code"])
+        for e in trail.json().get("entry", [])
+        if e["resource"]["type"]["code"] != "rest"  # the subscription's own creation
+    }
+    assert sent == {("110106", "handshake"), ("110106", "event-notification")}
 
 
 def test_max_count_splits_a_backlog_into_ordered_notifications(
@@ -239,7 +246,12 @@ def test_max_count_splits_a_backlog_into_ordered_notifications(
 def test_heartbeat_when_idle(
     api: Client, receiver: Receiver, workers: Running, database: Database
 ) -> None:
-    subscription = subscribe(api, receiver.url, heartbeat=1)
+    subscription = subscribe(api, receiver.url, heartbeat=10)
+    # The API accepts heartbeats of 10 s or more: a second is long enough to test it.
+    with database.writing() as session:
+        session.execute(
+            update(Subscription).where(Subscription.id == subscription).values(heartbeat_seconds=1)
+        )
     workers.start()
     receiver.wait_for(lambda got: any(r.kind == "heartbeat" for r in got), timeout=5)
     handshake = receiver.of(subscription, "handshake")[0]
@@ -285,7 +297,8 @@ def test_redirect_is_a_failure_and_not_followed(
         with database.reading() as session:
             outcomes = session.scalars(
                 select(AuditRecord.outcome).where(
-                    AuditRecord.entity == f"Subscription/{subscription}"
+                    AuditRecord.interaction.in_(KINDS),
+                    AuditRecord.entity == f"Subscription/{subscription}",
                 )
             ).all()
         assert outcomes and set(outcomes) == {"4"}
@@ -382,7 +395,10 @@ def test_refused_destination_at_send_time_is_never_contacted(
     assert row(database, subscription).status == "requested"
     with database.reading() as session:
         outcomes = session.scalars(
-            select(AuditRecord.outcome).where(AuditRecord.entity == f"Subscription/{subscription}")
+            select(AuditRecord.outcome).where(
+                AuditRecord.interaction.in_(KINDS),
+                AuditRecord.entity == f"Subscription/{subscription}",
+            )
         ).all()
     assert outcomes and set(outcomes) == {"4"}
 

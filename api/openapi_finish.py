@@ -128,6 +128,8 @@ def _needed_scopes(path: str, method: str, endpoint: str | None) -> list[list[st
         types: tuple[str, ...] = PLAN_TYPES if "{resource_type}" in path else policy.ADMIN_TYPES
         if endpoint.removeprefix("fhir.") in _WRITES:
             types = WRITABLE_TYPES
+        if path.startswith("/fhir/Subscription"):
+            types = ("Subscription",)  # routes of their own type, named in the path
         return [[f"system/{resource}.{letter}"] for resource in types]
     permissions = policy.needs(endpoint, method.upper())
     if not permissions:

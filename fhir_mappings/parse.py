@@ -291,6 +291,9 @@ def validate_structure(resource: dict[str, Any], expected_type: str) -> None:
             problems.add(_expression(expected_type, tuple(item["loc"])), _message(item))
     except (TypeError, ValueError) as error:
         problems.add(expected_type, str(error))
+    except AttributeError:
+        # fhir.resources reads some primitives (url, uri) as text before checking their type.
+        problems.add(expected_type, "an element that must be text holds another JSON type")
     _check_raw(problems, expected_type, resource)
     _check_narrative(problems, f"{expected_type}.text", resource.get("text"))
     if model is not None:

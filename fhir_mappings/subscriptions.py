@@ -84,6 +84,7 @@ def read_subscription(
     ``current_status`` is the stored status on an update: sending it back unchanged is
     allowed, whatever it is.
     """
+    _check_text_elements(resource)
     validate_structure(resource, "Subscription")
     problems: list[tuple[str, str]] = []
     status = resource.get("status")
@@ -192,6 +193,34 @@ def read_subscription(
         end=end,
         content=stored,
     )
+
+
+def _check_text_elements(resource: Any) -> None:
+    """The elements read as text before their FHIR type is checked, named when they hold
+    another JSON type."""
+    if not isinstance(resource, dict):
+        return
+    problems = []
+    channel = resource.get("channel")
+    if isinstance(channel, dict) and not isinstance(channel.get("endpoint", ""), str):
+        problems.append(("Subscription.channel.endpoint", "must be a URL (text)"))
+    for path, listed in (
+        (
+            "Subscription.channel.extension",
+            channel.get("extension") if isinstance(channel, dict) else None,
+        ),
+        (
+            "Subscription.criteria.extension",
+            (resource.get("_criteria") or {}).get("extension")
+            if isinstance(resource.get("_criteria"), dict)
+            else None,
+        ),
+    ):
+        for index, extension in enumerate(listed if isinstance(listed, list) else []):
+            if isinstance(extension, dict) and not isinstance(extension.get("url", ""), str):
+                problems.append((f"{path}[{index}].url", "must be a URI (text)"))
+    if problems:
+        raise MappingError(problems)
 
 
 def _filter_texts(resource: dict[str, Any], problems: list[tuple[str, str]]) -> list[str]:

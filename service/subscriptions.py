@@ -85,9 +85,11 @@ def update(
     session: Session, subscription: Subscription, fields: dict[str, Any], now: datetime
 ) -> None:
     """Apply a client's new version. A subscription set to requested (again) or pointed
-    elsewhere starts over with a handshake; one turned off is due for nothing."""
-    requested_again = fields["status"] == "requested" and (
-        subscription.status != "requested" or fields["endpoint"] != subscription.endpoint
+    at another endpoint starts over, requested, with a handshake; one turned off is due
+    for nothing."""
+    moved = fields["endpoint"] != subscription.endpoint
+    requested_again = fields["status"] != "off" and (
+        moved or (fields["status"] == "requested" and subscription.status != "requested")
     )
     for name, value in fields.items():
         setattr(subscription, name, value)

@@ -143,7 +143,9 @@ def test_each_operation_names_the_scope_the_service_enforces(
         needed = _documented_scopes(operation)
         if path == "/auth/token":
             continue
-        if not (path.startswith("/api/") or path.startswith("/fhir")) or path == "/fhir/metadata":
+        # The CapabilityStatement and the subscription topics' definitions are public.
+        public_fhir = ("/fhir/metadata", "/fhir/Basic", "/fhir/Basic/{resource_id}")
+        if not (path.startswith("/api/") or path.startswith("/fhir")) or path in public_fhir:
             assert operation.get("security") == [], (method, path)
             continue
         assert operation["security"][0] == {"bearer": []}, (method, path)

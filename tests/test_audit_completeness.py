@@ -44,6 +44,19 @@ NO_PATIENT_DATA = {
     # The instrument declarations: any authenticated client reads them, unaudited.
     "/api/v1/instruments",
     "/api/v1/instruments/<key>",
+    # The subscription topics' definitions, served like the conformance resources.
+    "/fhir/Basic",
+    "/fhir/Basic/<resource_id>",
+}
+# Subscriptions hold no patient's records; their events do, and the audit of an $events
+# answer is checked by tests/test_subscription_outbox.py (its server may notify this
+# machine, which the shared server's endpoint policy refuses).
+SUBSCRIPTION_ROUTES = {
+    ("/fhir/Subscription", "GET"),
+    ("/fhir/Subscription/<resource_id>", "GET"),
+    ("/fhir/Subscription/$status", "GET"),
+    ("/fhir/Subscription/<resource_id>/$status", "GET"),
+    ("/fhir/Subscription/<resource_id>/$events", "GET"),
 }
 # Routes that answer aggregate figures of many patients and name none: their reads are
 # audited naming no patient (tests/test_outcomes_report.py checks that record).
@@ -313,7 +326,7 @@ def reading_routes(live: Server) -> Iterator[tuple[str, str]]:
 
 
 def test_every_reading_route_has_a_case(live: Server) -> None:
-    assert set(reading_routes(live)) == set(CASES) | AGGREGATE
+    assert set(reading_routes(live)) == set(CASES) | AGGREGATE | SUBSCRIPTION_ROUTES
 
 
 def patients_of(document: Any, world: World, path: str) -> set[str]:

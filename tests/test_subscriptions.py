@@ -12,6 +12,7 @@ import pytest
 from conftest import Client, Server, count_rows, token_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import update
 from werkzeug.serving import make_server
 
 from api.app import create_app
@@ -19,6 +20,7 @@ from api.config import Settings
 from fhir_mappings.topics import BY_ID, TOPICS
 from service.db import Database
 from service.endpoint_policy import parse_networks
+from service.models import Subscription
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 TOPIC = "https://ipt-careplans.org/fhir/SubscriptionTopic"
@@ -126,6 +128,13 @@ def test_headers_are_sealed_at_rest(owner: Client, database: Database) -> None:
         ).one()
     assert "receiver-secret" not in sealed
     assert "receiver-secret" not in content
+    owner.get(f"/fhir/Subscription/{created['id']}")
+    with database.engine.connect() as connection:
+        from sqlalchemy import text
+
+        trail = connection.execute(text("SELECT * FROM audit_events")).all()
+    assert trail
+    assert "receiver-secret" not in repr(trail)
 
 
 def test_update_needs_the_current_version_when_if_match_is_given(owner: Client) -> None:
@@ -216,7 +225,10 @@ def test_filters_on_parameters_the_topic_does_not_allow_are_refused(
         "/fhir/Subscription", json=subscription(filters=(f"Goal?{name}={value}",))
     )
     assert response.status_code == 422, response.text
-    assert any(e.startswith("Subscription.criteria") for e in expressions(response)), response.text
+    assert any(
+        e.startswith(("Subscription.criteria", "Subscription._criteria"))
+        for e in expressions(response)
+    ), response.text
     assert count_rows(database, "subscriptions") == 0
 
 
@@ -332,3 +344,71 @@ def test_topics_are_served_and_listed_in_the_capability_statement(hub: Server) -
         urls = [e for e in basic.json()["extension"] if e["url"].endswith("SubscriptionTopic.url")]
         assert urls[0]["valueUri"] == topic.url
     assert anonymous.get("/fhir/Basic").json()["total"] == len(TOPICS)
+
+
+def test_an_active_subscription_pointed_elsewhere_is_requested_again(
+    owner: Client, database: Database
+) -> None:
+    created = create(owner, subscription())
+    with database.writing() as session:
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == created["id"])
+            .values(status="active", next_attempt_at=None)
+        )
+    path = f"/fhir/Subscription/{created['id']}"
+    active = owner.get(path).json()
+    assert active["status"] == "active"
+    unchanged = owner.request("PUT", path, json=active)
+    assert unchanged.status_code == 200, unchanged.text
+    assert unchanged.json()["status"] == "active"
+    moved = {**active, "channel": {**active["channel"], "endpoint": "http://127.0.0.2:9/hook"}}
+    response = owner.request("PUT", path, json=moved)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "requested"
+    with database.reading() as session:
+        found = session.get(Subscription, created["id"])
+        assert found is not None and found.next_attempt_at is not None
+
+
+_ELEMENTS = (
+    ("status",),
+    ("criteria",),
+    ("reason",),
+    ("end",),
+    ("channel", "type"),
+    ("channel", "endpoint"),
+    ("channel", "payload"),
+    ("channel", "header"),
+    ("channel", "extension"),
+    ("_criteria",),
+)
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**40), max_value=2**40),
+    st.text(max_size=30),
+    st.lists(st.text(max_size=10), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2),
+    st.sampled_from(["active", "error", "off", "https://10.0.0.1/x", "ftp://example.org/"]),
+)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(element=st.sampled_from(_ELEMENTS), value=_VALUES)
+def test_a_bad_subscription_is_refused_with_an_outcome_and_stores_nothing(
+    owner: Client, database: Database, element: tuple[str, ...], value: Any
+) -> None:
+    body = subscription()
+    target = body
+    for name in element[:-1]:
+        target = target[name]
+    target[element[-1]] = value
+    before = count_rows(database, "subscriptions")
+    response = owner.post("/fhir/Subscription", json=body)
+    assert response.status_code in (201, 400, 422), response.text
+    if response.status_code != 201:
+        assert response.json()["resourceType"] == "OperationOutcome"
+        assert count_rows(database, "subscriptions") == before

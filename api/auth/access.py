@@ -28,6 +28,10 @@ REALM = 'Bearer realm="ipt-careplans"'
 WRITABLE_TYPES = ("CarePlan", "Goal", "QuestionnaireResponse", "Observation")
 PUBLISHED_TYPES = ("Flag",)
 PLAN_TYPES = (*WRITABLE_TYPES, *PUBLISHED_TYPES)
+# Types that belong to the client that created them, not to a patient: a Subscription is
+# found only by its owner (api/fhir/subscriptions.py), and carries only what its owner's
+# scopes and patient context allow.
+OWNED_TYPES = ("Subscription",)
 
 
 class Unauthenticated(Exception):

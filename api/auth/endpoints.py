@@ -20,7 +20,7 @@ import jwt
 from flask import Blueprint, Flask, Response, current_app, json, request
 
 from api.auth import keys, tokens
-from api.auth.access import PLAN_TYPES
+from api.auth.access import OWNED_TYPES, PLAN_TYPES
 from api.auth.throttle import Limited, source_address, throttle_for
 from api.auth.tokens import AuthError
 from api.config import Settings
@@ -41,10 +41,11 @@ MAX_SCOPE_LENGTH = 4096
 BASIC_CHALLENGE = 'Basic realm="ipt-careplans"'
 # Every type a scope can name, from the access tables: the plan's types, the types only a
 # scope naming them reaches (AuditEvent: a wildcard never grants it, so it is listed on its
-# own) and the clinic's aggregate report (MeasureReport).
+# own), the clinic's aggregate report (MeasureReport) and the clients' own subscriptions.
 SCOPES_SUPPORTED = [
     "system/*.cruds",
     *(f"system/{t}.rs" for t in (*PLAN_TYPES, *scopes.NAMED_ONLY, "MeasureReport")),
+    *(f"system/{t}.cruds" for t in OWNED_TYPES),
     "user/*.rs",
     "user/*.cruds",
     "patient/*.rs",

@@ -457,7 +457,10 @@ def _number_argument(arguments: dict[str, str], name: str, default: int) -> int:
 
 
 @blp.route("/Basic/<resource_id>", methods=["GET"], **_BASIC)
-@blp.doc(responses=responses({200: ("A topic definition", "FhirResource")}, 404, public=True))
+@blp.doc(
+    responses=responses({200: ("A topic definition", "FhirResource")}, 404, public=True),
+    security=[],
+)
 def topic_read(resource_type: str, resource_id: str) -> Response:
     """Read a subscription topic's definition (R4 backport: a Basic with R5 extensions)"""
     topic = topics.BY_ID.get(resource_id)
@@ -473,6 +476,7 @@ def topic_read(resource_type: str, resource_id: str) -> Response:
         for name in ("_id", "code")
     ],
     responses=responses({200: ("A searchset Bundle of topics", "FhirBundle")}, public=True),
+    security=[],
 )
 def topic_search(resource_type: str) -> Response:
     """Search the subscription topics' definitions, by `_id` or `code` (SubscriptionTopic)"""

@@ -1,0 +1,417 @@
+"""Events of subscriptions, written with the change they report: topic matching and
+filters per topic, numbering without gaps (concurrent writers included), nothing for a
+rolled-back change, the notification Bundles of every kind, $events and what the owner
+may see."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import test_subscriptions
+from conftest import TEST_DATABASE_URL, Client, Server, plan_url
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.parameters import Parameters
+from sqlalchemy import event, select, text, update
+from test_subscriptions import SUBSCRIBER, caller, create, subscription
+
+from fhir_mappings.notifications import KINDS, channel_headers, notification_bundle
+from service.db import Database
+from service.models import Subscription, SubscriptionEvent, utcnow
+
+# The server of test_subscriptions, whose subscriptions may notify this machine.
+hub = test_subscriptions.hub
+BASE = "https://ipt.example.org/fhir"
+ADMIN = ["system/*.cruds"]
+
+
+@pytest.fixture
+def writer(hub: Server, database: Database) -> Client:
+    return caller(hub, database, ADMIN)
+
+
+@pytest.fixture
+def owner(hub: Server, database: Database) -> Client:
+    return caller(hub, database, SUBSCRIBER)
+
+
+def events_of(database: Database, subscription_id: str) -> list[SubscriptionEvent]:
+    with database.reading() as session:
+        return list(
+            session.scalars(
+                select(SubscriptionEvent)
+                .where(SubscriptionEvent.subscription_id == subscription_id)
+                .order_by(SubscriptionEvent.event_number)
+            )
+        )
+
+
+def stored(database: Database, subscription_id: str) -> Subscription:
+    with database.reading() as session:
+        found = session.get(Subscription, subscription_id)
+        assert found is not None
+        return found
+
+
+def focus(events: list[SubscriptionEvent]) -> list[tuple[str, str]]:
+    return [(e.focus_type, e.focus_id) for e in events]
+
+
+def goals_of(writer: Client, plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(writer.get(plan_url(plan, "goals")).json()["items"])
+
+
+def test_goal_events_follow_the_patient_filter(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    mine = create(owner, subscription(filters=("Goal?patient=Patient/123",)))
+    everyone = create(owner, subscription())
+    plan = writer.create_plan(patient="Patient/123")
+    writer.create_plan(patient="Patient/999")
+    goal_ids = {g["id"] for g in goals_of(writer, plan)}
+    assert goal_ids
+    raised = events_of(database, mine["id"])
+    assert {i for _, i in focus(raised)} == goal_ids
+    assert [e.event_number for e in raised] == list(range(1, len(raised) + 1))
+    assert {e.patient for e in raised} == {"Patient/123"}
+    assert stored(database, mine["id"]).events_since_start == len(raised)
+    assert stored(database, mine["id"]).next_attempt_at is not None
+    assert len(events_of(database, everyone["id"])) == 2 * len(raised)
+
+
+def test_goal_status_filters(owner: Client, writer: Client, database: Database) -> None:
+    plan = writer.create_plan()
+    goal = goals_of(writer, plan)[0]
+    completed = create(owner, subscription(filters=("Goal?lifecycle-status=completed",)))
+    achieved = create(
+        owner,
+        subscription(
+            filters=(
+                "Goal?achievement-status=http://terminology.hl7.org/CodeSystem/goal-achievement|achieved",
+            )
+        ),
+    )
+    response = writer.patch(plan_url(plan, "goals", goal["id"]), json={"priority": "low-priority"})
+    assert response.status_code == 200, response.text
+    assert events_of(database, completed["id"]) == []
+    response = writer.patch(
+        plan_url(plan, "goals", goal["id"]),
+        json={"lifecycle_status": "completed", "achievement_status": "achieved"},
+    )
+    assert response.status_code == 200, response.text
+    assert focus(events_of(database, completed["id"])) == [("Goal", goal["id"])]
+    assert focus(events_of(database, achieved["id"])) == [("Goal", goal["id"])]
+
+
+def test_a_deleted_goal_is_an_event_of_its_deletion(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    plan = writer.create_plan()
+    goal = goals_of(writer, plan)[0]
+    watching = create(owner, subscription(filters=("Goal?patient=Patient/123",)))
+    assert writer.delete(plan_url(plan, "goals", goal["id"])).status_code == 204
+    [event] = [e for e in events_of(database, watching["id"]) if e.focus_id == goal["id"]]
+    with database.reading() as session:
+        sub = session.get(Subscription, watching["id"])
+        assert sub is not None
+        bundle = notification_bundle(session, sub, "event-notification", [event], base_url=BASE)
+    assert bundle["entry"][1]["request"] == {"method": "DELETE", "url": f"Goal/{goal['id']}"}
+    assert "resource" not in bundle["entry"][1]
+
+
+def test_a_recorded_session_raises_the_session_topic(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    plan = writer.create_plan()
+    sessions = create(owner, subscription(topic="session-recorded"))
+    plans = create(owner, subscription(topic="careplan", filters=("CarePlan?patient=Patient/123",)))
+    before = len(events_of(database, plans["id"]))
+    response = writer.post(
+        plan_url(plan, "sessions"),
+        json={"number": 1, "date": "2026-01-05", "status": "attended"},
+    )
+    assert response.status_code == 201, response.text
+    phases = writer.get(plan_url(plan, "phases")).json()["items"]
+    initial = next(p for p in phases if p["code"] == "initial")
+    assert focus(events_of(database, sessions["id"])) == [("CarePlan", initial["id"])]
+    assert len(events_of(database, plans["id"])) > before
+    # A change of the phase that records no session is no session event.
+    response = writer.patch(plan_url(plan), json={"formulation": "changed"})
+    assert len(events_of(database, sessions["id"])) == 1
+
+
+def test_a_score_and_a_safety_signal_raise_their_topics(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    plan = writer.create_plan()
+    scores = create(
+        owner, subscription(topic="score-recorded", filters=("Observation?code=44261-6",))
+    )
+    anxiety = create(
+        owner, subscription(topic="score-recorded", filters=("Observation?code=70274-6",))
+    )
+    flags = create(
+        owner, subscription(topic="safety-signal", filters=("Flag?patient=Patient/123",))
+    )
+    answers = {f"phq-9-{n}": 1 for n in range(1, 10)}
+    response = writer.post(
+        plan_url(plan, "administrations"),
+        json={"instrument": "phq-9", "administered_on": "2026-01-12", "answers": answers},
+    )
+    assert response.status_code == 201, response.text
+    administration = response.json()["id"]
+    assert focus(events_of(database, scores["id"])) == [("Observation", administration)]
+    assert events_of(database, anxiety["id"]) == []
+    [flag] = events_of(database, flags["id"])
+    assert flag.focus_type == "Flag"
+
+
+def test_subscriptions_off_deleted_or_ended_collect_nothing(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    off = create(owner, subscription(status="off"))
+    deleted = create(owner, subscription())
+    owner.delete(f"/fhir/Subscription/{deleted['id']}")
+    ended = create(owner, subscription())
+    with database.writing() as session:
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == ended["id"])
+            .values(end=utcnow() - timedelta(seconds=1))
+        )
+    writer.create_plan()
+    for created in (off, deleted, ended):
+        assert events_of(database, created["id"]) == []
+
+
+def test_a_rolled_back_change_raises_no_event(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    plan = writer.create_plan()
+    goal = goals_of(writer, plan)[0]
+    watching = create(owner, subscription())
+    resource = writer.get(f"/fhir/Goal/{goal['id']}").json()
+    changed = {**resource, "priority": {"text": "high"}}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": changed, "request": {"method": "PUT", "url": f"Goal/{goal['id']}"}},
+            {"request": {"method": "GET", "url": f"Goal/{goal['id']}"}},
+            {
+                "resource": changed,
+                "request": {"method": "PUT", "url": f"Goal/{goal['id']}", "ifMatch": 'W/"99"'},
+            },
+        ],
+    }
+    response = writer.post("/fhir", json=bundle)
+    assert response.status_code >= 400, response.text
+    assert events_of(database, watching["id"]) == []
+    assert stored(database, watching["id"]).events_since_start == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="concurrent writers need PostgreSQL")
+def test_concurrent_writers_number_events_without_gaps(
+    owner: Client, hub: Server, database: Database
+) -> None:
+    first = create(owner, subscription())
+    second = create(owner, subscription(topic="careplan"))
+    writers = [caller(hub, database, ADMIN) for _ in range(4)]
+
+    def write(index: int) -> None:
+        writers[index % 4].create_plan(patient=f"Patient/{index}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(write, range(12)))
+    for created in (first, second):
+        numbers = [e.event_number for e in events_of(database, created["id"])]
+        assert numbers == list(range(1, len(numbers) + 1))
+        assert stored(database, created["id"]).events_since_start == len(numbers)
+        assert len(numbers) >= 12
+
+
+@pytest.fixture
+def raised(owner: Client, writer: Client, database: Database) -> Iterator[dict[str, Any]]:
+    """A goal subscription with the events of a new plan's goals."""
+    created = create(owner, subscription(payload="full-resource"))
+    writer.create_plan()
+    yield created
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("payload", ["empty", "id-only", "full-resource"])
+def test_bundles_of_every_kind_are_valid_r4(
+    raised: dict[str, Any], database: Database, kind: str, payload: str
+) -> None:
+    events = events_of(database, raised["id"])
+    with database.reading() as session:
+        sub = session.get(Subscription, raised["id"])
+        assert sub is not None
+        session.expunge(sub)
+        sub.payload = payload
+        bundle = notification_bundle(session, sub, kind, events, base_url=BASE)
+    Bundle.model_validate(bundle)
+    assert bundle["type"] == "history"
+    status = bundle["entry"][0]["resource"]
+    Parameters.model_validate(status)
+    parameters = status["parameter"]
+    assert parameters[3] == {"name": "type", "valueCode": kind}
+    notified = [p for p in parameters if p["name"] == "notification-event"]
+    entries = bundle["entry"][1:]
+    if kind in ("event-notification", "query-event"):
+        numbers = [p["part"][0]["valueString"] for p in notified]
+        assert numbers == [str(e.event_number) for e in events]
+        with_focus = [p for p in notified if any(part["name"] == "focus" for part in p["part"])]
+        assert len(with_focus) == (0 if payload == "empty" else len(events))
+        assert len(entries) == (0 if payload == "empty" else len(events))
+        if payload == "full-resource":
+            assert all(e["resource"]["resourceType"] == "Goal" for e in entries)
+        if payload == "id-only":
+            assert all("resource" not in e and e["request"]["method"] == "POST" for e in entries)
+    else:
+        assert notified == [] and entries == []
+
+
+def test_the_owner_sees_only_what_its_scopes_allow(
+    hub: Server, writer: Client, database: Database
+) -> None:
+    narrow = caller(hub, database, ["system/Subscription.cruds", "system/CarePlan.rs"])
+    created = create(narrow, subscription())
+    writer.create_plan()
+    events = events_of(database, created["id"])
+    assert events
+    with database.reading() as session:
+        sub = session.get(Subscription, created["id"])
+        assert sub is not None
+        bundle = notification_bundle(session, sub, "event-notification", events, base_url=BASE)
+    notified = [
+        p for p in bundle["entry"][0]["resource"]["parameter"] if p["name"] == "notification-event"
+    ]
+    assert len(notified) == len(events)
+    assert all(len(p["part"]) == 2 for p in notified)  # number and timestamp: no focus
+    assert len(bundle["entry"]) == 1
+
+
+def test_a_patient_bound_owner_sees_only_its_patient(
+    hub: Server, writer: Client, database: Database
+) -> None:
+    bound = caller(hub, database, ["patient/Subscription.cruds", "patient/Goal.rs"], "Patient/5")
+    created = create(bound, subscription(filters=("Goal?patient=Patient/5",)))
+    writer.create_plan(patient="Patient/5")
+    events = events_of(database, created["id"])
+    with database.writing() as session:
+        # An event of another patient (a filter can only narrow): it keeps its number only.
+        session.execute(
+            update(SubscriptionEvent)
+            .where(
+                SubscriptionEvent.subscription_id == created["id"],
+                SubscriptionEvent.event_number == 1,
+            )
+            .values(patient="Patient/6")
+        )
+    events = events_of(database, created["id"])
+    with database.reading() as session:
+        sub = session.get(Subscription, created["id"])
+        assert sub is not None
+        bundle = notification_bundle(session, sub, "event-notification", events, base_url=BASE)
+    assert len(bundle["entry"]) == len(events)  # the status, and every focus but one
+
+
+def test_events_returns_ranges_and_says_what_is_gone(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    created = create(owner, subscription())
+    writer.create_plan()
+    writer.create_plan()
+    total = stored(database, created["id"]).events_since_start
+    assert total >= 4
+    path = f"/fhir/Subscription/{created['id']}/$events"
+
+    def numbers(response: Any) -> list[int]:
+        assert response.status_code == 200, response.text
+        parameters = response.json()["entry"][0]["resource"]["parameter"]
+        return [
+            int(p["part"][0]["valueString"])
+            for p in parameters
+            if p["name"] == "notification-event"
+        ]
+
+    assert numbers(owner.get(path, params={"eventsSinceNumber": 2, "eventsUntilNumber": 3})) == [
+        2,
+        3,
+    ]
+    assert numbers(owner.get(path)) == list(range(1, total + 1))
+    posted = owner.post(
+        path,
+        json={
+            "resourceType": "Parameters",
+            "parameter": [{"name": "eventsSinceNumber", "valueString": str(total)}],
+        },
+    )
+    assert numbers(posted) == [total]
+    full = owner.get(path, params={"content": "full-resource", "eventsSinceNumber": 1}).json()
+    assert full["entry"][1]["resource"]["resourceType"] == "Goal"
+    assert owner.get(path, params={"eventsSinceNumber": "x"}).status_code == 400
+    assert owner.get(path, params={"content": "everything"}).status_code == 400
+    with database.writing() as session:
+        session.execute(
+            update(SubscriptionEvent)
+            .where(
+                SubscriptionEvent.subscription_id == created["id"],
+                SubscriptionEvent.event_number <= 2,
+            )
+            .values(occurred_at=utcnow() - timedelta(days=30))
+        )
+    response = owner.get(path, params={"eventsSinceNumber": 1})
+    assert numbers(response) == list(range(3, total + 1))
+    outcome = response.json()["entry"][0]["response"]["outcome"]
+    assert "gone" in outcome["issue"][0]["diagnostics"]
+
+
+def test_channel_headers_are_unsealed_for_delivery(owner: Client, database: Database) -> None:
+    created = create(owner, subscription())
+    assert channel_headers(stored(database, created["id"])) == [
+        ("Authorization", "Bearer receiver-secret")
+    ]
+
+
+def test_a_write_with_no_subscriptions_costs_one_query_of_them(
+    writer: Client, database: Database
+) -> None:
+    plan = writer.create_plan()
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "subscription" in statement:
+            statements.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        response = writer.patch(plan_url(plan), json={"formulation": "changed"})
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert response.status_code == 200, response.text
+    assert len(statements) == 1
+    assert "FROM subscriptions" in statements[0]
+
+
+def test_an_events_answer_is_audited_for_the_patients_it_holds(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    created = create(owner, subscription(payload="full-resource"))
+    writer.create_plan(patient="Patient/321")
+    response = owner.get(
+        f"/fhir/Subscription/{created['id']}/$events",
+        headers={"X-Request-ID": "events-audit-1"},
+    )
+    assert response.status_code == 200
+    with database.engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT patient, interaction FROM audit_events WHERE request_id = :id"),
+            {"id": "events-audit-1"},
+        ).all()
+    assert [(row.patient, row.interaction) for row in rows] == [("Patient/321", "operation")]

@@ -176,6 +176,14 @@ def all_events(database: Database, subscription_id: str) -> list[int]:
     return list(range(1, raised + 1))
 
 
+def received_all(database: Database, receiver: Receiver, subscription_id: str) -> bool:
+    """Every event raised for the subscription is delivered and the receiver has every
+    number from 1 to the count (read again until both agree)."""
+    if not delivered_all(database, subscription_id):
+        return False
+    return set(receiver.numbers(subscription_id)) == set(all_events(database, subscription_id))
+
+
 def delivered_all(database: Database, subscription_id: str) -> bool:
     found = row(database, subscription_id)
     return found.events_since_start > 0 and found.delivered_through == found.events_since_start
@@ -195,7 +203,7 @@ def test_handshake_activates_then_events_arrive_in_order(
 
     write_plans(api, 5)
     write_plans(api, 2, patient="Patient/other")  # filtered out: no event
-    wait_until(lambda: delivered_all(database, subscription))
+    wait_until(lambda: received_all(database, receiver, subscription))
     state = row(database, subscription)
     raised = state.events_since_start
     assert receiver.numbers(subscription) == list(range(1, raised + 1)), (
@@ -235,7 +243,7 @@ def test_max_count_splits_a_backlog_into_ordered_notifications(
     subscription = subscribe(api, receiver.url, max_count=2)
     write_plans(api, 5)  # written before the handshake: they wait for it
     workers.start()
-    wait_until(lambda: delivered_all(database, subscription))
+    wait_until(lambda: received_all(database, receiver, subscription))
     batches = [r.event_numbers for r in receiver.of(subscription, "event-notification")]
     raised = row(database, subscription).events_since_start
     assert [n for batch in batches for n in batch] == list(range(1, raised + 1))
@@ -274,7 +282,7 @@ def test_receiver_down_then_back_gets_every_event(
     assert failing.status == "active"
     receiver.start()
     write_plans(api, 2)
-    wait_until(lambda: delivered_all(database, subscription))
+    wait_until(lambda: received_all(database, receiver, subscription))
     numbers = receiver.numbers(subscription)
     # None lost, in order; a number seen twice would be a duplicate, never a gap.
     assert sorted(set(numbers)) == all_events(database, subscription)
@@ -411,7 +419,7 @@ def test_two_workers_never_send_one_subscription_at_once(
     workers.start()
     workers.start()
     write_plans(api, 8)
-    wait_until(lambda: all(delivered_all(database, s) for s in ids), timeout=20)
+    wait_until(lambda: all(received_all(database, receiver, s) for s in ids), timeout=20)
     assert receiver.most_in_flight == 1
     for subscription in ids:
         assert receiver.numbers(subscription) == all_events(database, subscription)
@@ -456,7 +464,7 @@ def test_worker_killed_mid_delivery_loses_nothing(
     receiver.delay = 0.0
     assert row(database, subscription).lease_owner is not None  # its claim outlives it
     workers.start()
-    wait_until(lambda: delivered_all(database, subscription), timeout=15)
+    wait_until(lambda: received_all(database, receiver, subscription), timeout=15)
     assert receiver.of(subscription, "handshake")
     assert sorted(set(receiver.numbers(subscription))) == all_events(database, subscription)
 

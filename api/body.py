@@ -9,10 +9,12 @@ hold for all of them at once:
 * **JSON as data, not as a program.** :func:`json_body` measures the nesting depth before
   parsing (the parser recurses once per level), refuses ``NaN``/``Infinity`` and numbers
   no database column holds, and names the line and column of a syntax error.
-* **Only text the database can store.** A lone UTF-16 surrogate or a NUL character
-  cannot be stored in PostgreSQL's text and JSON types (nor encoded as UTF-8): such a
-  string anywhere in a JSON body is refused with 422 naming its element, and in a query
-  parameter, form field or path segment with 400 naming the parameter.
+* **Only text a record can hold.** A lone UTF-16 surrogate or a NUL character cannot be
+  stored in PostgreSQL's text and JSON types (nor encoded as UTF-8), and the other C0
+  control characters (U+0001 to U+001F but tab, line feed and carriage return) are
+  neither FHIR string content nor XML, so a narrative holding one would not be valid
+  XHTML: such a string anywhere in a JSON body is refused with 422 naming its element,
+  and in a query parameter, form field or path segment with 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -43,12 +45,14 @@ _CHUNK = 64 * 1024
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
-# What JSON text must contain for a parsed string to hold a NUL or a surrogate.
-_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What JSON text must contain for a parsed string to hold a control character or a
+# surrogate (JSON writes neither unescaped).
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:00[01][0-9a-fA-F]|[dD][89a-fA-F])")
+UNSTORABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _UNSTORABLE_MESSAGE = {
     "\x00": "contains a NUL character (U+0000), which cannot be stored",
 }
+_CONTROL_MESSAGE = "contains the control character {code}, which FHIR text and XHTML cannot hold"
 _SURROGATE_MESSAGE = (
     "contains a lone UTF-16 surrogate ({code}), which is not a character and cannot be stored"
 )
@@ -218,11 +222,16 @@ def unstorable_message(text: str) -> str | None:
     if found is None:
         return None
     char = found.group()
-    return _UNSTORABLE_MESSAGE.get(char) or _SURROGATE_MESSAGE.format(code=f"U+{ord(char):04X}")
+    code = f"U+{ord(char):04X}"
+    if char in _UNSTORABLE_MESSAGE:
+        return _UNSTORABLE_MESSAGE[char]
+    if char < " ":
+        return _CONTROL_MESSAGE.format(code=code)
+    return _SURROGATE_MESSAGE.format(code=code)
 
 
 def printable(text: str) -> str:
-    """``text`` with every character that cannot be stored as its ``\\uXXXX`` escape, to
+    """``text`` with every character a record cannot hold as its ``\\uXXXX`` escape, to
     name it in an error."""
     return UNSTORABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 

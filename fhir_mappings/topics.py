@@ -272,26 +272,22 @@ class Filter:
 
 
 def _value_matches(parameter: SearchParameter, wanted: str, found: list[Any]) -> bool:
+    """Whether a value of the filter matches one the resource is indexed with, as the
+    same search would: references by ``Type/id``, tokens as ``code``, ``system|code``,
+    ``|code`` (no system) or ``system|`` (any code of the system)."""
     if parameter.type == "reference":
-        target = (
-            wanted
-            if parameter.canonical
-            else normalise_reference(
-                wanted
-                if "/" in wanted or parameter.target is None
-                else f"{parameter.target}/{wanted}"
-            )
-        )
-        return target in found
-    if "|" in wanted:
-        system, code = wanted.split("|", 1)
-        return any(
-            isinstance(token, Token)
-            and (not code or token.code == code)
-            and (token.system == (system or None) if system or not code else token.system is None)
-            for token in found
-        )
-    return any(isinstance(token, Token) and token.code == wanted for token in found)
+        if parameter.canonical:
+            return wanted in found
+        if "/" not in wanted and parameter.target is not None:
+            wanted = f"{parameter.target}/{wanted}"
+        return normalise_reference(wanted) in found
+    tokens = [token for token in found if isinstance(token, Token)]
+    if "|" not in wanted:
+        return any(token.code == wanted for token in tokens)
+    system, code = wanted.split("|", 1)
+    return any(
+        token.system == (system or None) and (not code or token.code == code) for token in tokens
+    )
 
 
 class InvalidFilter(ValueError):

@@ -11,6 +11,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from conftest import Client, token_for
@@ -103,6 +104,15 @@ def test_questionnaires_are_found_by_url_and_listed_in_the_capability_statement(
     assert versioned["total"] == 1
     assert fhir_get(anonymous, "Questionnaire", params={"url": PHQ9_URL + "x"}).json()["total"] == 0
     assert fhir_get(anonymous, "Questionnaire").json()["total"] == 2
+    # The same search as a form: the URL's and the form's parameters together.
+    posted = anonymous.post(
+        "/fhir/Questionnaire/_search", params={"_count": "10"}, data={"url": f"{PHQ9_URL}|1.0.0"}
+    )
+    assert posted.status_code == 200, posted.text
+    assert [e["resource"]["id"] for e in posted.json()["entry"]] == ["phq-9"]
+    assert posted.json()["link"][0]["url"].endswith(
+        "/fhir/Questionnaire?url=" + quote(f"{PHQ9_URL}|1.0.0", safe="")
+    )
     strict = anonymous.get(
         "/fhir/Questionnaire", params={"title": "x"}, headers={"Prefer": "handling=strict"}
     )

@@ -157,7 +157,7 @@ def test_the_depth_limit_is_exact(client: Client, depth: int, status: int) -> No
 
 # --- class 2: text the database cannot store ------------------------------------------------
 
-UNSTORABLE = ["\ud800", "before\udfffafter", "a\x00b", "\udbff"]
+UNSTORABLE = ["\ud800", "before\udfffafter", "a\x00b", "\udbff", "bell\x07", "a\x1fb", "\x0b"]
 
 
 def native_cases(values: Json) -> list[tuple[str, str, Json, str]]:

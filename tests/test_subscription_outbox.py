@@ -15,10 +15,13 @@ import test_subscriptions
 from conftest import TEST_DATABASE_URL, Client, Server, plan_url
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.parameters import Parameters
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event, select, text, update
 from test_subscriptions import SUBSCRIBER, caller, create, subscription
 
 from fhir_mappings.notifications import KINDS, channel_headers, notification_bundle
+from fhir_mappings.topics import BY_ID, parse_filter
 from service.db import Database
 from service.models import Subscription, SubscriptionEvent, utcnow
 
@@ -415,3 +418,27 @@ def test_an_events_answer_is_audited_for_the_patients_it_holds(
             {"id": "events-audit-1"},
         ).all()
     assert [(row.patient, row.interaction) for row in rows] == [("Patient/321", "operation")]
+
+
+_GOAL_STATUSES = ["proposed", "planned", "accepted", "active", "on-hold", "completed", "cancelled"]
+
+
+@given(
+    held=st.sampled_from(_GOAL_STATUSES),
+    asked=st.lists(st.sampled_from(_GOAL_STATUSES), min_size=1, max_size=3),
+    form=st.sampled_from(["{code}", "http://hl7.org/fhir/goal-status|{code}", "|{code}"]),
+)
+def test_a_token_filter_matches_as_the_search_would(held: str, asked: list[str], form: str) -> None:
+    goal = {
+        "resourceType": "Goal",
+        "lifecycleStatus": held,
+        "subject": {"reference": "Patient/1"},
+    }
+    values = ",".join(form.format(code=code) for code in asked)
+    criterion = parse_filter(BY_ID["goal"], f"Goal?lifecycle-status={values}")
+    # The index keeps goal-status codes with their system: "|code" asks for none.
+    expected = held in asked and not form.startswith("|")
+    assert criterion.matches(goal) == expected
+    patient = parse_filter(BY_ID["goal"], "Goal?patient=1")
+    assert patient.matches(goal)
+    assert not parse_filter(BY_ID["goal"], "Goal?patient=Patient/2").matches(goal)

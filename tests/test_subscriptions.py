@@ -12,7 +12,7 @@ import pytest
 from conftest import Client, Server, count_rows, token_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import update
+from sqlalchemy import text, update
 from werkzeug.serving import make_server
 
 from api.app import create_app
@@ -120,8 +120,6 @@ def test_a_subscription_is_created_requested_and_read_back_with_its_headers(owne
 def test_headers_are_sealed_at_rest(owner: Client, database: Database) -> None:
     created = create(owner, subscription())
     with database.engine.connect() as connection:
-        from sqlalchemy import text
-
         sealed, content = connection.execute(
             text("SELECT headers_sealed, content FROM subscriptions WHERE id = :id"),
             {"id": created["id"]},
@@ -130,8 +128,6 @@ def test_headers_are_sealed_at_rest(owner: Client, database: Database) -> None:
     assert "receiver-secret" not in content
     owner.get(f"/fhir/Subscription/{created['id']}")
     with database.engine.connect() as connection:
-        from sqlalchemy import text
-
         trail = connection.execute(text("SELECT * FROM audit_events")).all()
     assert trail
     assert "receiver-secret" not in repr(trail)

@@ -144,11 +144,11 @@ def is_public() -> bool:
     if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
         return True
     parts = path.strip("/").split("/")
-    return (
-        len(parts) >= 2
-        and parts[0] == "fhir"
-        and parts[1] in CONFORMANCE_TYPES
-        and (request.method == "GET")
+    if len(parts) < 2 or parts[0] != "fhir" or parts[1] not in CONFORMANCE_TYPES:
+        return False
+    # Reading and searching them; a search may come as a form (POST …/_search).
+    return request.method == "GET" or (
+        request.method == "POST" and len(parts) == 3 and parts[2] == "_search"
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -232,13 +233,15 @@ CONFORMANCE_SEARCH = ("url", "_id", "name", "version", "status")
 _CONFORMANCE_RESULTS = ("_format", "_pretty", "_count", "_total")
 
 
-def search_conformance(resource_type: str) -> Response:
+def search_conformance(resource_type: str, params: Iterable[tuple[str, str]]) -> Response:
     """A searchset of the conformance resources of a type: by ``url`` (``url|version``),
     ``_id``, ``name``, ``version`` and ``status``; an unknown parameter is ignored, or a
-    400 under ``Prefer: handling=strict``."""
+    400 under ``Prefer: handling=strict``. ``params`` are the query's (name, value) pairs,
+    of the URL or of a ``_search`` form."""
+    params = list(params)
     strict = "handling=strict" in request.headers.get("Prefer", "").replace(" ", "")
     wanted: dict[str, str] = {}
-    for name, value in request.args.items(multi=True):
+    for name, value in params:
         if name in _CONFORMANCE_RESULTS:
             continue
         if name not in CONFORMANCE_SEARCH:
@@ -257,12 +260,13 @@ def search_conformance(resource_type: str) -> Response:
         if resource["resourceType"] == resource_type
         and all(resource.get(fields.get(k, k)) == v for k, v in wanted.items())
     ]
-    query = urlencode([(k, v) for k, v in request.args.items(multi=True) if k in wanted])
+    query = urlencode([(k, v) for k, v in params if k in wanted])
+    self_url = f"{base_url()}/{resource_type}{'?' + query if query else ''}"
     bundle = {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(found),
-        "link": [{"relation": "self", "url": f"{request.base_url}{'?' + query if query else ''}"}],
+        "link": [{"relation": "self", "url": self_url}],
         "entry": [
             {
                 "fullUrl": f"{base_url()}/{resource_type}/{resource['id']}",

@@ -379,7 +379,7 @@ def search_type(resource_type: str) -> Response:
     ValueSet) are searched by `url` (or `url|version`), `_id`, `name`, `version` and `status`.
     """
     if resource_type in CONFORMANCE_TYPES:
-        return search_conformance(resource_type)
+        return search_conformance(resource_type, request.args.items(multi=True))
     check_type(resource_type)
     return body_response(run(Search(resource_type, request.args)))
 
@@ -391,10 +391,13 @@ def search_post(resource_type: str) -> Response:
 
     The same parameters as the GET search, sent as `application/x-www-form-urlencoded`.
     """
-    check_type(resource_type)
+    if resource_type not in CONFORMANCE_TYPES:
+        check_type(resource_type)
     if request.mimetype != "application/x-www-form-urlencoded":
         raise BadRequest("POST _search takes an application/x-www-form-urlencoded body")
     params: MultiDict[str, str] = MultiDict(request.args)
     for name, value in request.form.items(multi=True):
         params.add(name, value)
+    if resource_type in CONFORMANCE_TYPES:
+        return search_conformance(resource_type, params.items(multi=True))
     return body_response(run(Search(resource_type, params)))

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Response, current_app, request
-from werkzeug.exceptions import BadRequest, PreconditionFailed
+from werkzeug.exceptions import BadRequest, PreconditionFailed, UnsupportedMediaType
 
 from api.auth.principal import current_principal
 from api.body import json_body
@@ -67,8 +67,6 @@ def _endpoint_refusal(url: str) -> str | None:
 
 def _read_body(current_status: str | None = None) -> SubscriptionRequest:
     if request.mimetype not in JSON_TYPES:
-        from werkzeug.exceptions import UnsupportedMediaType
-
         raise UnsupportedMediaType(
             f"send the body as {' or '.join(JSON_TYPES)}, not {request.mimetype or 'nothing'}"
         )
@@ -199,8 +197,6 @@ def subscription_update(resource_type: str, resource_id: str) -> Response:
                 f'W/"{subscription.version_id}"'
             )
         fields = _fields(resource_id, written)
-        if written.status == subscription.status and written.status not in ("requested", "off"):
-            fields["status"] = subscription.status
         subscriptions.update(session, subscription, fields, transaction_time(session))
     return _respond(subscription)
 

@@ -173,6 +173,46 @@ def serve(host: str, port: int, workers: int | None, threads: int | None) -> Non
     run(app, host, port, workers, threads or options.threads)
 
 
+@main.command(with_appcontext=False)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface the health and metrics port listens on.",
+)
+@click.option(
+    "--port",
+    default=9100,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of /livez, /readyz and /metrics; 0 for none.",
+)
+def worker(host: str, port: int) -> None:
+    """Deliver subscription notifications until stopped (SIGTERM ends the deliveries under
+    way, then exits). Several workers may run against one PostgreSQL database: they share
+    the work, and never send one subscription's notifications at the same time."""
+    from api.request_log import configure_logging
+    from api.worker import pool_size, run
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    database = _open_database(settings, create=False)
+    database.dispose()
+    database = Database(settings.database_url, pool_size=pool_size(settings))
+    if settings.migrates_on_start:
+        database.upgrade()
+    elif not database.schema_is_current():
+        raise click.ClickException(
+            "the database schema is not current: run `ipt-careplans db upgrade` first"
+        )
+    where = f"health and metrics on http://{host}:{port}" if port else "no health port"
+    click.echo(f"ipt-careplans worker delivering notifications ({where})", err=True)
+    try:
+        run(settings, database, host=host, port=port)
+    finally:
+        database.dispose()
+
+
 @main.group()
 def db() -> None:
     """Database schema migrations."""

@@ -51,6 +51,13 @@ class Settings:
     ] = ()
     # How long a subscription's events stay available to $events.
     subscription_retention_days: int = 7
+    # Delivery of subscription notifications (api.worker): where it runs and how it retries.
+    subscription_delivery_in_process: bool | None = None  # None: in serve on SQLite only
+    subscription_poll_ms: int = 200
+    subscription_delivery_concurrency: int = 8
+    subscription_backoff_base_ms: int = 1000
+    subscription_backoff_max_ms: int = 300_000
+    subscription_lease_margin_ms: int = 30_000
 
     @property
     def token_endpoint(self) -> str:
@@ -65,6 +72,13 @@ class Settings:
     @property
     def external_configured(self) -> bool:
         return self.external_issuer is not None
+
+    @property
+    def delivers_in_process(self) -> bool:
+        """Whether ``serve`` runs the delivery worker itself (beside its web workers)."""
+        if self.subscription_delivery_in_process is not None:
+            return self.subscription_delivery_in_process
+        return self.database_url.startswith("sqlite")
 
     @property
     def migrates_on_start(self) -> bool:
@@ -190,7 +204,64 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "How many days a subscription's events are kept for `$events` (and for delivery to "
         "catch up), 1 to 365. Default 7.",
     ),
+    "IPT_SUBSCRIPTION_DELIVERY_IN_PROCESS": (
+        "subscription_delivery_in_process",
+        "Whether `ipt-careplans serve` also delivers subscription notifications (in a "
+        "process of its own beside the web workers): `true`/`false`. Default true for "
+        "SQLite, false otherwise (run `ipt-careplans worker`).",
+    ),
+    "IPT_SUBSCRIPTION_POLL_MS": (
+        "subscription_poll_ms",
+        "How often a delivery worker looks for subscriptions with something due, in "
+        "milliseconds, 10 to 60000: the longest a new event waits before it is sent. "
+        "Default 200.",
+    ),
+    "IPT_SUBSCRIPTION_DELIVERY_CONCURRENCY": (
+        "subscription_delivery_concurrency",
+        "Notifications one delivery worker sends at the same time (to different "
+        "subscriptions), 1 to 256. Default 8.",
+    ),
+    "IPT_SUBSCRIPTION_BACKOFF_BASE_MS": (
+        "subscription_backoff_base_ms",
+        "First retry delay after a failed notification, in milliseconds, 10 to 600000; it "
+        "doubles with each failure in a row (a random wait up to it: full jitter). "
+        "Default 1000.",
+    ),
+    "IPT_SUBSCRIPTION_BACKOFF_MAX_MS": (
+        "subscription_backoff_max_ms",
+        "Longest retry delay, in milliseconds, 10 to 3600000. Default 300000 (5 minutes).",
+    ),
+    "IPT_SUBSCRIPTION_LEASE_MARGIN_MS": (
+        "subscription_lease_margin_ms",
+        "How long past a subscription's timeout a worker's claim on it holds, in "
+        "milliseconds, 100 to 600000: when a worker dies mid-delivery, another sends the "
+        "same notification again after the timeout plus this margin. Default 30000.",
+    ),
 }
+
+
+def _subscription_delivery(env: Mapping[str, str], values: dict[str, object]) -> None:
+    if env.get("IPT_SUBSCRIPTION_DELIVERY_IN_PROCESS", "").strip():
+        values["subscription_delivery_in_process"] = _bool(
+            "IPT_SUBSCRIPTION_DELIVERY_IN_PROCESS", env["IPT_SUBSCRIPTION_DELIVERY_IN_PROCESS"]
+        )
+    limits = {
+        "IPT_SUBSCRIPTION_POLL_MS": (10, 60_000),
+        "IPT_SUBSCRIPTION_DELIVERY_CONCURRENCY": (1, 256),
+        "IPT_SUBSCRIPTION_BACKOFF_BASE_MS": (10, 600_000),
+        "IPT_SUBSCRIPTION_BACKOFF_MAX_MS": (10, 3_600_000),
+        "IPT_SUBSCRIPTION_LEASE_MARGIN_MS": (100, 600_000),
+    }
+    for name, (low, high) in limits.items():
+        if env.get(name, "").strip():
+            values[VARIABLES[name][0]] = _int_between(name, env[name].strip(), low, high)
+    base = values.get("subscription_backoff_base_ms", Settings.subscription_backoff_base_ms)
+    ceiling = values.get("subscription_backoff_max_ms", Settings.subscription_backoff_max_ms)
+    if isinstance(base, int) and isinstance(ceiling, int) and ceiling < base:
+        raise ConfigError(
+            f"IPT_SUBSCRIPTION_BACKOFF_MAX_MS ({ceiling}) must not be less than "
+            f"IPT_SUBSCRIPTION_BACKOFF_BASE_MS ({base})"
+        )
 
 
 def _bool(name: str, value: str) -> bool:
@@ -421,6 +492,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             30 * 24 * 3600,
         )
     _subscriptions(env, values)
+    _subscription_delivery(env, values)
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -207,21 +207,14 @@ def install(app: Flask, database: Database) -> None:
                     metrics.fhir_writes.labels(*written).inc()
         return response
 
+    settings = app.extensions.get("ipt_settings")
+    # With the delivery worker beside the web workers, their scrape shows its backlog too.
+    backlog_of = database if settings is not None and settings.delivers_in_process else None
+
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
-        from prometheus_client import (
-            CONTENT_TYPE_LATEST,
-            REGISTRY,
-            CollectorRegistry,
-            generate_latest,
-            multiprocess,
-        )
-
-        registry: Any = REGISTRY
-        if multiprocess_dir():
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        body, content_type = exposition(backlog_of)
+        return Response(body, content_type=content_type)
 
 
 def count_audit_commit(records: int, committed: bool) -> None:
@@ -238,3 +231,120 @@ def mark_process_dead(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+# --- subscription delivery (the worker) ----------------------------------------------------
+
+# Seconds: from a local receiver's answer to a subscription's longest timeout.
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class _DeliveryMetrics:
+    attempts: Any
+    duration: Any
+
+
+_delivery: _DeliveryMetrics | None = None
+
+
+def _delivery_metrics() -> _DeliveryMetrics:
+    global _delivery
+    from prometheus_client import Counter, Histogram
+
+    with _lock:
+        if _delivery is None:
+            _delivery = _DeliveryMetrics(
+                attempts=Counter(
+                    "ipt_subscription_notifications",
+                    "Notifications sent to subscriptions' receivers, by kind (handshake, "
+                    "heartbeat, event-notification) and outcome (delivered; failed: no 2xx "
+                    "answer; refused: the endpoint failed the destination check when sent).",
+                    ["kind", "outcome"],
+                ),
+                duration=Histogram(
+                    "ipt_subscription_notification_duration_seconds",
+                    "Time to build and send one notification until the receiver answered "
+                    "(or the attempt failed), by kind.",
+                    ["kind"],
+                    buckets=DELIVERY_BUCKETS,
+                ),
+            )
+        return _delivery
+
+
+def count_notification(kind: str, outcome: str, seconds: float) -> None:
+    """One delivery attempt ended (api.worker)."""
+    delivery = _delivery_metrics()
+    delivery.attempts.labels(kind, outcome).inc()
+    delivery.duration.labels(kind).observe(seconds)
+
+
+class BacklogCollector:
+    """The delivery backlog, read from the database when scraped: undelivered events, the
+    age of the oldest, subscriptions by status. Whichever worker is scraped reads the same
+    shared numbers."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from service.delivery import backlog
+
+        try:
+            found = backlog(self.database)
+        except Exception:  # the database is down: the readiness probe says so
+            return
+        yield GaugeMetricFamily(
+            "ipt_subscription_events_undelivered",
+            "Events of active subscriptions not yet acknowledged by their receivers (the "
+            "outbox's queue depth).",
+            value=found.undelivered,
+        )
+        yield GaugeMetricFamily(
+            "ipt_subscription_oldest_undelivered_event_age_seconds",
+            "Age of the oldest event of an active subscription not yet acknowledged; 0 when "
+            "every event is delivered.",
+            value=found.oldest_age_seconds,
+        )
+        statuses = GaugeMetricFamily(
+            "ipt_subscriptions",
+            "Subscriptions by status (requested, active, error, off).",
+            labels=["status"],
+        )
+        for status in ("requested", "active", "error", "off"):
+            statuses.add_metric([status], found.by_status.get(status, 0))
+        yield statuses
+
+
+def exposition(database: Database | None) -> tuple[bytes, str]:
+    """The process's metrics (all workers' in multiprocess mode), with the delivery backlog
+    when ``database`` is given: the body and content type of a scrape."""
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+        multiprocess,
+    )
+
+    registry = CollectorRegistry()
+    if multiprocess_dir():
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(_Everything(REGISTRY))
+    if database is not None:
+        registry.register(BacklogCollector(database))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Everything:
+    """The default registry's metrics inside another registry."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        yield from self.registry.collect()

@@ -66,7 +66,13 @@ def _child_exit(_server: Any, worker: Any) -> None:
 _audit_writer: Any = None  # the audit writer serve started (api.audit_writer.WriterProcess)
 
 
+_delivery_worker: Any = None  # the delivery worker serve started (api.worker.WorkerProcess)
+
+
 def _on_exit(_server: Any) -> None:
+    # The delivery worker ends the notifications under way and records them.
+    if _delivery_worker is not None:
+        _delivery_worker.stop()
     # The workers have gone: the audit writer has answered all they sent.
     if _audit_writer is not None:
         _audit_writer.stop()
@@ -99,6 +105,12 @@ def serve(app: Flask, host: str, port: int, workers: int, threads: int) -> None:
     _audit_writer = WriterProcess(database.url.render_as_string(hide_password=False))
     _audit_writer.start()
     app.extensions["ipt_audit"].use_writer(_audit_writer.path)
+    if app.extensions["ipt_settings"].delivers_in_process:
+        global _delivery_worker
+        from api.worker import WorkerProcess
+
+        _delivery_worker = WorkerProcess()
+        _delivery_worker.start()
     Server(
         app,
         {

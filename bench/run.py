@@ -5,6 +5,8 @@ the floor, and write the figures.
     .venv/bin/python -m bench --quick         # seconds, small data: checks every scenario
     .venv/bin/python -m bench --growth 1000,10000,100000
     .venv/bin/python -m bench --soak 600      # memory over a 10-minute CRUD mix
+    .venv/bin/python -m bench --subscriptions 60            # notification latency
+    .venv/bin/python -m bench --subscriptions-soak 600      # receiver down 30 s every 2 min
 
 See bench/README.md.
 """
@@ -33,6 +35,8 @@ from api.server import default_workers
 from bench.processes import BIN, ROOT, MemoryWatch, Server
 from bench.scores import median_ms, percentile, seed_scores, time_records
 from bench.seed import PROTOTYPES, seed
+from bench.subscriptions import markdown as subscriptions_markdown
+from bench.subscriptions import run_subscriptions
 from bench.workload import fetch_token, register_client, workload, write_lua
 from service.db import Database, normalise_url
 from service.models import CarePlan, ResourceVersion
@@ -536,6 +540,17 @@ def run_soak(kind: str, options: argparse.Namespace, work: Path) -> dict[str, An
     }
 
 
+def run_notified(kind: str, options: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Subscription notifications (bench/subscriptions.py) on a seeded database."""
+    mode = "soak" if options.subscriptions_soak else "latency"
+    _say(f"== subscriptions on {kind}: {mode}")
+    url = _prepare_database(
+        kind, options.episodes, options.patients, work, options.pg, options.reuse
+    )
+    env = {**os.environ, "IPT_DATABASE_URL": url, "IPT_AUTO_MIGRATE": "false"}
+    return run_subscriptions(kind, url, options, work, register_client(env))
+
+
 # --- reporting ---------------------------------------------------------------------------
 
 
@@ -614,6 +629,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"({soak['growth_percent']} %).",
             "",
         ]
+    if report.get("subscriptions"):
+        lines += [subscriptions_markdown(report["subscriptions"]), ""]
     return "\n".join(lines)
 
 
@@ -654,6 +671,23 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--export-limit", type=int, default=None)
     parser.add_argument("--growth", type=_sizes, default=[], help="e.g. 1000,10000,100000")
     parser.add_argument("--soak", type=float, default=0, help="seconds of crud-mix")
+    parser.add_argument(
+        "--subscriptions",
+        type=float,
+        default=0,
+        help="seconds of Goal writes notified to subscriptions: latency from commit to receiver",
+    )
+    parser.add_argument(
+        "--subscriptions-soak",
+        type=float,
+        default=0,
+        help="seconds of the same with the receiver down now and then: checks none is lost",
+    )
+    parser.add_argument("--subscriptions-rate", type=float, default=50.0, help="writes/s")
+    parser.add_argument("--subscriptions-subs", type=int, default=10, help="subscriptions")
+    parser.add_argument("--receiver-down", type=float, default=30.0, help="seconds per outage")
+    parser.add_argument("--down-every", type=float, default=120.0, help="seconds between outages")
+    parser.add_argument("--poll-ms", type=int, default=200, help="IPT_SUBSCRIPTION_POLL_MS")
     parser.add_argument("--quick", action="store_true", help="small and short: a smoke check")
     parser.add_argument(
         "--reuse",
@@ -695,8 +729,11 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(),
         "runs": [],
     }
-    if not options.growth and not options.soak:
+    notified = options.subscriptions or options.subscriptions_soak
+    if not options.growth and not options.soak and not notified:
         report["runs"] = [asdict(run_database(kind, options, options.work)) for kind in kinds]
+    if notified:
+        report["subscriptions"] = [run_notified(kind, options, options.work) for kind in kinds]
     if options.growth:
         report["growth"] = [run_growth(kind, options, options.work) for kind in kinds]
     if options.soak:
@@ -723,6 +760,14 @@ def _broken(report: dict[str, Any]) -> bool:
             for s, v in row.items()
         ]
     figures += [soak["figures"] for soak in report.get("soak", [])]
+    for notified in report.get("subscriptions", []):
+        if notified["lost"] or notified["write_errors"] or not notified["events_raised"]:
+            _say(
+                f"FAILED: subscriptions on {notified['database']}: {notified['lost']} events "
+                f"lost, {notified['write_errors']} write errors, "
+                f"{notified['events_raised']} events raised"
+            )
+            failed = True
     for f in figures:
         if f["errors"] or not f["requests"]:
             _say(f"FAILED: {f['scenario']}: {f['errors']} errors, {f['requests']} requests")

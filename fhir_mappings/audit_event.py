@@ -52,6 +52,11 @@ ACTIONS: dict[str, str] = {
 }
 WRITE_INTERACTIONS = frozenset({"create", "update", "patch", "delete", "transaction", "batch"})
 SEARCH_INTERACTIONS = frozenset({"search-type"})
+# A notification sent to a subscription's receiver (api.worker): recorded as a DICOM
+# "Export" of the subscription's events (to the destination its owner chose), by the kind
+# of notification (the subscription-notification-type codes).
+NOTIFICATIONS = frozenset({"handshake", "heartbeat", "event-notification"})
+NOTIFICATION_TYPE = "http://hl7.org/fhir/subscription-notification-type"
 # A request for an access token (POST /auth/token): recorded as a DICOM "User
 # Authentication" event, not as a RESTful interaction.
 LOGIN = "login"
@@ -300,6 +305,9 @@ def render_audit_event(facts: AuditFacts) -> dict[str, Any]:
     if facts.interaction == LOGIN:
         kind = _coding(DICOM, "110114", "User Authentication")
         subtype = _coding(DICOM, "110122", "Login")
+    elif facts.interaction in NOTIFICATIONS:
+        kind = _coding(DICOM, "110106", "Export")
+        subtype = _coding(NOTIFICATION_TYPE, facts.interaction, facts.interaction)
     else:
         kind = _coding(AUDIT_EVENT_TYPE, "rest", "RESTful Operation")
         subtype = _coding(RESTFUL_INTERACTION, facts.interaction, facts.interaction)

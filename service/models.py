@@ -695,6 +695,10 @@ class Subscription(Base):
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The delivery worker sending to it now, and until when its claim holds: a worker that
+    # dies mid-delivery loses its claim when the lease runs out, and another sends again.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     content: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -133,8 +133,19 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] == kind]
 
 
+def is_worker(manifest: dict[str, Any]) -> bool:
+    """Whether an object is the delivery worker's (its Deployment, PDB, policy…)."""
+    labels = manifest["metadata"].get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/component") == "worker")
+
+
 def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    """The object of ``kind`` named ``name``; unnamed, the server's (not the worker's)."""
+    found = [
+        o
+        for o in by_kind(objects, kind)
+        if (o["metadata"]["name"] == name if name is not None else not is_worker(o))
+    ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
     return found[0]
 

@@ -139,6 +139,12 @@ OPEN: dict[tuple[str | int, ...], tuple[str, Any]] = {
     ("resources", "limits"): ("ephemeral-storage", "2Gi"),
     ("migration", "resources", "requests"): ("ephemeral-storage", "1Gi"),
     ("migration", "resources", "limits"): ("ephemeral-storage", "2Gi"),
+    ("worker", "resources", "requests"): ("ephemeral-storage", "1Gi"),
+    ("worker", "resources", "limits"): ("ephemeral-storage", "2Gi"),
+    ("worker", "podAnnotations"): ("example.org/owner", "psychiatry"),
+    ("worker", "podLabels"): ("example.org/team", "psychiatry"),
+    ("worker", "nodeSelector"): ("topology.kubernetes.io/zone", "eu-west-1a"),
+    ("worker", "affinity"): ("nodeAffinity", {}),
 }
 
 

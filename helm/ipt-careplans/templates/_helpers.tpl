@@ -42,6 +42,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: server
 {{- end }}
 
+{{- define "ipt-careplans.workerSelectorLabels" -}}
+{{ include "ipt-careplans.selectorLabels" . }}
+app.kubernetes.io/component: worker
+{{- end }}
+
 {{- define "ipt-careplans.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "ipt-careplans.fullname" .) .Values.serviceAccount.name }}

@@ -52,6 +52,8 @@ def upgrade() -> None:
         sa.Column("failed_attempts", sa.Integer(), nullable=False),
         sa.Column("failing_since", service.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_delivered_at", service.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", service.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("content", sa.Text(), nullable=False),
         sa.Column("created_at", service.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subscriptions")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from service import progress, resource_store
 from service.administrations import ENTITY as ADMINISTRATION
 from service.administrations import SIGNAL_ENTITY
 from service.editing import PlanEdit
-from service.instruments import INSTRUMENTS
+from service.instruments import BY_TOTAL_CODE, INSTRUMENTS
 from service.models import (
     Administration,
     CarePlan,
@@ -78,15 +78,25 @@ _SCORE_ORDER = select(
 ).where(Administration.plan_id == bindparam("plan_id"), Administration.deleted_at.is_(None))
 
 
-def _latest_of_plan(session: Any, plan_id: str) -> dict[str, str]:
-    """:func:`latest_scores` of a plan's live administrations, read as columns."""
+def _latest_of_plan(
+    session: Any, plan_id: str, goals: list[Goal], known: Mapping[str, list[progress.Score]]
+) -> dict[str, str]:
+    """:func:`latest_scores` for these goals' measures: from the ``known`` courses (by
+    instrument key) when they hold every one, else from the plan's live administrations,
+    read as columns."""
+    wanted = {
+        BY_TOTAL_CODE[g.target_measure].key for g in goals if g.target_measure in BY_TOTAL_CODE
+    }
     courses: dict[str, list[progress.Score]] = {}
-    for instrument, *order in session.execute(_SCORE_ORDER, {"plan_id": plan_id}):
-        courses.setdefault(instrument, []).append(progress.Score(*order))
+    if wanted <= known.keys():
+        courses = {key: known[key] for key in wanted}
+    else:
+        for instrument, *order in session.execute(_SCORE_ORDER, {"plan_id": plan_id}):
+            courses.setdefault(instrument, []).append(progress.Score(*order))
     return {
         INSTRUMENTS[key].total_code: progress.in_order(course)[-1].id
         for key, course in courses.items()
-        if key in INSTRUMENTS
+        if key in INSTRUMENTS and course
     }
 
 
@@ -99,10 +109,14 @@ SCORE_TYPES = ("QuestionnaireResponse", "Observation")
 
 
 def render_plan(
-    session: Any, plan: CarePlan, only: set[Key] | None = None
+    session: Any,
+    plan: CarePlan,
+    only: set[Key] | None = None,
+    courses: Mapping[str, list[progress.Score]] | None = None,
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """The FHIR resources of a plan, (type, id, resource): every one, or ``only`` those
-    (of its resources that exist).
+    (of its resources that exist). ``courses``: the courses of scores of instruments, by
+    key, as they are now (see ``PlanEdit.courses``), which need not be read again.
 
     Rendering ``only`` some reads only what they are rendered from: the goals, scores and
     flags among them (every goal for the episode or a phase), a phase's sessions and
@@ -129,7 +143,11 @@ def render_plan(
     signals: list[SafetySignal] = _live(session, SafetySignal, plan.id, flag_ids)
     latest: dict[str, str] = {}
     if rendered_goals:
-        latest = latest_scores(scores) if only is None else _latest_of_plan(session, plan.id)
+        latest = (
+            latest_scores(scores)
+            if only is None
+            else _latest_of_plan(session, plan.id, rendered_goals, courses or {})
+        )
     if episode:
         yield "CarePlan", plan.id, render_episode(plan, goals)
     for phase in phases:
@@ -240,7 +258,7 @@ def publish(edit: PlanEdit) -> None:
     }
     appends = resource_store.Appends()
     if not plan.is_deleted:
-        for resource_type, resource_id, resource in render_plan(session, plan, only):
+        for resource_type, resource_id, resource in render_plan(session, plan, only, edit.courses):
             key = (resource_type, resource_id)
             existing = stored.pop(key, None)
             extras = (written or {}).get(key)

@@ -408,7 +408,7 @@ def after_change(
     """Goals, safety signals and the sessions' totals, after a change to ``record``
     (which was of session ``previous_session`` before it)."""
     instrument = instrument_of(record)
-    course = course_of(edit.session, edit.plan.id, instrument.key)
+    course = edit.courses[instrument.key] = course_of(edit.session, edit.plan.id, instrument.key)
     apply_goal_rules(edit, instrument, [s.total for s in course], hand_back=True)
     if not record.is_deleted:
         _raise_signal(edit, instrument, record)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from decimal import Decimal
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 
 from api.audit import note_patient
@@ -14,9 +15,9 @@ from api.http import (
     ApiBlueprint,
     database,
     documented,
+    etag,
     not_modified,
     unchanged,
-    versioned,
 )
 from api.measurement_examples import PROGRESS
 from api.measurement_schemas import PlanProgressSchema
@@ -51,8 +52,127 @@ class PlanProgress(MethodView):
         (a score, a session, a goal) gives a new one, so `If-None-Match` answers 304
         while nothing has changed.
         """
-        found = course.plan_progress(database(), plan_id)
+        found = course.progress_unless(database(), plan_id, not_modified)
         note_patient(found.patient)
-        if not_modified(found.version):
+        if isinstance(found, course.Unchanged):
             return unchanged(found.version)
-        return versioned(asdict(found), found.version)
+        response = current_app.json.response(document(found))
+        response.headers["ETag"] = etag(found.version)
+        return response
+
+
+# --- the document -----------------------------------------------------------------------------
+# Written field by field, as PlanProgressSchema describes it (the schema documents the
+# response; dumping through it would cost more than reading the plan).
+
+
+def _date(value: Any) -> str | None:
+    return None if value is None else str(value.isoformat())
+
+
+def _number(value: Decimal | None) -> int | float | None:
+    """A target's value as the API's scores are written: whole numbers without a point."""
+    if value is None:
+        return None
+    number = Decimal(value)
+    return int(number) if number == number.to_integral_value() else float(number)
+
+
+def document(found: course.PlanProgress) -> dict[str, Any]:
+    """The progress of a plan as the API returns it."""
+    return {
+        "plan_id": found.plan_id,
+        "patient": found.patient,
+        "version": found.version,
+        "status": found.status,
+        "variant": found.variant,
+        "start_date": _date(found.start_date),
+        "as_of": _date(found.as_of),
+        "instruments": [
+            {
+                "instrument": c.instrument,
+                "name": c.name,
+                "scores": [
+                    {
+                        "id": s.id,
+                        "administered_on": _date(s.administered_on),
+                        "session_number": s.session_number,
+                        "total": s.total,
+                        "band_code": s.band_code,
+                        "band_display": s.band_display,
+                        "source": s.source,
+                        "change": s.change,
+                        "flagged": s.flagged,
+                    }
+                    for s in c.scores
+                ],
+                "baseline": c.baseline,
+                "latest": c.latest,
+                "change": c.change,
+                "band_code": c.band_code,
+                "band_display": c.band_display,
+                "response": c.response,
+                "remission": c.remission,
+            }
+            for c in found.instruments
+        ],
+        "goals": [
+            {
+                "id": g.id,
+                "kind": g.kind,
+                "problem_area": g.problem_area,
+                "description": g.description,
+                "lifecycle_status": g.lifecycle_status,
+                "achievement_status": g.achievement_status,
+                "achievement_source": g.achievement_source,
+                "target": None
+                if g.target is None
+                else {
+                    "measure": g.target["measure"],
+                    "comparator": g.target["comparator"],
+                    "value": _number(g.target["value"]),
+                    "due_date": _date(g.target["due_date"]),
+                },
+            }
+            for g in found.goals
+        ],
+        "attendance": {
+            "attended": found.attendance.attended,
+            "no_show": found.attendance.no_show,
+            "cancelled": found.attendance.cancelled,
+            "scheduled": found.attendance.scheduled,
+            "planned_sessions": found.attendance.planned_sessions,
+            "longest_no_show_run": found.attendance.longest_no_show_run,
+        },
+        "homework": {
+            "assigned": found.homework.assigned,
+            "in_progress": found.homework.in_progress,
+            "completed": found.homework.completed,
+            "not_done": found.homework.not_done,
+            "cancelled": found.homework.cancelled,
+            "due": found.homework.due,
+            "completion_rate": found.homework.completion_rate,
+        },
+        "open_safety_signals": [
+            {
+                "id": s.id,
+                "administration_id": s.administration_id,
+                "instrument": s.instrument,
+                "item": s.item,
+                "score": s.score,
+                "raised_on": _date(s.raised_on),
+            }
+            for s in found.open_safety_signals
+        ],
+        "phases": [
+            {
+                "code": p.code,
+                "status": p.status,
+                "start_session": p.start_session,
+                "end_session": p.end_session,
+                "start_date": _date(p.start_date),
+                "end_date": _date(p.end_date),
+            }
+            for p in found.phases
+        ],
+    }

@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from fhir_mappings import outbox
 from fhir_mappings.render import render_episode, render_goal, render_phase
 from fhir_mappings.render_measures import latest_scores, render_flag, render_response, render_score
 from fhir_mappings.search_parameters import DateRange, Token, index_values
 from fhir_mappings.verbatim import merged, needed
-from service import resource_store
+from service import progress, resource_store
 from service.administrations import ENTITY as ADMINISTRATION
 from service.administrations import SIGNAL_ENTITY
 from service.editing import PlanEdit
-from service.instruments import INSTRUMENTS
+from service.instruments import BY_TOTAL_CODE, INSTRUMENTS
 from service.models import (
     Administration,
     CarePlan,
@@ -57,26 +57,72 @@ def digest(resource: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _live(session: Any, model: Any, plan_id: str) -> list[Any]:
-    return list(
-        session.scalars(
-            select(model)
-            .where(model.plan_id == plan_id, model.deleted_at.is_(None))
-            .order_by(model.created_at, model.id)
-        )
-    )
+def _live(session: Any, model: Any, plan_id: str, ids: set[str] | None = None) -> list[Any]:
+    """The live rows of a plan (those of ``ids`` only, when given), in the order they were
+    created."""
+    query = select(model).where(model.plan_id == plan_id, model.deleted_at.is_(None))
+    if ids is not None:
+        if not ids:
+            return []
+        query = query.where(model.id.in_(sorted(ids)))
+    return list(session.scalars(query.order_by(model.created_at, model.id)))
+
+
+# What orders each live score of a plan: enough to find the latest of each instrument.
+_SCORE_ORDER = select(
+    Administration.instrument,
+    Administration.administered_on,
+    Administration.session_number,
+    Administration.created_at,
+    Administration.id,
+    Administration.total,
+).where(Administration.plan_id == bindparam("plan_id"), Administration.deleted_at.is_(None))
+
+
+def _latest_of_plan(
+    session: Any, plan_id: str, goals: list[Goal], known: Mapping[str, list[progress.Score]]
+) -> dict[str, str]:
+    """:func:`latest_scores` for these goals' measures: from the ``known`` courses (by
+    instrument key) when they hold every one, else from the plan's live administrations,
+    read as columns."""
+    wanted = {
+        BY_TOTAL_CODE[g.target_measure].key for g in goals if g.target_measure in BY_TOTAL_CODE
+    }
+    courses: dict[str, list[progress.Score]] = {}
+    if wanted <= known.keys():
+        courses = {key: known[key] for key in wanted}
+    else:
+        for instrument, *order in session.execute(_SCORE_ORDER, {"plan_id": plan_id}):
+            courses.setdefault(instrument, []).append(progress.Score(*order))
+    return {
+        INSTRUMENTS[key].total_code: progress.in_order(course)[-1].id
+        for key, course in courses.items()
+        if key in INSTRUMENTS and course
+    }
 
 
 Key = tuple[str, str]
+# What the episode and its phases render of a goal, besides its being there (created or
+# deleted) and its phase: its id and its description (see ``render_episode``).
+_SHOWN_BY_PLANS = frozenset({"description"})
 # The resources an administration publishes, each with the administration's id.
 SCORE_TYPES = ("QuestionnaireResponse", "Observation")
 
 
 def render_plan(
-    session: Any, plan: CarePlan, only: set[Key] | None = None
+    session: Any,
+    plan: CarePlan,
+    only: set[Key] | None = None,
+    courses: Mapping[str, list[progress.Score]] | None = None,
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """The FHIR resources of a plan, (type, id, resource): every one, or ``only`` those
-    (of its resources that exist)."""
+    (of its resources that exist). ``courses``: the courses of scores of instruments, by
+    key, as they are now (see ``PlanEdit.courses``), which need not be read again.
+
+    Rendering ``only`` some reads only what they are rendered from: the goals, scores and
+    flags among them (every goal for the episode or a phase), a phase's sessions and
+    homework, and the latest score of each instrument for a goal (as columns).
+    """
 
     def wanted(resource_type: str) -> set[str] | None:
         return None if only is None else {i for kind, i in only if kind == resource_type}
@@ -86,18 +132,23 @@ def render_plan(
     goal_ids, flag_ids = wanted("Goal"), wanted("Flag")
     response_ids, observation_ids = wanted("QuestionnaireResponse"), wanted("Observation")
     score_ids = None if only is None else {*(response_ids or ()), *(observation_ids or ())}
-    goals: list[Goal] = _live(session, Goal, plan.id) if episode or phases or goal_ids else []
+    goals: list[Goal] = (
+        _live(session, Goal, plan.id)
+        if episode or phases
+        else _live(session, Goal, plan.id, goal_ids)
+    )
     sessions: list[TherapySession] = _live(session, TherapySession, plan.id) if phases else []
     homework: list[Homework] = _live(session, Homework, plan.id) if phases else []
     rendered_goals = [g for g in goals if goal_ids is None or g.id in goal_ids]
-    scores: list[Administration] = (
-        _live(session, Administration, plan.id)
-        if rendered_goals or score_ids is None or score_ids
-        else []
-    )
-    signals: list[SafetySignal] = (
-        _live(session, SafetySignal, plan.id) if flag_ids is None or flag_ids else []
-    )
+    scores: list[Administration] = _live(session, Administration, plan.id, score_ids)
+    signals: list[SafetySignal] = _live(session, SafetySignal, plan.id, flag_ids)
+    latest: dict[str, str] = {}
+    if rendered_goals:
+        latest = (
+            latest_scores(scores)
+            if only is None
+            else _latest_of_plan(session, plan.id, rendered_goals, courses or {})
+        )
     if episode:
         yield "CarePlan", plan.id, render_episode(plan, goals)
     for phase in phases:
@@ -115,7 +166,6 @@ def render_plan(
                 [g for g in goals if g.phase == phase.code],
             ),
         )
-    latest = latest_scores(scores) if rendered_goals else {}
     for goal in rendered_goals:
         yield "Goal", goal.id, render_goal(plan, goal, latest)
     for administration in scores:
@@ -142,7 +192,9 @@ def affected(edit: PlanEdit) -> set[Key] | None:
     """The resources an edit's changes can alter; None when it may be any of the plan's.
 
     What each resource is rendered from (see ``render_plan``): the episode from the plan and
-    its goals; a phase from the plan, the phase, and the sessions, homework and goals in it;
+    its goals; a phase from the plan, the phase, and the sessions, homework and goals in it
+    (of a goal, both show only its description: a change to its status or target alters
+    the Goal alone);
     a goal from the plan, the goal and the latest score of its measure; an administration's
     QuestionnaireResponse and Observation from the plan and the administration; a safety
     signal's Flag from the plan and the signal. A change to the plan or a phase can reach
@@ -166,7 +218,9 @@ def affected(edit: PlanEdit) -> set[Key] | None:
         if change.entity == "goal":
             if "phase" in change.fields:
                 return None  # the goal leaves one phase's list for another's
-            keys |= {("Goal", record.id), ("CarePlan", plan.id), *phases(code=record.phase)}
+            keys.add(("Goal", record.id))
+            if change.action != "update" or _SHOWN_BY_PLANS.intersection(change.fields):
+                keys |= {("CarePlan", plan.id), *phases(code=record.phase)}
         elif change.entity == "session":
             if "number" in change.fields:
                 return None
@@ -206,7 +260,7 @@ def publish(edit: PlanEdit) -> None:
     appends = resource_store.Appends()
     deleted_content: dict[Key, str] = {}
     if not plan.is_deleted:
-        for resource_type, resource_id, resource in render_plan(session, plan, only):
+        for resource_type, resource_id, resource in render_plan(session, plan, only, edit.courses):
             key = (resource_type, resource_id)
             existing = stored.pop(key, None)
             extras = (written or {}).get(key)

@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, bindparam, select
 from sqlalchemy.orm import Session
 
 from service import progress
@@ -72,6 +72,35 @@ def _live(session: Session, plan_id: str) -> list[Administration]:
     )
 
 
+# What orders a course and its totals, as columns: a change to a plan's scores reads its
+# course with this one statement, not as objects (built once: building a statement costs
+# as much as running it).
+_PLAN: BindParameter[str] = bindparam("plan_id")
+_INSTRUMENT: BindParameter[str] = bindparam("instrument")
+_COURSE = select(
+    Administration.administered_on,
+    Administration.session_number,
+    Administration.created_at,
+    Administration.id,
+    Administration.total,
+).where(
+    Administration.plan_id == _PLAN,
+    Administration.instrument == _INSTRUMENT,
+    Administration.deleted_at.is_(None),
+)
+
+
+def course_of(session: Session, plan_id: str, instrument: str) -> list[progress.Score]:
+    """The live scores of one instrument in a plan, in the order they were taken."""
+    rows = session.execute(_COURSE, {"plan_id": plan_id, "instrument": instrument})
+    return progress.in_order(progress.Score(*row) for row in rows)
+
+
+def totals_in_order(session: Session, plan_id: str, instrument: str) -> list[int]:
+    """The totals of one instrument's live scores in a plan, in the order they were taken."""
+    return [s.total for s in course_of(session, plan_id, instrument)]
+
+
 def list_in_order(session: Session, plan_id: str, instrument: str | None) -> list[Administration]:
     """A plan's live administrations (of one instrument), in the order they were taken."""
     found = [a for a in _live(session, plan_id) if instrument in (None, a.instrument)]
@@ -81,7 +110,17 @@ def list_in_order(session: Session, plan_id: str, instrument: str | None) -> lis
 
 def of_session(session: Session, plan_id: str, number: int) -> list[Administration]:
     """The live administrations taken in session ``number`` of a plan."""
-    return [a for a in _live(session, plan_id) if a.session_number == number]
+    return list(
+        session.scalars(
+            select(Administration)
+            .where(
+                Administration.plan_id == plan_id,
+                Administration.session_number == number,
+                Administration.deleted_at.is_(None),
+            )
+            .order_by(Administration.administered_on, Administration.created_at, Administration.id)
+        )
+    )
 
 
 def list_administrations(
@@ -270,7 +309,8 @@ def record_administration(
     for an imported score, ``total`` alone; ``note``."""
     with edit_plan(database, plan_id, actor) as edit:
         record = add_administration(edit, data, administration_id)
-    return get_administration(database, plan_id, record.id)
+    # As it was committed: a new record's every column was written from this object.
+    return record
 
 
 def add_administration(
@@ -368,23 +408,23 @@ def after_change(
     """Goals, safety signals and the sessions' totals, after a change to ``record``
     (which was of session ``previous_session`` before it)."""
     instrument = instrument_of(record)
-    live = [a for a in _live(edit.session, edit.plan.id) if a.instrument == instrument.key]
-    apply_goal_rules(edit, instrument, live, hand_back=True)
+    course = edit.courses[instrument.key] = course_of(edit.session, edit.plan.id, instrument.key)
+    apply_goal_rules(edit, instrument, [s.total for s in course], hand_back=True)
     if not record.is_deleted:
         _raise_signal(edit, instrument, record)
     if instrument is PHQ9:
         numbers = {n for n in (record.session_number, previous_session) if n is not None}
-        _sync_session_totals(edit, live, numbers)
+        _sync_session_totals(edit, course, numbers)
 
 
 def apply_goal_rules(
-    edit: PlanEdit, instrument: Instrument, live: list[Administration], *, hand_back: bool
+    edit: PlanEdit, instrument: Instrument, totals: list[int], *, hand_back: bool
 ) -> None:
-    """Set the achievement status of the plan's open symptom goals on ``instrument``.
+    """Set the achievement status of the plan's open symptom goals on ``instrument`` from
+    its ``totals`` (in the order they were taken).
 
     ``hand_back``: a score changed, so a clinician's status gives way to the rules again.
     """
-    totals = [s.total for s in progress.in_order(score(a) for a in live)]
     goals = edit.session.scalars(
         select(Goal).where(
             Goal.plan_id == edit.plan.id,
@@ -438,8 +478,9 @@ def _raise_signal(edit: PlanEdit, instrument: Instrument, record: Administration
     edit.created(SIGNAL_ENTITY, signal)
 
 
-def _sync_session_totals(edit: PlanEdit, live: list[Administration], numbers: set[int]) -> None:
-    """Each of these sessions shows the total of its latest PHQ-9 administration."""
+def _sync_session_totals(edit: PlanEdit, course: list[progress.Score], numbers: set[int]) -> None:
+    """Each of these sessions shows the total of its latest PHQ-9 administration
+    (``course``: the plan's PHQ-9 scores in order)."""
     for number in numbers:
         held = edit.session.scalar(
             select(TherapySession).where(
@@ -450,8 +491,8 @@ def _sync_session_totals(edit: PlanEdit, live: list[Administration], numbers: se
         )
         if held is None:
             continue
-        of_session = [a for a in live if a.session_number == number]
-        total = progress.in_order(score(a) for a in of_session)[-1].total if of_session else None
+        of_number = [s for s in course if s.session_number == number]
+        total = of_number[-1].total if of_number else None
         if held.phq9_total != total:
             held.phq9_total = total
             edit.updated("session", held, ["phq9_total"])

@@ -7,13 +7,16 @@ whether the course is a response or a remission (service/progress.outcome). Besi
 the goals and how their achievement was set, attendance, homework completion, the open
 safety signals and the phases.
 
-It only reads: one statement per kind of record (the plan with its contracts, its phases,
-administrations, goals, sessions, homework and open signals), whatever the number of
-scores, so that a plan with forty scores answers as quickly as one with four.
+It only reads: one statement per kind of record (the plan with its phases, its
+administrations, goals, sessions, homework and open signals), of the columns it needs,
+whatever the number of scores, so that a plan with forty scores answers as quickly as one
+with four. A reader that holds the plan's current version already is answered from the
+plan's row alone (:func:`progress_unless`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -21,16 +24,17 @@ from typing import Any
 from sqlalchemy import BindParameter, bindparam, select
 
 from service import progress
-from service.administrations import SignalStatus, score
+from service.administrations import SignalStatus
 from service.codes import GoalKind, HomeworkStatus, SessionStatus
 from service.db import Database
-from service.editing import load_plan
+from service.errors import Gone, NotFound
 from service.instruments import BY_TOTAL_CODE, INSTRUMENTS
 from service.models import (
     Administration,
     CarePlan,
     Goal,
     Homework,
+    Phase,
     SafetySignal,
     TherapySession,
     utcnow,
@@ -141,85 +145,178 @@ class PlanProgress:
     phases: list[PhaseProgress]
 
 
-# The statements, built once (building them costs as much as running some of them).
+# The statements, built once (building them costs as much as running some of them), of
+# the columns the document needs: rows, not objects, are what it is computed from.
 _PLAN: BindParameter[str] = bindparam("plan_id")
-_ADMINISTRATIONS = select(Administration).where(
-    Administration.plan_id == _PLAN, Administration.deleted_at.is_(None)
+_plans, _phases = CarePlan.__table__.c, Phase.__table__.c
+_scores, _goals = Administration.__table__.c, Goal.__table__.c
+_sessions, _homework = TherapySession.__table__.c, Homework.__table__.c
+_signals = SafetySignal.__table__.c
+# The plan with its phases (one row per phase; one without phases when it has none).
+_PLAN_AND_PHASES = (
+    select(
+        _plans.patient,
+        _plans.version,
+        _plans.status,
+        _plans.variant,
+        _plans.start_date,
+        _plans.planned_sessions,
+        _plans.deleted_at,
+        _phases.code,
+        _phases.status.label("phase_status"),
+        _phases.start_session,
+        _phases.end_session,
+        _phases.start_date.label("phase_start_date"),
+        _phases.end_date.label("phase_end_date"),
+    )
+    .select_from(CarePlan.__table__.outerjoin(Phase.__table__, _phases.plan_id == _plans.id))
+    .where(_plans.id == _PLAN)
+    .order_by(_phases.start_session)
 )
+_ADMINISTRATIONS = select(
+    _scores.administered_on,
+    _scores.session_number,
+    _scores.created_at,
+    _scores.id,
+    _scores.total,
+    _scores.instrument,
+    _scores.source,
+    _scores.answers,
+).where(_scores.plan_id == _PLAN, _scores.deleted_at.is_(None))
 _GOALS = (
-    select(Goal)
-    .where(Goal.plan_id == _PLAN, Goal.deleted_at.is_(None))
-    .order_by(Goal.created_at, Goal.id)
+    select(
+        _goals.id,
+        _goals.kind,
+        _goals.problem_area,
+        _goals.description,
+        _goals.lifecycle_status,
+        _goals.achievement_status,
+        _goals.achievement_manual,
+        _goals.target_measure,
+        _goals.target_comparator,
+        _goals.target_value,
+        _goals.target_due_date,
+    )
+    .where(_goals.plan_id == _PLAN, _goals.deleted_at.is_(None))
+    .order_by(_goals.created_at, _goals.id)
 )
-_SESSIONS = select(TherapySession.number, TherapySession.status).where(
-    TherapySession.plan_id == _PLAN, TherapySession.deleted_at.is_(None)
+_SESSIONS = select(_sessions.number, _sessions.status).where(
+    _sessions.plan_id == _PLAN, _sessions.deleted_at.is_(None)
 )
-_HOMEWORK = select(Homework.status, Homework.due_on).where(
-    Homework.plan_id == _PLAN, Homework.deleted_at.is_(None)
+_HOMEWORK = select(_homework.status, _homework.due_on).where(
+    _homework.plan_id == _PLAN, _homework.deleted_at.is_(None)
 )
 _OPEN_SIGNALS = (
-    select(SafetySignal)
-    .where(
-        SafetySignal.plan_id == _PLAN,
-        SafetySignal.deleted_at.is_(None),
-        SafetySignal.status == SignalStatus.OPEN,
+    select(
+        _signals.id,
+        _signals.administration_id,
+        _signals.instrument,
+        _signals.item,
+        _signals.score,
+        _signals.raised_on,
     )
-    .order_by(SafetySignal.created_at, SafetySignal.id)
+    .where(
+        _signals.plan_id == _PLAN,
+        _signals.deleted_at.is_(None),
+        _signals.status == SignalStatus.OPEN,
+    )
+    .order_by(_signals.created_at, _signals.id)
 )
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A plan whose progress the reader already holds: its patient and version."""
+
+    patient: str
+    version: int
 
 
 def plan_progress(database: Database, plan_id: str, as_of: date | None = None) -> PlanProgress:
     """The progress of a plan (NotFound or Gone as reading the plan answers)."""
+    found = progress_unless(database, plan_id, lambda _version: False, as_of)
+    assert isinstance(found, PlanProgress)
+    return found
+
+
+def progress_unless(
+    database: Database,
+    plan_id: str,
+    held: Callable[[int], bool],
+    as_of: date | None = None,
+) -> PlanProgress | Unchanged:
+    """The progress of a plan, or only its patient and version when ``held`` says the
+    reader holds that version already (nothing else is read then).
+
+    NotFound or Gone as reading the plan answers.
+    """
     today = as_of or utcnow().date()
     with database.reading() as session:
-        plan = load_plan(session, plan_id)
+        connection = session.connection()
         given = {"plan_id": plan_id}
-        administrations = list(session.scalars(_ADMINISTRATIONS, given))
-        goals = list(session.scalars(_GOALS, given))
-        held = session.execute(_SESSIONS, given).all()
-        homework_rows = session.execute(_HOMEWORK, given).all()
-        signals = list(session.scalars(_OPEN_SIGNALS, given))
-        return PlanProgress(
-            plan_id=plan.id,
-            patient=plan.patient,
-            version=plan.version,
-            status=plan.status,
-            variant=plan.variant,
-            start_date=plan.start_date,
-            as_of=today,
-            instruments=courses(administrations),
-            goals=[goal_progress(goal) for goal in goals],
-            attendance=attendance(plan, [(n, s) for n, s in held]),
-            homework=completion([(s, d) for s, d in homework_rows], today),
-            open_safety_signals=[
-                OpenSignal(s.id, s.administration_id, s.instrument, s.item, s.score, s.raised_on)
-                for s in signals
-            ],
-            phases=[
-                PhaseProgress(
-                    p.code, p.status, p.start_session, p.end_session, p.start_date, p.end_date
-                )
-                for p in sorted(plan.phases, key=lambda p: p.start_session)
-            ],
-        )
+        rows = connection.execute(_PLAN_AND_PHASES, given).all()
+        if not rows:
+            raise NotFound(f"care plan {plan_id!r} does not exist")
+        plan = rows[0]
+        if plan.deleted_at is not None:
+            raise Gone(f"care plan {plan_id!r} was deleted")
+        if held(plan.version):
+            return Unchanged(plan.patient, plan.version)
+        administrations = connection.execute(_ADMINISTRATIONS, given).all()
+        goals = connection.execute(_GOALS, given).all()
+        held_sessions = connection.execute(_SESSIONS, given).all()
+        homework_rows = connection.execute(_HOMEWORK, given).all()
+        signals = connection.execute(_OPEN_SIGNALS, given).all()
+    return PlanProgress(
+        plan_id=plan_id,
+        patient=plan.patient,
+        version=plan.version,
+        status=plan.status,
+        variant=plan.variant,
+        start_date=plan.start_date,
+        as_of=today,
+        instruments=courses(administrations),
+        goals=[goal_progress(goal) for goal in goals],
+        attendance=attendance(plan.planned_sessions, [(n, s) for n, s in held_sessions]),
+        homework=completion([(s, d) for s, d in homework_rows], today),
+        open_safety_signals=[OpenSignal(*signal) for signal in signals],
+        phases=[
+            PhaseProgress(
+                p.code,
+                p.phase_status,
+                p.start_session,
+                p.end_session,
+                p.phase_start_date,
+                p.phase_end_date,
+            )
+            for p in rows
+            if p.code is not None
+        ],
+    )
 
 
-def courses(administrations: list[Administration]) -> list[InstrumentCourse]:
+def courses(administrations: Sequence[Any]) -> list[InstrumentCourse]:
     """The course of each instrument, in the order the instruments are declared; an
-    instrument never administered in the plan is listed with no scores."""
+    instrument never administered in the plan is listed with no scores.
+
+    ``administrations``: rows of their ``administered_on``, ``session_number``,
+    ``created_at``, ``id`` and ``total`` (what orders them), ``instrument``, ``source``
+    and ``answers``.
+    """
     by_id = {a.id: a for a in administrations}
     found = []
     for instrument in INSTRUMENTS.values():
         ordered = progress.in_order(
-            score(a) for a in administrations if a.instrument == instrument.key
+            progress.Score(*a[:5]) for a in administrations if a.instrument == instrument.key
         )
         totals = [s.total for s in ordered]
         outcome = progress.outcome(instrument, totals)
+        safety_item = instrument.safety_item
         points = []
         for point in ordered:
             record = by_id[point.id]
             band = instrument.band(point.total)
-            safety = (record.answers or {}).get(instrument.safety_item or "", 0)
+            safety = (record.answers or {}).get(safety_item or "", 0)
             points.append(
                 ScorePoint(
                     id=record.id,
@@ -230,7 +327,7 @@ def courses(administrations: list[Administration]) -> list[InstrumentCourse]:
                     band_display=band.display,
                     source=record.source,
                     change=record.total - totals[0],
-                    flagged=instrument.safety_item is not None and safety > 0,
+                    flagged=safety_item is not None and safety > 0,
                 )
             )
         found.append(
@@ -250,9 +347,11 @@ def courses(administrations: list[Administration]) -> list[InstrumentCourse]:
     return found
 
 
-def achievement_source(goal: Goal) -> str | None:
+def achievement_source(goal: Any) -> str | None:
     """Who set the goal's achievement status: the rules, for a symptom goal whose target
-    names an instrument's total and that no clinician has overridden; else a clinician."""
+    names an instrument's total and that no clinician has overridden; else a clinician.
+
+    ``goal``: a goal, or a row of its columns."""
     if goal.achievement_status is None:
         return None
     ruled = (
@@ -264,7 +363,14 @@ def achievement_source(goal: Goal) -> str | None:
     return AchievementSource.RULES if ruled else AchievementSource.CLINICIAN
 
 
-def goal_progress(goal: Goal) -> GoalProgress:
+def goal_progress(goal: Any) -> GoalProgress:
+    """A goal (or a row of its columns) as its progress shows it."""
+    target = {
+        "measure": goal.target_measure,
+        "comparator": goal.target_comparator,
+        "value": goal.target_value,
+        "due_date": goal.target_due_date,
+    }
     return GoalProgress(
         id=goal.id,
         kind=goal.kind,
@@ -273,7 +379,7 @@ def goal_progress(goal: Goal) -> GoalProgress:
         lifecycle_status=goal.lifecycle_status,
         achievement_status=goal.achievement_status,
         achievement_source=achievement_source(goal),
-        target=goal.target,
+        target=target if any(v is not None for v in target.values()) else None,
     )
 
 
@@ -290,7 +396,7 @@ def longest_no_show_run(held: list[tuple[int, str]]) -> int:
     return longest
 
 
-def attendance(plan: CarePlan, held: list[tuple[int, str]]) -> Attendance:
+def attendance(planned_sessions: int, held: list[tuple[int, str]]) -> Attendance:
     """Sessions by status, the contract's planned sessions and the longest no-show run."""
     statuses = [status for _number, status in held]
     return Attendance(
@@ -298,7 +404,7 @@ def attendance(plan: CarePlan, held: list[tuple[int, str]]) -> Attendance:
         no_show=statuses.count(SessionStatus.NO_SHOW),
         cancelled=statuses.count(SessionStatus.CANCELLED),
         scheduled=statuses.count(SessionStatus.SCHEDULED),
-        planned_sessions=plan.planned_sessions,
+        planned_sessions=planned_sessions,
         longest_no_show_run=longest_no_show_run(held),
     )
 

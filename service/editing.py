@@ -159,6 +159,10 @@ class PlanEdit:
     notify: Callable[[PlanEdit], None] | None = None
     # What a caller hands to the observers with the change, by (resource type, id).
     attachments: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # Each instrument's course of live scores (service.progress.Score, in the order they
+    # were taken) as the edit's last change to them left it, by instrument key: what the
+    # observers would otherwise read again.
+    courses: dict[str, list[Any]] = field(default_factory=dict)
     _log: list[Change] = field(default_factory=list)
 
     @functools.cached_property
@@ -225,6 +229,7 @@ class PlanEdit:
         one at its end hear of the changes of both."""
         if earlier is not self:
             self._log[:0] = earlier._log
+            self.courses = {**earlier.courses, **self.courses}
 
     def finish(self) -> None:
         """Bump the plan's version once for the whole change and write the change log."""

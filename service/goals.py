@@ -93,9 +93,7 @@ def _ruled_status(edit: PlanEdit, goal: Mapping[str, Any]) -> str | None:
         value = Decimal(goal["target_value"])
     except (ArithmeticError, TypeError, ValueError):
         return None
-    totals = [
-        a.total for a in administrations.list_in_order(edit.session, edit.plan.id, instrument.key)
-    ]
+    totals = administrations.totals_in_order(edit.session, edit.plan.id, instrument.key)
     if not totals:
         return None
     return progress.achievement(instrument, totals, goal["target_comparator"], value)

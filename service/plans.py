@@ -487,10 +487,7 @@ def _resolved(edit: PlanEdit, goal: Goal) -> dict[str, Any]:
     achieved = False
     instrument = BY_TOTAL_CODE.get(goal.target_measure or "")
     if goal.kind == GoalKind.SYMPTOM and instrument is not None and goal.target_value is not None:
-        totals = [
-            a.total
-            for a in administrations.list_in_order(edit.session, edit.plan.id, instrument.key)
-        ]
+        totals = administrations.totals_in_order(edit.session, edit.plan.id, instrument.key)
         status = progress.achievement(instrument, totals, goal.target_comparator, goal.target_value)
         achieved = status in (GoalAchievement.ACHIEVED, GoalAchievement.SUSTAINING)
     elif goal.kind == GoalKind.SYMPTOM:

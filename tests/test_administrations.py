@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 import requests
 from conftest import Client, count_rows, plan_url, problem_fields
+from sqlalchemy import event
 
+from service import administrations
 from service.db import Database
 from service.instruments import GAD7, PHQ9
 
@@ -470,3 +472,68 @@ def client_of(live: Any, database: Database, patient: str) -> Client:
 
     scopes = ["patient/Observation.cruds", "patient/Flag.rs"]
     return Client(live.url, token_for(live, database, scopes, patient=patient))
+
+
+# --- what a score costs -------------------------------------------------------------------
+
+
+def _statements_to_record(database: Database, plan: dict, total: int, day: int) -> int:
+    """The statements recording one PHQ-9 total in the plan runs (through the service)."""
+    counted: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counted.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", count)
+    try:
+        administrations.record_administration(
+            database,
+            plan["id"],
+            {"instrument": "phq-9", "administered_on": date.fromisoformat(on(day)), "total": total},
+            "dr.rivera",
+        )
+    finally:
+        event.remove(database.engine, "before_cursor_execute", count)
+    return len(counted)
+
+
+def test_a_score_costs_as_many_statements_after_forty_scores_as_after_four(
+    client: Client, database: Database
+) -> None:
+    few, many = client.create_plan(), client.create_plan(patient="Patient/456")
+    for plan, course in ((few, 4), (many, 40)):
+        for n in range(course):
+            administrations.record_administration(
+                database,
+                plan["id"],
+                {
+                    "instrument": "phq-9",
+                    "administered_on": date.fromisoformat(on(1 + n % 10)),
+                    "total": 20,
+                },
+                "dr.rivera",
+            )
+    # The same score and what it does to the symptom goal in both: first nothing (20 again,
+    # no change), then a remission that achieves it.
+    unchanged = [_statements_to_record(database, plan, 20, 11) for plan in (few, many)]
+    achieved = [_statements_to_record(database, plan, 3, 12) for plan in (few, many)]
+    assert unchanged[0] == unchanged[1] <= 18
+    assert achieved[0] == achieved[1] <= 20
+
+
+def test_a_score_republishes_its_goals_but_not_the_plan_they_belong_to(
+    client: Client, plan: dict
+) -> None:
+    goals = client.get(plan_url(plan, "goals")).json()["items"]
+    goal = next(g for g in goals if g["kind"] == "symptom")
+    recorded(client, plan, total=20)
+    episode = client.get(f"/fhir/CarePlan/{plan['id']}").json()["meta"]["versionId"]
+    before = client.get(f"/fhir/Goal/{goal['id']}").json()
+
+    latest = recorded(client, plan, administered_on=on(2), total=3)
+
+    after = client.get(f"/fhir/Goal/{goal['id']}").json()
+    assert after["achievementStatus"]["coding"][0]["code"] == "achieved"
+    assert after["outcomeReference"] == [{"reference": f"Observation/{latest['id']}"}]
+    assert int(after["meta"]["versionId"]) == int(before["meta"]["versionId"]) + 1
+    assert client.get(f"/fhir/CarePlan/{plan['id']}").json()["meta"]["versionId"] == episode

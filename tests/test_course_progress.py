@@ -4,15 +4,18 @@ its ETag, its scopes and its audit record."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from conftest import Client, Server, plan_url, token_for
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, select
 
+from api.measurement_schemas import PlanProgressSchema
 from service import administrations, course
 from service.db import Database
 from service.models import AuditRecord
@@ -420,3 +423,69 @@ def test_a_progress_read_is_audited_naming_the_patient(client: Client, database:
             )
         ).all()
     assert [tuple(r) for r in rows] == [("read", "Patient/audited", "0")]
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    phq9=st.lists(st.tuples(st.integers(0, 24), st.integers(0, 3)), max_size=6),
+    gad7=st.lists(st.integers(0, 21), max_size=3),
+    target=st.sampled_from([None, 4, 4.5, 9.125]),
+)
+def test_the_document_is_the_one_its_schema_describes(
+    client: Client,
+    database: Database,
+    phq9: list[tuple[int, int]],
+    gad7: list[int],
+    target: float | None,
+) -> None:
+    """Field by field, in order, each value written as the schema writes it."""
+    plan = client.create_plan()
+    for n, (rest, item9) in enumerate(phq9):
+        record(
+            database,
+            plan,
+            answers=phq9_answers(rest + item9, item9),
+            on=START + timedelta(days=n),
+        )
+    for n, total in enumerate(gad7):
+        record(database, plan, total, instrument="gad-7", on=START + timedelta(days=n))
+    if target is not None:
+        goal = symptom_goal(progress_of(client, plan))
+        changed = client.patch(
+            plan_url(plan, "goals", goal["id"]),
+            json={"target": {"measure": "44261-6", "comparator": "<", "value": target}},
+        )
+        assert changed.status_code == 200, changed.text
+
+    served = client.get(plan_url(plan, "progress"))
+
+    assert served.status_code == 200, served.text
+    described = PlanProgressSchema().dump(asdict(course.plan_progress(database, plan["id"])))
+    assert json.dumps(served.json()) == json.dumps(described)
+    assert served.headers["ETag"] == f'"{described["version"]}"'
+
+
+def test_a_reader_holding_the_current_version_is_answered_from_the_plan_row(
+    client: Client, database: Database
+) -> None:
+    plan = client.create_plan()
+    for n in range(6):
+        record(database, plan, 20 - n, on=START + timedelta(days=n))
+    version = progress_of(client, plan)["version"]
+    counted: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counted.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", count)
+    try:
+        held = course.progress_unless(database, plan["id"], lambda v: v == version)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", count)
+    assert held == course.Unchanged("Patient/123", version)
+    assert [s for s in counted if not s.startswith("BEGIN")] == [counted[-1]]

@@ -13,7 +13,9 @@ What ``extras`` holds is described in parse_extras.py.
 
 from __future__ import annotations
 
+import functools
 import re
+import typing
 from collections.abc import Mapping
 from typing import Any
 from xml.etree import ElementTree
@@ -273,6 +275,107 @@ def _check_narrative(problems: Problems, path: str, text: Any) -> None:
             return
 
 
+# The JSON type of each kind of FHIR primitive. fhir.resources reads a number where an
+# instant or a code belongs (12 becomes 1970-01-01T00:00:12Z) and "1" where an integer
+# belongs; FHIR JSON does not, and what reads the element next expects its JSON type.
+_TEXT_PRIMITIVES = frozenset(
+    {
+        "Instant",
+        "DateTime",
+        "Date",
+        "Time",
+        "Code",
+        "Id",
+        "Uri",
+        "Url",
+        "Canonical",
+        "String",
+        "Markdown",
+        "Base64Binary",
+        "Oid",
+        "Uuid",
+        "Xhtml",
+    }
+)
+_NUMBER_PRIMITIVES = frozenset({"Integer", "PositiveInt", "UnsignedInt", "Decimal", "Integer64"})
+_JSON_TYPE_MESSAGE = {
+    "text": "must be text (a JSON string)",
+    "number": "must be a number (not text)",
+    "boolean": "must be true or false",
+}
+
+
+def _json_kind(annotation: Any) -> tuple[str, str | None] | None:
+    """What an element's annotation says its JSON holds: ("text"|"number"|"boolean", None)
+    for a primitive, ("model", name) for a complex type, None for anything else."""
+    stack = [annotation]
+    while stack:
+        item = stack.pop()
+        origin = typing.get_origin(item)
+        if origin is typing.Annotated:
+            base, *metadata = typing.get_args(item)
+            for meta in metadata:
+                name = type(meta).__name__
+                if name in _TEXT_PRIMITIVES:
+                    return ("text", None)
+                if name in _NUMBER_PRIMITIVES:
+                    return ("number", None)
+            stack.append(base)
+        elif origin is not None:
+            stack.extend(arg for arg in typing.get_args(item) if arg is not type(None))
+        elif item is bool:
+            return ("boolean", None)
+        elif isinstance(item, type) and item.__module__ == "abc" and item.__name__.endswith("Type"):
+            return ("model", item.__name__.removesuffix("Type"))
+    return None
+
+
+@functools.cache
+def _element_kinds(model_name: str) -> dict[str, tuple[str, str | None] | None]:
+    model = get_fhir_model_class(model_name)
+    kinds = {}
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("element_property"):
+            kinds[field.alias or name] = _json_kind(field.annotation)
+    return kinds
+
+
+def _check_json_types(problems: Problems, path: str, value: Any, model_name: str) -> None:
+    """Every primitive below ``value`` (a ``model_name``) holds its FHIR JSON type."""
+    if not isinstance(value, dict):
+        return
+    try:
+        kinds = _element_kinds(model_name)
+    except (KeyError, ValueError):
+        return  # not a type of FHIR R4: the structure check names it
+    for key, item in value.items():
+        kind = kinds.get(key)
+        if kind is None:
+            continue
+        entries = enumerate(item) if isinstance(item, list) else [(None, item)]
+        for index, entry in entries:
+            if entry is None:
+                continue
+            here = f"{path}.{key}" if index is None else f"{path}.{key}[{index}]"
+            found, name = kind
+            if found == "model":
+                if name == "Resource":
+                    kind_name = entry.get("resourceType") if isinstance(entry, dict) else None
+                    if isinstance(kind_name, str):
+                        _check_json_types(problems, here, entry, kind_name)
+                else:
+                    _check_json_types(problems, here, entry, str(name))
+            elif not (
+                isinstance(entry, str)
+                if found == "text"
+                else isinstance(entry, bool)
+                if found == "boolean"
+                else isinstance(entry, int | float) and not isinstance(entry, bool)
+            ) and all(path != here for path, _ in problems.items):
+                problems.add(here, _JSON_TYPE_MESSAGE[found])
+
+
 def validate_structure(resource: dict[str, Any], expected_type: str) -> None:
     """Check ``resource`` is a valid FHIR R4 ``expected_type``; raise MappingError if not."""
     if not isinstance(resource, dict):
@@ -295,6 +398,7 @@ def validate_structure(resource: dict[str, Any], expected_type: str) -> None:
         # fhir.resources reads some primitives (url, uri) as text before checking their type.
         problems.add(expected_type, "an element that must be text holds another JSON type")
     _check_raw(problems, expected_type, resource)
+    _check_json_types(problems, expected_type, resource, expected_type)
     _check_narrative(problems, f"{expected_type}.text", resource.get("text"))
     if model is not None:
         _check_codes(problems, model, expected_type, expected_type, expected_type)

@@ -517,8 +517,9 @@ def test_a_score_costs_as_many_statements_after_forty_scores_as_after_four(
     # no change), then a remission that achieves it.
     unchanged = [_statements_to_record(database, plan, 20, 11) for plan in (few, many)]
     achieved = [_statements_to_record(database, plan, 3, 12) for plan in (few, many)]
-    assert unchanged[0] == unchanged[1] <= 18
-    assert achieved[0] == achieved[1] <= 20
+    # One of them finds the subscriptions to the topics the score may raise (the outbox).
+    assert unchanged[0] == unchanged[1] <= 19
+    assert achieved[0] == achieved[1] <= 21
 
 
 def test_a_score_republishes_its_goals_but_not_the_plan_they_belong_to(

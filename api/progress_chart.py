@@ -19,6 +19,7 @@ scores, the first and latest total and band, the flagged answers), and ``role="i
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import unicodedata
@@ -26,27 +27,33 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
-import matplotlib
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-# Before any backend loads: renders never need a display.
-matplotlib.use("Agg")
 
-from matplotlib import dates as mdates
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+@functools.cache
+def _matplotlib() -> None:
+    """Load and set up matplotlib once, when the first chart is drawn: a process that draws
+    none (a command, a worker before its first chart) does not pay for its import."""
+    import matplotlib
 
-# Read at save time from the global settings, set once here and never changed while a
-# chart draws: fixed ids (so equal charts give equal bytes) and text as outlines (so the
-# chart looks the same wherever it is opened, whatever fonts are installed there).
-matplotlib.rcParams["svg.hashsalt"] = "ipt-careplans-progress-chart"
-matplotlib.rcParams["svg.fonttype"] = "path"
-# A caller's "$" is a dollar sign, never the start of a formula.
-matplotlib.rcParams["text.parse_math"] = False
+    # Before any backend loads: renders never need a display.
+    matplotlib.use("Agg")
+    # Read at save time from the global settings, set once here and never changed while a
+    # chart draws: fixed ids (so equal charts give equal bytes) and text as outlines (so
+    # the chart looks the same wherever it is opened, whatever fonts are installed there).
+    matplotlib.rcParams["svg.hashsalt"] = "ipt-careplans-progress-chart"
+    matplotlib.rcParams["svg.fonttype"] = "path"
+    # A caller's "$" is a dollar sign, never the start of a formula.
+    matplotlib.rcParams["text.parse_math"] = False
+
+
 # A character the font lacks is drawn as a box (the title and description keep it as
 # text); the warning would copy a character of a caller's text, perhaps a name, into logs.
 warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
@@ -297,6 +304,11 @@ def _date_span(chart: ChartInput, points: Sequence[ChartPoint]) -> tuple[date, d
 
 def _draw(chart: ChartInput) -> Figure:
     _check(chart)
+    _matplotlib()
+    from matplotlib import dates as mdates
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     points = _ordered(chart.points)
     figure = Figure(figsize=(_WIDTH_INCHES, _HEIGHT_INCHES), facecolor="white")
     axes = figure.add_subplot()
@@ -399,6 +411,8 @@ def _band_gid(index: int) -> str:
 
 
 def _draw_phases(axes: Axes, chart: ChartInput, span: tuple[date, date] | None) -> None:
+    from matplotlib import dates as mdates
+
     if span is None:
         return
     starts = {phase.start for phase in chart.phases if phase.start is not None}
@@ -434,6 +448,9 @@ def _draw_phases(axes: Axes, chart: ChartInput, span: tuple[date, date] | None) 
 
 
 def _draw_points(axes: Axes, chart: ChartInput, points: list[ChartPoint]) -> list[Line2D]:
+    from matplotlib import dates as mdates
+    from matplotlib.lines import Line2D
+
     days = [mdates.date2num(point.when) for point in points]
     totals = [point.total for point in points]
     axes.plot(days, totals, color=SCORE_COLOUR, linewidth=1.4, zorder=4, gid="score-line")
@@ -509,6 +526,9 @@ def _draw_points(axes: Axes, chart: ChartInput, points: list[ChartPoint]) -> lis
 
 
 def _label_axes(axes: Axes, figure: Figure, chart: ChartInput, *, dated: bool) -> None:
+    from matplotlib import dates as mdates
+    from matplotlib.ticker import MaxNLocator
+
     figure.suptitle(chart.title, x=0.08, y=0.975, ha="left", fontsize=13, fontfamily=_FONT)
     if chart.subtitle:
         figure.text(

@@ -120,6 +120,15 @@ def _configure_postgresql(engine: Engine) -> None:
             raise
 
 
+@functools.cache
+def _head_revision() -> str | None:
+    """The newest migration shipped with the service: read from its scripts once per
+    process (the readiness probe asks for it on every call)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
 class WriterQueue:
     """Where the writers of one SQLite file wait their turn: a thread lock in a process, an
     exclusive ``flock`` across processes (where the platform has it).
@@ -701,7 +710,7 @@ class Database:
             return MigrationContext.configure(connection).get_current_revision()
 
     def head_revision(self) -> str | None:
-        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        return _head_revision()
 
     def schema_is_current(self) -> bool:
         return self.current_revision() == self.head_revision()

@@ -71,8 +71,11 @@ def mismatches(database: Database) -> list[str]:
     """What differs between the published resources and a full render, plan by plan."""
     problems: list[str] = []
     with database.reading() as session:
+        plans = list(session.scalars(plan_query()))
+        if not plans:
+            return problems  # nothing published: no render to compare, no index to read
         index = _index_rows(session)
-        for plan in session.scalars(plan_query()):
+        for plan in plans:
             stored = {(s.resource_type, s.id): s for s in resource_store.of_plan(session, plan.id)}
             rendered = {}
             if not plan.is_deleted:

@@ -31,9 +31,11 @@ from api import (
 from api.auth import endpoints as auth_endpoints
 from api.auth import guard
 from api.config import Settings, load
+from api.export_worker import ExportWorker
 from api.fhir import audit_routes as fhir_audit  # noqa: F401  (registers /fhir/AuditEvent)
 from api.fhir import bundle as fhir_bundle  # noqa: F401  (registers POST /fhir)
 from api.fhir import capability as fhir_capability
+from api.fhir import export as fhir_export  # noqa: F401  (registers the $export routes)
 from api.fhir import openapi as fhir_openapi
 from api.fhir import resources as fhir_resources
 from api.fhir import search as fhir_search  # noqa: F401  (registers the search routes)
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         db.upgrade()
     app.extensions["ipt_database"] = db
     app.extensions["ipt_settings"] = settings
+    app.extensions["ipt_export_worker"] = ExportWorker(db, settings)
     app.teardown_appcontext(release_read_connection)
     if release_read_connection not in db.before_writes:
         db.before_writes.append(release_read_connection)
@@ -165,6 +168,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @app.before_request
     def fhir_formats() -> None:
+        # Export files are NDJSON: their route reads Accept itself.
+        if request.path.startswith("/fhir/$export-file/"):
+            return
         if request.path == "/fhir" or request.path.startswith("/fhir/"):
             negotiate()
 

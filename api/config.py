@@ -44,6 +44,12 @@ class Settings:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # How long the first answer to a POST with an Idempotency-Key is kept and replayed.
     idempotency_retention_seconds: int = 24 * 3600
+    # Bulk data export ($export): file size, retention, lease, and whether this process runs
+    # export jobs in the background.
+    export_file_bytes: int = 64 * 1024 * 1024
+    export_retention_seconds: int = 3600
+    export_lease_seconds: int = 60
+    export_worker: bool = True
 
     @property
     def token_endpoint(self) -> str:
@@ -171,6 +177,28 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "How long the first answer to a native POST sent with an `Idempotency-Key` is kept "
         "and replayed to a retry with the same key, 60 to 2592000 (30 days). Default 86400 "
         "(24 hours).",
+    ),
+    "IPT_EXPORT_FILE_BYTES": (
+        "export_file_bytes",
+        "Size past which a bulk export (`$export`) file is split into another file of the "
+        "same type, 1024 to 1073741824. Default 67108864 (64 MiB).",
+    ),
+    "IPT_EXPORT_RETENTION_SECONDS": (
+        "export_retention_seconds",
+        "How long a bulk export's status and files stay available after it completes (and "
+        "a job stays queued), 1 to 604800 (7 days); expired ones are purged. Default 3600.",
+    ),
+    "IPT_EXPORT_LEASE_SECONDS": (
+        "export_lease_seconds",
+        "How long a process's hold on a running bulk export lasts without being renewed (it "
+        "is renewed with every chunk written); a job whose process died is taken up again "
+        "once it runs out, 5 to 3600. Default 60.",
+    ),
+    "IPT_EXPORT_WORKER": (
+        "export_worker",
+        "Run bulk export jobs in a background thread of this process: `true`/`false`. "
+        "Default true. With false the process still takes kick-offs and serves status and "
+        "files, and another replica runs the jobs.",
     ),
 }
 
@@ -339,6 +367,20 @@ def _token_protection(env: Mapping[str, str], values: dict[str, object]) -> None
             values[VARIABLES[name][0]] = _int_between(name, env[name].strip(), 1, 1_000_000)
 
 
+def _export(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """The bulk export settings."""
+    bounds = {
+        "IPT_EXPORT_FILE_BYTES": (1024, 1024**3),
+        "IPT_EXPORT_RETENTION_SECONDS": (1, 7 * 24 * 3600),
+        "IPT_EXPORT_LEASE_SECONDS": (5, 3600),
+    }
+    for name, (low, high) in bounds.items():
+        if env.get(name, "").strip():
+            values[VARIABLES[name][0]] = _int_between(name, env[name].strip(), low, high)
+    if env.get("IPT_EXPORT_WORKER", "").strip():
+        values["export_worker"] = _bool("IPT_EXPORT_WORKER", env["IPT_EXPORT_WORKER"])
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from the environment, refusing invalid values."""
     env = os.environ if environ is None else environ
@@ -382,6 +424,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             60,
             30 * 24 * 3600,
         )
+    _export(env, values)
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -48,6 +48,7 @@ ACTIONS: dict[str, str] = {
     "delete": "D",
     "transaction": "E",
     "batch": "E",
+    "operation": "E",
 }
 WRITE_INTERACTIONS = frozenset({"create", "update", "patch", "delete", "transaction", "batch"})
 SEARCH_INTERACTIONS = frozenset({"search-type"})

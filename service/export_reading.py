@@ -116,7 +116,11 @@ def pages(
             return
         after = rows[-1].id
         changed = [row.id for row in rows if row.last_updated >= selection.at]
-        earlier = _versions_at(connection, selection.resource_type, changed, selection.at)
+        earlier = (
+            _versions_at(connection, selection.resource_type, changed, selection.at)
+            if changed
+            else {}
+        )
         found: list[Exported] = []
         for row in rows:
             if row.last_updated < selection.at:

@@ -407,3 +407,17 @@ def test_the_export_command_writes_the_same_files(
     assert set(recorded) == {"Patient/c1", "Patient/c2"}
     refused = CliRunner().invoke(main, ["export", "--type", "Patient", "--out", str(out)], env=env)
     assert refused.exit_code == 2 and "--type Patient" in refused.stderr
+
+
+def test_the_capability_statement_declares_the_export_operations(admin: Client) -> None:
+    statement = admin.get("/fhir/metadata").json()
+    bulk = "http://hl7.org/fhir/uv/bulkdata"
+    assert f"{bulk}/CapabilityStatement/bulk-data" in statement["instantiates"]
+    (rest,) = statement["rest"]
+    assert [o["definition"] for o in rest["operation"]] == [f"{bulk}/OperationDefinition/export"]
+    (patient,) = [r for r in rest["resource"] if r["type"] == "Patient"]
+    assert [o["definition"] for o in patient["operation"]] == [
+        f"{bulk}/OperationDefinition/patient-export"
+    ]
+    smart = admin.get("/.well-known/smart-configuration").json()
+    assert "system/*.rs" in smart["scopes_supported"]

@@ -183,7 +183,6 @@ def _own_job(job_id: str) -> ExportJob:
         {
             200: ("The manifest (application/json)", None),
             202: ("Still running: X-Progress and Retry-After", None),
-            500: ("The export failed: an OperationOutcome says why", "OperationOutcome"),
         },
         404,
     )

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from service.export_reading import Exported
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = 256 * 1024
 
 
 @dataclass

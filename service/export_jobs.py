@@ -285,9 +285,10 @@ def file(database: Database, job_id: str, number: int) -> ExportFile | None:
 
 
 def chunks(database: Database, job_id: str, number: int, count: int) -> Iterator[bytes]:
-    """A file's bytes, one chunk read at a time."""
-    for sequence in range(count):
-        with database.engine.connect() as connection:
+    """A file's bytes, one chunk read at a time, on one connection (no transaction is held
+    between chunks)."""
+    with database.engine.connect() as connection:
+        for sequence in range(count):
             data = connection.execute(
                 select(ExportChunk.data).where(
                     ExportChunk.job_id == job_id,
@@ -295,9 +296,10 @@ def chunks(database: Database, job_id: str, number: int, count: int) -> Iterator
                     ExportChunk.sequence == sequence,
                 )
             ).scalar_one_or_none()
-        if data is None:
-            return  # the job was cancelled or purged meanwhile
-        yield bytes(data)
+            connection.rollback()
+            if data is None:
+                return  # the job was cancelled or purged meanwhile
+            yield bytes(data)
 
 
 def _delete_jobs(session: Session, ids: list[str]) -> None:

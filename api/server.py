@@ -47,6 +47,9 @@ def _after_fork(_server: Any, worker: Any) -> None:
     import sys
 
     sys.setswitchinterval(float(os.environ.get("IPT_SWITCH", "0.005")))
+    # Each worker runs export jobs from its start (IPT_EXPORT_WORKER): a job whose process
+    # died is taken up once its lease runs out, whether or not anyone polls it.
+    worker.app.application.extensions["ipt_export_worker"].poke()
 
 
 def _before_exit(_server: Any, worker: Any) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from service import export_reading
@@ -123,8 +123,14 @@ def renew(session: Session, job_id: str, lease: Lease, **values: Any) -> None:
         raise LeaseLost(job_id)
 
 
+# Chunks written per transaction: a commit (an fsync) per chunk would cost more than
+# the export itself.
+CHUNKS_PER_COMMIT = 8
+
+
 class DatabaseSink:
-    """An export's files as rows: a file row, its chunks, each written with a lease renewal."""
+    """An export's files as rows: a file row, then its chunks, a few to a transaction, each
+    transaction renewing the lease."""
 
     def __init__(self, database: Database, job_id: str, lease: Lease, first_number: int) -> None:
         self.database = database
@@ -132,6 +138,7 @@ class DatabaseSink:
         self.lease = lease
         self.next_number = first_number
         self.exported = 0
+        self.pending: list[dict[str, Any]] = []
 
     def open(self, resource_type: str, kind: str) -> OpenFile:
         file = OpenFile(resource_type, self.next_number, kind)
@@ -150,17 +157,27 @@ class DatabaseSink:
         return file
 
     def write(self, file: OpenFile, data: bytes) -> None:
-        with self.database.writing() as session:
-            renew(session, self.job_id, self.lease, exported=self.exported)
-            session.add(
-                ExportChunk(
-                    job_id=self.job_id, file_number=file.number, sequence=file.chunks, data=data
-                )
-            )
+        self.pending.append(
+            {
+                "job_id": self.job_id,
+                "file_number": file.number,
+                "sequence": file.chunks,
+                "data": data,
+            }
+        )
+        if len(self.pending) >= CHUNKS_PER_COMMIT:
+            with self.database.writing() as session:
+                self._write_pending(session)
+
+    def _write_pending(self, session: Session) -> None:
+        renew(session, self.job_id, self.lease, exported=self.exported)
+        if self.pending:
+            session.execute(insert(ExportChunk), self.pending)
+            self.pending = []
 
     def close(self, file: OpenFile) -> None:
         with self.database.writing() as session:
-            renew(session, self.job_id, self.lease, exported=self.exported)
+            self._write_pending(session)
             session.execute(
                 update(ExportFile)
                 .where(ExportFile.job_id == self.job_id, ExportFile.number == file.number)

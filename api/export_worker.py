@@ -37,12 +37,13 @@ class ExportWorker:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._stopping = False
         self.owner = ""
 
     def poke(self) -> None:
         """Make sure the thread runs (in this process: a forked one starts its own), and
         have it look for work now."""
-        if not self.settings.export_worker:
+        if not self.settings.export_worker or self._stopping:
             return
         with self._lock:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -53,15 +54,30 @@ class ExportWorker:
         self.wake.set()
 
     def _loop(self) -> None:
-        while True:
+        failing = False
+        while not self._stopping:
             try:
                 export_jobs.purge_expired(self.database)
-                if self.run_one():
+                ran = self.run_one()
+                failing = False
+                if ran:
                     continue
             except Exception:
-                log.exception("looking for export jobs failed")
+                # Logged once per streak of failures (the database down, say), not every look.
+                if not failing:
+                    log.exception("looking for export jobs failed; retrying")
+                failing = True
             self.wake.wait(POLL_SECONDS)
             self.wake.clear()
+
+    def stop(self) -> None:
+        """Stop looking for jobs once the job in hand, if any, ends (its lease then runs
+        out and another process takes it up)."""
+        self._stopping = True
+        self.wake.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout=10)
 
     def run_one(self) -> bool:
         """Claim a job and run it; False when there was none to claim."""

@@ -53,6 +53,7 @@ def _serve(database: Database, worker: bool) -> Iterator[Server]:
     thread.start()
     yield Server(f"http://127.0.0.1:{http.server_port}", app, settings)
     http.shutdown()
+    app.extensions["ipt_export_worker"].stop()
 
 
 @pytest.fixture(scope="module")

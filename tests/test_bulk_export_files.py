@@ -63,3 +63,21 @@ def test_a_stored_document_with_a_line_break_stays_on_one_line() -> None:
         Writer(sink, 1024).write_type("Goal", [[Exported("1", document, "Patient/1")]])
         ((path, _),) = sink.written
         assert path.read_bytes() == b'{"resourceType":"Goal","id":"1"}\n'
+
+
+query = st.builds(
+    lambda resource_type, name, values: f"{resource_type}?{name}={','.join(values)}",
+    st.sampled_from(["CarePlan", "Goal", "Observation", "Flag", "QuestionnaireResponse"]),
+    st.sampled_from(["status", "lifecycle-status", "patient", "category", "code"]),
+    st.lists(st.from_regex(r"[a-z0-9|/:.\-]{1,12}", fullmatch=True), min_size=1, max_size=3),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(query, min_size=1, max_size=4))
+def test_a_type_filter_list_splits_into_its_queries_whatever_commas_they_hold(
+    queries: list[str],
+) -> None:
+    from api.fhir.export_request import split_type_filters
+
+    assert split_type_filters(",".join(queries)) == queries

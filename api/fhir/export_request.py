@@ -106,7 +106,7 @@ def parse(bound: str | None) -> ExportRequest:
             except InvalidInstant as error:
                 raise InvalidParameter(name, str(error)) from None
         elif name == "_typeFilter":
-            filters += [query for query in _NEXT_QUERY.split(value) if query]
+            filters += split_type_filters(value)
         elif relaxed:
             parsed.warnings.append(f"the parameter {name} is not supported and was ignored")
         else:
@@ -132,6 +132,12 @@ def parse(bound: str | None) -> ExportRequest:
             )
         parsed.type_filters.append(query)
     return parsed
+
+
+def split_type_filters(value: str) -> list[str]:
+    """The queries of a ``_typeFilter`` value: several are separated by a comma before each
+    ``Type?`` (a comma elsewhere separates the values of a parameter)."""
+    return [query for query in _NEXT_QUERY.split(value) if query]
 
 
 def _types(value: str, parsed: ExportRequest, relaxed: bool) -> list[str]:

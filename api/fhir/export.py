@@ -119,9 +119,7 @@ def _kick_off(level: str, patient: str | None = None) -> Response:
     )
 
 
-_KICK_OFF_DOC = """
-
-Parameters (query, or a Parameters resource for POST): `_outputFormat`
+_KICK_OFF_DOC = """Parameters (query, or a Parameters resource for POST): `_outputFormat`
 (`application/fhir+ndjson`, `application/ndjson` or `ndjson`), `_type` (comma-separated),
 `_since` (an instant: resources whose version current at the export's transaction time was
 written at or after it; deleted ones are left out) and `_typeFilter` (FHIR search queries,
@@ -134,34 +132,34 @@ exports that patient's records only. Answers 202 with the status URL in `Content
 
 
 @blp.route("/$export", methods=["GET", "POST"])
-@blp.doc(responses=responses({202: ("The export was accepted", "OperationOutcome")}, 400, 403))
+@blp.doc(
+    description=_KICK_OFF_DOC,
+    responses=responses({202: ("The export was accepted", "OperationOutcome")}, 400, 403),
+)
 def export_system() -> Response:
     """Export every resource (system-level $export)"""
     return _kick_off("system")
 
 
-export_system.__doc__ = (export_system.__doc__ or "") + _KICK_OFF_DOC
-
-
 @blp.route("/Patient/$export", methods=["GET", "POST"])
-@blp.doc(responses=responses({202: ("The export was accepted", "OperationOutcome")}, 400, 403))
+@blp.doc(
+    description=_KICK_OFF_DOC,
+    responses=responses({202: ("The export was accepted", "OperationOutcome")}, 400, 403),
+)
 def export_patients() -> Response:
     """Export the records of every patient (patient-level $export)"""
     return _kick_off("patient")
 
 
-export_patients.__doc__ = (export_patients.__doc__ or "") + _KICK_OFF_DOC
-
-
 @blp.route("/Patient/<patient_id>/$export", methods=["GET", "POST"])
-@blp.doc(responses=responses({202: ("The export was accepted", "OperationOutcome")}, 400, 403, 404))
+@blp.doc(
+    description=_KICK_OFF_DOC,
+    responses=responses({202: ("The export was accepted", "OperationOutcome")}, 400, 403, 404),
+)
 def export_patient(patient_id: str) -> Response:
     """Export one patient's records (Patient/{id}/$export)"""
     check_id("Patient", patient_id)
     return _kick_off("patient", f"Patient/{patient_id}")
-
-
-export_patient.__doc__ = (export_patient.__doc__ or "") + _KICK_OFF_DOC
 
 
 def _own_job(job_id: str) -> ExportJob:

@@ -31,9 +31,11 @@ from api import (
 from api.auth import endpoints as auth_endpoints
 from api.auth import guard
 from api.config import Settings, key_encryption_key, load
+from api.export_worker import ExportWorker
 from api.fhir import audit_routes as fhir_audit  # noqa: F401  (registers /fhir/AuditEvent)
 from api.fhir import bundle as fhir_bundle  # noqa: F401  (registers POST /fhir)
 from api.fhir import capability as fhir_capability
+from api.fhir import export as fhir_export  # noqa: F401  (registers the $export routes)
 from api.fhir import openapi as fhir_openapi
 from api.fhir import resources as fhir_resources
 from api.fhir import search as fhir_search  # noqa: F401  (registers the search routes)
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         if settings.key_encryption_key_file
         else None
     )
+    app.extensions["ipt_export_worker"] = ExportWorker(db, settings)
     app.teardown_appcontext(release_read_connection)
     if release_read_connection not in db.before_writes:
         db.before_writes.append(release_read_connection)
@@ -174,6 +177,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @app.before_request
     def fhir_formats() -> None:
+        # Export files are NDJSON: their route reads Accept itself.
+        if request.path.startswith("/fhir/$export-file/"):
+            return
         if request.path == "/fhir" or request.path.startswith("/fhir/"):
             negotiate()
 

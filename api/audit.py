@@ -88,6 +88,12 @@ _FHIR_INTERACTIONS = {
     "subscription_status": "operation",
     "subscription_status_type": "operation",
     "subscription_events": "operation",
+    "export_system": "operation",
+    "export_patients": "operation",
+    "export_patient": "operation",
+    "export_status": "operation",
+    "export_cancel": "operation",
+    "export_file": "operation",
 }
 # Native routes whose URL does not end with an id but that read one document of a plan.
 _ONE_DOCUMENT = ("/progress",)
@@ -432,6 +438,8 @@ def _records(response: Response) -> list[_Pending]:
     for patient in (
         patient_searched(_parameters()) if searched else None,
         g.get("audit_patient"),
+        # A streamed body (an export file) is named by its handler.
+        *(g.get("audit_patients") or ()),
         *_patients_returned(response),
     ):
         if patient and not (wrote and patient in written):
@@ -445,7 +453,7 @@ def _records(response: Response) -> list[_Pending]:
         "outcome": outcome_of(status),
         "status": status,
         "entity": entity,
-        "query": search_query() if searched else None,
+        "query": search_query() if searched or kind == "operation" else None,
     }
     if not patients:
         return [(_row(**facts), _patient_hint(named))]

@@ -594,6 +594,60 @@ def report_outcomes(
     click.echo(buffer.getvalue(), nl=False)
 
 
+@main.command("export", with_appcontext=False)
+@click.option(
+    "--out",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The directory the NDJSON files are written to (created if missing; files of the "
+    "same names are replaced).",
+)
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    help="A resource type to export (repeat, or separate with commas). Default: every type.",
+)
+@click.option(
+    "--since",
+    help="Only resources whose current version was written at or after this instant, such "
+    "as 2026-01-05T10:00:00Z (deleted ones are left out).",
+)
+@click.option(
+    "--type-filter",
+    "type_filters",
+    multiple=True,
+    help="A FHIR search query the resources of its type must match, such as "
+    "Goal?lifecycle-status=active (repeat for several: a resource matching one is kept).",
+)
+@click.option("--patient", help="Only this patient's records: Patient/123.")
+def export(
+    directory: Path,
+    types: tuple[str, ...],
+    since: str | None,
+    type_filters: tuple[str, ...],
+    patient: str | None,
+) -> None:
+    """Export published resources as NDJSON files, one per type (Goal.ndjson, and
+    Goal-2.ndjson... once a file passes IPT_EXPORT_FILE_BYTES), as $export writes them.
+
+    The export holds each resource as it was when the command started: what is written
+    meanwhile is left out. It is recorded in the audit trail once per patient exported.
+    """
+    from api import export_command
+
+    settings = _settings()
+    database = _ready_database(settings)
+    try:
+        request = export_command.checked(types, since, type_filters, patient)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    written = export_command.run(database, settings, request, directory)
+    for path, count in written:
+        click.echo(f"{path}\t{count}")
+
+
 def _duration(seconds: int) -> str:
     """Seconds as an administrator says them: "5 minutes", "90 seconds", "1 hour"."""
     for unit, size in (("hour", 3600), ("minute", 60)):

@@ -58,6 +58,12 @@ class Settings:
     subscription_backoff_base_ms: int = 1000
     subscription_backoff_max_ms: int = 300_000
     subscription_lease_margin_ms: int = 30_000
+    # Bulk data export ($export): file size, retention, lease, and whether this process runs
+    # export jobs in the background.
+    export_file_bytes: int = 64 * 1024 * 1024
+    export_retention_seconds: int = 3600
+    export_lease_seconds: int = 60
+    export_worker: bool = True
 
     @property
     def token_endpoint(self) -> str:
@@ -236,6 +242,28 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "How long past a subscription's timeout a worker's claim on it holds, in "
         "milliseconds, 100 to 600000: when a worker dies mid-delivery, another sends the "
         "same notification again after the timeout plus this margin. Default 30000.",
+    ),
+    "IPT_EXPORT_FILE_BYTES": (
+        "export_file_bytes",
+        "Size past which a bulk export (`$export`) file is split into another file of the "
+        "same type, 1024 to 1073741824. Default 67108864 (64 MiB).",
+    ),
+    "IPT_EXPORT_RETENTION_SECONDS": (
+        "export_retention_seconds",
+        "How long a bulk export's status and files stay available after it completes (and "
+        "a job stays queued), 1 to 604800 (7 days); expired ones are purged. Default 3600.",
+    ),
+    "IPT_EXPORT_LEASE_SECONDS": (
+        "export_lease_seconds",
+        "How long a process's hold on a running bulk export lasts without being renewed (it "
+        "is renewed with every chunk written); a job whose process died is taken up again "
+        "once it runs out, 5 to 3600. Default 60.",
+    ),
+    "IPT_EXPORT_WORKER": (
+        "export_worker",
+        "Run bulk export jobs in a background thread of this process: `true`/`false`. "
+        "Default true. With false the process still takes kick-offs and serves status and "
+        "files, and another replica runs the jobs.",
     ),
 }
 
@@ -448,6 +476,20 @@ def _subscriptions(env: Mapping[str, str], values: dict[str, object]) -> None:
         )
 
 
+def _export(env: Mapping[str, str], values: dict[str, object]) -> None:
+    """The bulk export settings."""
+    bounds = {
+        "IPT_EXPORT_FILE_BYTES": (1024, 1024**3),
+        "IPT_EXPORT_RETENTION_SECONDS": (1, 7 * 24 * 3600),
+        "IPT_EXPORT_LEASE_SECONDS": (5, 3600),
+    }
+    for name, (low, high) in bounds.items():
+        if env.get(name, "").strip():
+            values[VARIABLES[name][0]] = _int_between(name, env[name].strip(), low, high)
+    if env.get("IPT_EXPORT_WORKER", "").strip():
+        values["export_worker"] = _bool("IPT_EXPORT_WORKER", env["IPT_EXPORT_WORKER"])
+
+
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings from the environment, refusing invalid values."""
     env = os.environ if environ is None else environ
@@ -493,6 +535,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         )
     _subscriptions(env, values)
     _subscription_delivery(env, values)
+    _export(env, values)
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -47,6 +47,11 @@ def _after_fork(_server: Any, worker: Any) -> None:
     import sys
 
     sys.setswitchinterval(float(os.environ.get("IPT_SWITCH", "0.005")))
+    # Each worker runs export jobs from its start (IPT_EXPORT_WORKER): a job whose process
+    # died is taken up once its lease runs out, whether or not anyone polls it.
+    exports = worker.app.application.extensions.get("ipt_export_worker")
+    if exports is not None:
+        exports.poke()
 
 
 def _before_exit(_server: Any, worker: Any) -> None:

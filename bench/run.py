@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select, text
 
 from api.server import default_workers
+from bench import bulk_export
 from bench.processes import BIN, ROOT, MemoryWatch, Server
 from bench.scores import median_ms, percentile, seed_scores, time_records
 from bench.seed import PROTOTYPES, seed
@@ -60,6 +61,8 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "progress": ("progress", "native API: a plan's progress, a course of 40 scores"),
     "record-score": ("record_score", "native API: record a PHQ-9 score (POST …/administrations)"),
 }
+# Scenarios driven by the benchmark itself, not wrk (not in --quick).
+STEPS = {bulk_export.NAME: bulk_export.DESCRIPTION}
 ADMINISTRATIONS_PATH = "/api/v1/care-plans/{plan_id}/administrations"
 # Plans given a course of 40 scores for the progress scenario (--quick: fewer).
 SCORED_PLANS = 20
@@ -405,13 +408,17 @@ def run_database(kind: str, options: argparse.Namespace, work: Path) -> Database
     env = {**os.environ, "IPT_DATABASE_URL": url, "IPT_AUTO_MIGRATE": "false"}
     client_id, secret = register_client(env)
     results: list[Figures] = []
-    with _floor(url, workers, work / "floor.log") as floor:
-        results.append(
-            _drive("floor", floor, database, "unused", options.duration, options.connections, work)
-        )
+    driven = [s for s in options.scenarios if s in SCENARIOS]
+    if driven:
+        with _floor(url, workers, work / "floor.log") as floor:
+            results.append(
+                _drive(
+                    "floor", floor, database, "unused", options.duration, options.connections, work
+                )
+            )
     with _service(url, workers, work / f"service-{kind}.log") as service:
         token = fetch_token(service.url, client_id, secret)
-        for scenario in options.scenarios:
+        for scenario in driven:
             if scenario == "floor":
                 continue
             if scenario == "record-score" and not _takes_scores(service):
@@ -428,6 +435,11 @@ def run_database(kind: str, options: argparse.Namespace, work: Path) -> Database
                     work,
                 )
             )
+        if bulk_export.NAME in options.scenarios:
+            results.append(_bulk_export(service, token))
+        if not driven:
+            database.dispose()
+            return _run(kind, options, workers, 0.0, results)
         since = _since_for(database, options.history_changes)
         results.append(
             _page_history(
@@ -454,8 +466,19 @@ def run_database(kind: str, options: argparse.Namespace, work: Path) -> Database
     floor_rate = results[0].requests_per_second
     for figures in results:
         in_process = figures.extra.get("in_process", False)
-        if floor_rate and figures.scenario not in ("history-sync", "export") and not in_process:
+        unpaced = ("history-sync", "export", bulk_export.NAME)
+        if floor_rate and figures.scenario not in unpaced and not in_process:
             figures.ratio_to_floor = round(figures.requests_per_second / floor_rate, 2)
+    return _run(kind, options, workers, seed_seconds, results)
+
+
+def _run(
+    kind: str,
+    options: argparse.Namespace,
+    workers: int,
+    seed_seconds: float,
+    results: list[Figures],
+) -> DatabaseRun:
     return DatabaseRun(
         database=kind,
         episodes=options.episodes,
@@ -466,6 +489,32 @@ def run_database(kind: str, options: argparse.Namespace, work: Path) -> Database
         connections=options.connections,
         scenarios=results,
     )
+
+
+def _bulk_export(service: Server, token: str) -> Figures:
+    """The bulk-export scenario: one export of everything (see bench/bulk_export.py)."""
+    found = bulk_export.run(service, token)
+    figures = Figures(
+        scenario=bulk_export.NAME,
+        description=bulk_export.DESCRIPTION,
+        requests=found["polls"] + found["files"] + 1,
+        seconds=found["seconds"],
+        requests_per_second=found["resources_per_second"],
+        p50_ms=0.0,
+        p95_ms=0.0,
+        p99_ms=0.0,
+        errors=found["errors"],
+        peak_rss_mib=found["rss_peak_mib"],
+        extra=found,
+    )
+    _say(
+        f"  {bulk_export.NAME:<16} {found['resources']} resources in {found['export_seconds']} s "
+        f"({found['resources_per_second']:.0f}/s; {found['with_downloads_per_second']:.0f}/s "
+        f"with {found['files']} files downloaded, {found['mib']} MiB), server memory "
+        f"{found['rss_before_mib']} → peak {found['rss_peak_mib']} MiB "
+        f"(+{found['rss_growth_mib']} MiB)"
+    )
+    return figures
 
 
 # --- growth and soak ---------------------------------------------------------------------
@@ -662,7 +711,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="both: PostgreSQL too when it answers at --pg",
     )
     parser.add_argument("--pg", default=os.environ.get("IPT_BENCH_PG_URL", DEFAULT_PG))
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument(
+        "--scenarios",
+        default=",".join([*SCENARIOS, *STEPS]),
+        help=f"wrk scenarios ({', '.join(SCENARIOS)}) and {', '.join(STEPS)}",
+    )
     parser.add_argument("--history-changes", type=int, default=10_000)
     parser.add_argument(
         "--scored-plans",
@@ -700,7 +753,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
     options = parser.parse_args(argv)
     options.scenarios = [s.strip() for s in options.scenarios.split(",") if s.strip()]
-    unknown = set(options.scenarios) - set(SCENARIOS)
+    unknown = set(options.scenarios) - set(SCENARIOS) - set(STEPS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if options.quick:
@@ -711,6 +764,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         options.duration, options.connections = 1.0, 4
         options.history_changes, options.export_limit = 300, 600
         options.scored_plans = 4
+        options.scenarios = [s for s in options.scenarios if s not in STEPS]
     return options
 
 

@@ -21,8 +21,10 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -732,3 +734,94 @@ class SubscriptionEvent(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_subscription_events_occurred_at", "occurred_at"),)
+
+
+class ExportJob(Base):
+    """One bulk data export (FHIR Bulk Data Access ``$export``): what was asked, by whom,
+    the instant it is consistent as of, and how far it has come.
+
+    ``transaction_time`` is a history horizon (every version stamped before it had
+    committed when it was taken): the export holds each resource as its version current at
+    that instant, whenever and however often the job runs. A job runs under a lease
+    (``lease_owner`` until ``lease_expires``), renewed as it writes; a job whose lease has
+    run out is taken up again by any process. ``done_types`` are the types whose files are
+    complete: a job taken up again keeps them and writes the others anew.
+    """
+
+    __tablename__ = "export_jobs"
+
+    id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
+    # accepted, in-progress, completed or failed.
+    status: Mapped[str] = mapped_column(String(20))
+    # system, or patient (every patient in reach, or one when ``patient`` is set).
+    level: Mapped[str] = mapped_column(String(20))
+    request: Mapped[str] = mapped_column(Text)
+    owner_client_id: Mapped[str] = mapped_column(Text)
+    # The patient the requesting token was bound to, and the patient of Patient/{id}/$export.
+    owner_patient: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    patient: Mapped[str | None] = mapped_column(String(REFERENCE_LENGTH))
+    types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The _typeFilter queries as written, each "Type?parameter=value&...".
+    type_filters: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # What was ignored under Prefer: handling=lenient, reported in the manifest's errors.
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The size past which a file is split, as configured when the export was asked for.
+    file_bytes: Mapped[int] = mapped_column(Integer)
+    transaction_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the job and its files are purged.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Resources written so far (the status's X-Progress) and why a failed job failed.
+    exported: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_export_jobs_status_lease_expires", "status", "lease_expires"),
+        Index("ix_export_jobs_expires_at", "expires_at"),
+    )
+
+
+class ExportFile(Base):
+    """One NDJSON file of an export: its resources of one type (``kind`` output) or the
+    OperationOutcomes of what went wrong (``kind`` error), held in chunks so that every
+    replica serves it. ``patients`` are the patients whose data it holds (each download is
+    audited once per patient); ``complete`` is set when its last chunk is written."""
+
+    __tablename__ = "export_files"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("export_jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(10))
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    patients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    complete: Mapped[bool] = mapped_column(default=False)
+
+
+class ExportChunk(Base):
+    """A consecutive piece of an export file's bytes, numbered from 0."""
+
+    __tablename__ = "export_chunks"
+
+    job_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    file_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["job_id", "file_number"],
+            ["export_files.job_id", "export_files.number"],
+            ondelete="CASCADE",
+        ),
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -61,6 +62,13 @@ SUBSCRIPTION_ROUTES = {
 # Routes that answer aggregate figures of many patients and name none: their reads are
 # audited naming no patient (tests/test_outcomes_report.py checks that record).
 AGGREGATE = {("/api/v1/reports/outcomes", "GET")}
+# Bulk export: a kick-off and its status hold no records (the files do, below).
+EXPORT_CONTROL = {
+    ("/fhir/$export", "GET"),
+    ("/fhir/Patient/$export", "GET"),
+    ("/fhir/Patient/<patient_id>/$export", "GET"),
+    ("/fhir/$export-status/<job_id>", "GET"),
+}
 
 
 @dataclass
@@ -164,6 +172,23 @@ def audit_read(world: World) -> list[Request]:
         "/fhir/AuditEvent", params={"patient": world.first.patient, "_count": "1"}, headers=AUDITOR
     ).json()
     return [("GET", f"/fhir/AuditEvent/{found['entry'][0]['resource']['id']}", {})]
+
+
+def export_files(world: World) -> list[Request]:
+    """The files of an export of every CarePlan, once it is complete."""
+    client = world.client
+    started = client.get(
+        "/fhir/$export", params={"_type": "CarePlan"}, headers={"Prefer": "respond-async"}
+    )
+    status = started.headers["Content-Location"].removeprefix(client.base_url)
+    for _ in range(600):
+        polled = client.get(status)
+        if polled.status_code == 200:
+            break
+        time.sleep(0.05)
+    return [
+        ("GET", item["url"].removeprefix(client.base_url), {}) for item in polled.json()["output"]
+    ]
 
 
 # (rule, method) -> the requests that exercise it, and how many patients at least one of
@@ -311,6 +336,7 @@ CASES: dict[tuple[str, str], tuple[Callable[[World], list[Request]], int]] = {
         2,
     ),
     ("/fhir/AuditEvent/<audit_id>", "GET"): (audit_read, 1),
+    ("/fhir/$export-file/<job_id>/<int:number>", "GET"): (export_files, 2),
 }
 
 
@@ -326,7 +352,9 @@ def reading_routes(live: Server) -> Iterator[tuple[str, str]]:
 
 
 def test_every_reading_route_has_a_case(live: Server) -> None:
-    assert set(reading_routes(live)) == set(CASES) | AGGREGATE | SUBSCRIPTION_ROUTES
+    assert set(reading_routes(live)) == (
+        set(CASES) | AGGREGATE | SUBSCRIPTION_ROUTES | EXPORT_CONTROL
+    )
 
 
 def patients_of(document: Any, world: World, path: str) -> set[str]:
@@ -388,8 +416,13 @@ def test_every_patient_in_a_response_is_found_in_the_trail(
         response = client.request(method, path, headers=headers, **kwargs)
         assert response.status_code == 200, (path, response.text[:300])
         # The chart and the summary page are no JSON: their patient is their plan's.
-        is_json = "json" in response.headers.get("Content-Type", "")
-        patients = patients_of(response.json() if is_json else None, world, path)
+        kind = response.headers.get("Content-Type", "")
+        document = None
+        if "ndjson" in kind:  # an export file: one resource a line
+            document = [json.loads(line) for line in response.text.splitlines()]
+        elif "json" in kind:
+            document = response.json()
+        patients = patients_of(document, world, path)
         assert patients, f"{method} {path} returned no patient's records"
         most = max(most, len({p for p in patients if p in {e.patient for e in world.episodes}}))
         answered.append((request_id, patients))

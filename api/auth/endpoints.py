@@ -44,6 +44,8 @@ BASIC_CHALLENGE = 'Basic realm="ipt-careplans"'
 # own), the clinic's aggregate report (MeasureReport) and the clients' own subscriptions.
 SCOPES_SUPPORTED = [
     "system/*.cruds",
+    # Read and search of every type: what a bulk data client ($export) needs.
+    "system/*.rs",
     *(f"system/{t}.rs" for t in (*PLAN_TYPES, *scopes.NAMED_ONLY, "MeasureReport")),
     *(f"system/{t}.cruds" for t in OWNED_TYPES),
     "user/*.rs",

@@ -132,7 +132,17 @@ FHIR: dict[str, str] = {
     "subscription_events": "r",
 }
 # Routes that check each part of the request themselves.
-SELF_CHECKED = ("fhir.bundle", "fhir.system_history")
+SELF_CHECKED = (
+    "fhir.bundle",
+    "fhir.system_history",
+    # Bulk export: the read scope of each type exported, and the job's own client.
+    "fhir.export_system",
+    "fhir.export_patients",
+    "fhir.export_patient",
+    "fhir.export_status",
+    "fhir.export_cancel",
+    "fhir.export_file",
+)
 
 
 class NoRule(Exception):

@@ -54,6 +54,18 @@ _DOCUMENTATION = {
     "clinician acknowledges it, then inactive with period.end.",
 }
 SOFTWARE_VERSION = "1.0.0"
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+# The export operations: (name, OperationDefinition canonical, where it is invoked).
+EXPORT_OPERATIONS = (
+    ("export", f"{BULK_DATA}/OperationDefinition/export", "system"),
+    ("export", f"{BULK_DATA}/OperationDefinition/patient-export", "Patient"),
+)
+_EXPORT_DOCUMENTATION = (
+    "Bulk data export (Bulk Data Access IG v2), asynchronous (Prefer: respond-async): "
+    "_outputFormat (application/fhir+ndjson), _type, _since and _typeFilter; other "
+    "parameters are refused unless Prefer: handling=lenient. Needs the read scope of every "
+    "type exported (system/*.rs). Files are downloaded with the same token."
+)
 
 blp = ApiBlueprint(
     "fhir-metadata",
@@ -174,6 +186,21 @@ def _audit_event() -> dict[str, Any]:
     }
 
 
+def _patient() -> dict[str, Any]:
+    """Patient: no resource of its own here, the compartment its records are exported by."""
+    return {
+        "type": "Patient",
+        "documentation": "No Patient resources are served: the patient-level export "
+        "operations export the records of every patient (Patient/$export) or one "
+        "(Patient/{id}/$export).",
+        "operation": [
+            {"name": name, "definition": definition, "documentation": _EXPORT_DOCUMENTATION}
+            for name, definition, level in EXPORT_OPERATIONS
+            if level == "Patient"
+        ],
+    }
+
+
 def _security() -> dict[str, Any]:
     """SMART on FHIR, with the token endpoint of this server."""
     settings = current_app.extensions["ipt_settings"]
@@ -227,6 +254,7 @@ def capability_statement() -> dict[str, Any]:
         }
         for resource_type, profiles in PROFILES.items()
     ]
+    resources.append(_patient())
     resources.append(_audit_event())
     resources += [_subscription(), _topics()]
     for resource in resources:
@@ -246,6 +274,7 @@ def capability_statement() -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
+        "instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"],
         "date": "2026-11-25",
         "publisher": "ipt-careplans",
         "kind": "instance",
@@ -262,6 +291,11 @@ def capability_statement() -> dict[str, Any]:
                     {"code": "transaction"},
                     {"code": "batch"},
                     {"code": "history-system"},
+                ],
+                "operation": [
+                    {"name": name, "definition": definition, "documentation": _EXPORT_DOCUMENTATION}
+                    for name, definition, level in EXPORT_OPERATIONS
+                    if level == "system"
                 ],
             }
         ],

@@ -70,6 +70,8 @@ from strategies import (
     mutation,
 )
 
+from fhir_mappings.topics import TOPICS
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -322,6 +324,32 @@ class Context:
     counter: Iterator[int]
 
 
+# Bodies of the operations that take Parameters, and a subscription to a public https
+# address (the test server has no allow-list; nothing is sent, it stays requested).
+EXPORT_PARAMETERS = {
+    "resourceType": "Parameters",
+    "parameter": [{"name": "_type", "valueString": "Goal"}],
+}
+EVENTS_PARAMETERS = {
+    "resourceType": "Parameters",
+    "parameter": [{"name": "eventsSinceNumber", "valueString": "1"}],
+}
+
+
+def subscription_body() -> dict[str, Any]:
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "follow the goals",
+        "criteria": TOPICS[0].url,
+        "channel": {
+            "type": "rest-hook",
+            "endpoint": "https://93.184.216.34/notifications",
+            "payload": "application/fhir+json",
+        },
+    }
+
+
 def fhir_body(
     d: Draws, ctx: Context, method: str, path: str, params: dict[str, Any]
 ) -> tuple[Any, str, str]:
@@ -329,6 +357,17 @@ def fhir_body(
     a resource of the seed as a client would send it back, or a JSON Patch."""
     resource_type = str(params.get("resource_type", "CarePlan"))
     resource_id = str(params.get("resource_id", ""))
+    if "$export" in path or "$events" in path:
+        body = EXPORT_PARAMETERS if "$export" in path else EVENTS_PARAMETERS
+        changed, hostile = d.mutation.apply(copy.deepcopy(body))
+        return changed, FHIR_JSON, hostile
+    if path.startswith("/fhir/Subscription"):
+        body = subscription_body()
+        if method == "PUT":
+            current = read_json(ctx.client, f"/fhir/Subscription/{resource_id}")
+            body = writable(current) if current else {**body, "id": resource_id}
+        changed, hostile = d.mutation.apply(body)
+        return changed, FHIR_JSON, hostile
     if method == "PATCH":
         if d.patch_roll == 0:
             return d.wrong_patch, PATCH_JSON, "wrong-type"
@@ -512,6 +551,8 @@ def run_operation(
         else:
             hostile = ""
             headers["Accept"] = d.accept
+            if "$export" in op.path:
+                headers["Prefer"] = "respond-async"
             if op.path == "/fhir":
                 body, hostile = bundle_body(d, ctx)
                 raw, case.media_type = _as_raw(body), FHIR_JSON

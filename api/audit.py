@@ -60,6 +60,7 @@ from fhir_mappings.audit_event import (
 )
 from fhir_mappings.projection import serialise
 from fhir_mappings.search_parameters import normalise_reference
+from service import audit_journal
 from service.db import Appender, Database
 from service.editing import PlanEdit
 from service.models import AuditRecord, CarePlan, PlanChange, StoredResource, new_id, utcnow
@@ -509,8 +510,9 @@ class AuditLog:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self._appender = Appender(database, _AUDIT_EVENTS)
+        self._appender = Appender(database, audit_journal.JOURNAL)
         self._writer: WriterClient | None = None
+        self._mover: threading.Thread | None = None
         self._reset()
 
     def use_writer(self, path: str) -> None:
@@ -524,10 +526,51 @@ class AuditLog:
         return [error is None for error in self._run(requests)]
 
     def _reset(self) -> None:
-        # After a fork, the parent's locks do not carry over to the child.
+        # After a fork, the parent's locks do not carry over to the child, nor its threads.
         self._changed = threading.Condition(threading.Lock())
         self._open = _Batch()
         self._busy = False
+        self._journaled = 0  # records committed to the journal since the last move began
+        self._move_due = threading.Event()
+        self._mover = None
+
+    def move_in_background(self, every: float) -> None:
+        """Move the journal's records into the trail from a thread of this process: every
+        ``every`` seconds while records come in, and as soon as a batch's worth is waiting
+        (the audit writer's process does this). What an earlier process left in the
+        journal moves first."""
+        with self._changed:
+            self._journaled = max(self._journaled, 1)
+        self._move_due.set()
+        self._mover = threading.Thread(
+            target=self._keep_moving, args=(every,), name="audit-journal-move", daemon=True
+        )
+        self._mover.start()
+
+    def _keep_moving(self, every: float) -> None:
+        while True:
+            self._move_due.wait(timeout=every)
+            self._move_due.clear()
+            self._move_journal()
+
+    def _move_journal(self) -> None:
+        with self._changed:
+            if not self._journaled:
+                return
+            self._journaled = 0
+        try:
+            audit_journal.move(self.database)
+        except Exception:
+            # The records stay in the journal, as durable as in the trail, and move with
+            # the next batch or the next read of the trail.
+            log.exception("audit records could not be moved from the journal")
+
+    def _journal_grew(self, records: int) -> None:
+        with self._changed:
+            self._journaled += records
+            due = self._journaled >= audit_journal.BATCH
+        if due and self._mover is not None:
+            self._move_due.set()
 
     def commit(self, records: list[_Pending]) -> None:
         """Commit a request's records; return once they are, or raise AuditUnavailable."""
@@ -563,6 +606,10 @@ class AuditLog:
         failure = batch.outcomes[place]
         if failure is not None:
             raise AuditUnavailable() from failure
+        if self._mover is None and self._journaled >= audit_journal.BATCH:
+            # Without a mover thread (no audit writer), a batch's worth is moved by the
+            # request that completes it, after its own records are committed.
+            self._move_journal()
 
     def _run(self, requests: list[list[_Pending]]) -> list[BaseException | None]:
         """Commit the records of several requests in one transaction; if it is refused for
@@ -571,6 +618,7 @@ class AuditLog:
         try:
             self._write(items)
             metrics.count_audit_commit(len(items), committed=True)
+            self._journal_grew(len(items))
             return [None] * len(requests)
         except OperationalError as error:
             metrics.count_audit_commit(len(items), committed=False)

@@ -47,6 +47,9 @@ CONNECT_PATIENCE_SECONDS = 10.0
 # (IPT_AUDIT_GATHER_MS), and how many requests' records it commits at most at once.
 GATHER_SECONDS = 0.002
 MAX_GATHERED = 512
+# How often the writer's process moves what it committed from the audit journal into the
+# trail (IPT_AUDIT_MOVE_SECONDS), unless a batch's worth is waiting sooner.
+MOVE_SECONDS = 1.0
 # The largest message a writer reads: one request's records, far below it.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -258,6 +261,7 @@ def _writer_main() -> None:
     database = Database(os.environ[_DATABASE_ENV])
     audit_log = AuditLog(database)
     gather = float(os.environ.get("IPT_AUDIT_GATHER_MS", GATHER_SECONDS * 1000)) / 1000
+    audit_log.move_in_background(float(os.environ.get("IPT_AUDIT_MOVE_SECONDS", MOVE_SECONDS)))
     run_writer(sys.argv[1], audit_log.commit_many, gather)
 
 

@@ -613,16 +613,8 @@ class RateCounter(Base):
     __table_args__ = (Index("ix_rate_counters_expires_at", "expires_at"),)
 
 
-class AuditRecord(Base):
-    """One audited request: who did what to which record, when, from where, with what outcome.
-
-    Rows are only ever inserted. They hold the facts of the request, from which the FHIR
-    AuditEvent is rendered when it is read (``fhir_mappings.audit_event``). ``content`` is
-    the AuditEvent as it was rendered when recorded, kept for the records written before the
-    facts had columns of their own (those are served as stored); it is empty for newer ones.
-    """
-
-    __tablename__ = "audit_events"
+class _AuditFacts:
+    """The columns of an audit record, shared by the trail and its journal."""
 
     id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True, default=new_id)
     recorded: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -643,6 +635,18 @@ class AuditRecord(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     query: Mapped[str | None] = mapped_column(Text)
 
+
+class AuditRecord(_AuditFacts, Base):
+    """One audited request: who did what to which record, when, from where, with what outcome.
+
+    Rows are only ever inserted. They hold the facts of the request, from which the FHIR
+    AuditEvent is rendered when it is read (``fhir_mappings.audit_event``). ``content`` is
+    the AuditEvent as it was rendered when recorded, kept for the records written before the
+    facts had columns of their own (those are served as stored); it is empty for newer ones.
+    """
+
+    __tablename__ = "audit_events"
+
     __table_args__ = (
         Index("ix_audit_events_recorded", "recorded"),
         Index("ix_audit_events_agent", "agent", "recorded"),
@@ -650,6 +654,19 @@ class AuditRecord(Base):
         Index("ix_audit_events_entity", "entity", "recorded"),
         Index("ix_audit_events_patient", "patient", "recorded"),
     )
+
+
+class AuditJournalRecord(_AuditFacts, Base):
+    """An audit record of a read, search or refusal, committed before its response left,
+    and not yet moved into ``audit_events`` (``service.audit_journal``).
+
+    The table has no index but its primary key, whose ids grow with time: a request's
+    records cost one appended row each, where the trail's indexes by patient and by
+    resource would each put it on a page of its own. Records are moved in batches, and
+    every read of the trail moves the journal's first.
+    """
+
+    __tablename__ = "audit_journal"
 
 
 class Subscription(Base):

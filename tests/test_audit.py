@@ -22,6 +22,7 @@ from test_fhir_read import assert_valid, outcome_code
 from api.audit import stored_event
 from fhir_mappings.audit_event import AuditFacts, render_audit_event
 from fhir_mappings.projection import instant, serialise
+from service import audit_journal
 from service.db import Database
 from service.models import AuditRecord
 
@@ -34,12 +35,14 @@ STORED = [column.key for column in AuditRecord.__table__.columns]
 def empty_trail(database: Database) -> None:
     """Records buffered by earlier tests are written (and removed) before each test."""
     with database.engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_journal"))
         connection.execute(text("DELETE FROM audit_events"))
 
 
 def rows(database: Database) -> list[dict[str, Any]]:
     """Every stored audit record, oldest first, with its AuditEvent as served (``served``)
     and parsed (``event``)."""
+    audit_journal.move(database)
     with database.reading() as session:
         found = session.scalars(select(AuditRecord).order_by(AuditRecord.recorded, AuditRecord.id))
         return [

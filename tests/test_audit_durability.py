@@ -55,7 +55,11 @@ def _request_ids(database: Database, ids: list[str]) -> set[str]:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ", ".join(f":p{i}" for i in range(len(chunk)))
-            query = text(f"SELECT request_id FROM audit_events WHERE request_id IN ({marks})")
+            # Committed is enough: in the journal, or moved from it into the trail.
+            query = text(
+                f"SELECT request_id FROM audit_journal WHERE request_id IN ({marks}) "
+                f"UNION SELECT request_id FROM audit_events WHERE request_id IN ({marks})"
+            )
             parameters = {f"p{i}": value for i, value in enumerate(chunk)}
             found |= {row[0] for row in connection.execute(query, parameters)}
     return found
@@ -67,17 +71,17 @@ def _commits() -> float:
 
 @pytest.fixture
 def write_lock(database: Database) -> Iterator[threading.Event]:
-    """Holds the database's write lock on the audit table until the event is set."""
+    """Holds the database's write lock on the audit journal until the event is set."""
     release = threading.Event()
     held = threading.Event()
 
     def hold() -> None:
         with database.writing() as session:
             if not database.is_sqlite:
-                session.execute(text("LOCK TABLE audit_events IN SHARE ROW EXCLUSIVE MODE"))
+                session.execute(text("LOCK TABLE audit_journal IN SHARE ROW EXCLUSIVE MODE"))
             else:
                 # BEGIN IMMEDIATE has taken SQLite's write lock; write so that it is held.
-                session.execute(text("DELETE FROM audit_events WHERE id = 'none'"))
+                session.execute(text("DELETE FROM audit_journal WHERE id = 'none'"))
             held.set()
             release.wait(10)
 
@@ -134,12 +138,12 @@ def test_a_request_alone_commits_its_own_records_at_once(database: Database) -> 
 
 @contextmanager
 def refusing(database: Database) -> Iterator[None]:
-    """The audit table refuses every new row (a trigger), until the test ends."""
+    """The audit journal refuses every new row (a trigger), until the test ends."""
     with database.engine.begin() as connection:
         if database.is_sqlite:
             connection.execute(
                 text(
-                    "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events "
+                    "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_journal "
                     "BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
                 )
             )
@@ -152,7 +156,7 @@ def refusing(database: Database) -> Iterator[None]:
             )
             connection.execute(
                 text(
-                    "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_events "
+                    "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_journal "
                     "FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
                 )
             )
@@ -163,7 +167,7 @@ def refusing(database: Database) -> Iterator[None]:
             if database.is_sqlite:
                 connection.execute(text("DROP TRIGGER refuse_audit"))
             else:
-                connection.execute(text("DROP TRIGGER refuse_audit ON audit_events"))
+                connection.execute(text("DROP TRIGGER refuse_audit ON audit_journal"))
                 connection.execute(text("DROP FUNCTION refuse_audit()"))
 
 

@@ -26,7 +26,7 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from api.config import ConfigError, load
 from api.request_log import JsonFormatter
-from service import clients
+from service import audit_journal, clients
 from service.db import Database
 from service.models import AuditRecord
 
@@ -62,6 +62,7 @@ def behind_proxy(
 
 
 def record_of(database: Database, request_id: str) -> list[AuditRecord]:
+    audit_journal.move(database)
     with database.reading() as session:
         return list(
             session.scalars(select(AuditRecord).where(AuditRecord.request_id == request_id))

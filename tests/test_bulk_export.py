@@ -25,7 +25,7 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from api.cli import main
 from api.config import Settings
-from service import export_jobs
+from service import audit_journal, export_jobs
 from service.db import Database
 from service.export_jobs import DatabaseSink, Lease
 from service.models import AuditRecord, ExportFile, ExportJob, utcnow
@@ -196,6 +196,7 @@ def test_a_patient_bound_token_exports_its_patient_only(
     assert patients_of(everything) == {"Patient/mine"}
     other = bound.get("/fhir/Patient/theirs/$export", headers=ASYNC)
     assert other.status_code == 404
+    audit_journal.move(database)
     with database.reading() as session:
         recorded = set(
             session.scalars(
@@ -213,6 +214,7 @@ def test_each_download_is_audited_for_each_patient_it_holds(
     manifest = wait(admin, kick_off(admin, _type="CarePlan"))
     for item in manifest["output"]:
         download(admin, item["url"])
+    audit_journal.move(database)
     with database.reading() as session:
         records = session.scalars(
             select(AuditRecord).where(AuditRecord.interaction == "operation")

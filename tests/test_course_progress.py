@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event, select
 
 from api.measurement_schemas import PlanProgressSchema
-from service import administrations, course
+from service import administrations, audit_journal, course
 from service.db import Database
 from service.models import AuditRecord
 
@@ -416,6 +416,7 @@ def test_a_progress_read_is_audited_naming_the_patient(client: Client, database:
     plan = client.create_plan(patient="Patient/audited")
     assert client.get(plan_url(plan, "progress")).status_code == 200
 
+    audit_journal.move(database)
     with database.reading() as session:
         rows = session.execute(
             select(AuditRecord.interaction, AuditRecord.patient, AuditRecord.outcome).where(

@@ -24,7 +24,14 @@ FHIR_JSON = "application/fhir+json"
 PATCH_JSON = "application/json-patch+json"
 Json = dict[str, Any]
 # Tables a refused request must leave as they were (the audit trail records the refusal).
-_NOT_DATA = {"audit_events", "api_clients", "signing_keys", "revoked_tokens", "rate_counters"}
+_NOT_DATA = {
+    "audit_events",
+    "audit_journal",
+    "api_clients",
+    "signing_keys",
+    "revoked_tokens",
+    "rate_counters",
+}
 DEEP = "[" * 1000 + "]" * 1000
 LIMIT_DEPTH = 100
 

@@ -22,6 +22,7 @@ from test_subscriptions import SUBSCRIBER, caller, create, subscription
 
 from fhir_mappings.notifications import KINDS, channel_headers, notification_bundle
 from fhir_mappings.topics import BY_ID, parse_filter
+from service import audit_journal
 from service.db import Database
 from service.models import Subscription, SubscriptionEvent, utcnow
 
@@ -412,6 +413,7 @@ def test_an_events_answer_is_audited_for_the_patients_it_holds(
         headers={"X-Request-ID": "events-audit-1"},
     )
     assert response.status_code == 200
+    audit_journal.move(database)
     with database.engine.connect() as connection:
         rows = connection.execute(
             text("SELECT patient, interaction FROM audit_events WHERE request_id = :id"),

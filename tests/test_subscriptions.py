@@ -18,6 +18,7 @@ from werkzeug.serving import make_server
 from api.app import create_app
 from api.config import Settings
 from fhir_mappings.topics import BY_ID, TOPICS
+from service import audit_journal
 from service.db import Database
 from service.endpoint_policy import parse_networks
 from service.models import Subscription
@@ -127,6 +128,7 @@ def test_headers_are_sealed_at_rest(owner: Client, database: Database) -> None:
     assert "receiver-secret" not in sealed
     assert "receiver-secret" not in content
     owner.get(f"/fhir/Subscription/{created['id']}")
+    audit_journal.move(database)
     with database.engine.connect() as connection:
         trail = connection.execute(text("SELECT * FROM audit_events")).all()
     assert trail

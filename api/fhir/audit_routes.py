@@ -28,6 +28,7 @@ from api.fhir.resources import base_url, blp
 from api.http import database
 from fhir_mappings.audit_event import OUTCOMES, SEARCH_PARAMETERS
 from fhir_mappings.search_parameters import normalise_reference
+from service import audit_journal
 from service.errors import NotFound
 from service.instants import InvalidInstant, clamp, parse_instant
 from service.models import AuditRecord
@@ -233,6 +234,7 @@ def audit_search() -> Response:
         raise BadRequest("_total must be none, estimate or accurate")
     count = _count()
     after = _cursor(request.args.get("_cursor"))
+    audit_journal.move(database())  # every record committed before the search is found
     with database().reading() as session:
         total = None
         if total_mode != "none":
@@ -274,6 +276,7 @@ def audit_read(audit_id: str) -> Response:
 
     Exactly as it was recorded; audit records never change, so every one is at version 1.
     """
+    audit_journal.move(database())
     with database().reading() as session:
         record = session.get(AuditRecord, audit_id)
     bound = compartment()

@@ -25,7 +25,6 @@ import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +32,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+
+from api.child_process import ChildProcess
 
 log = logging.getLogger("ipt_careplans.audit")
 
@@ -265,13 +266,6 @@ def _writer_main() -> None:
     run_writer(sys.argv[1], audit_log.commit_many, gather)
 
 
-def _gone(pid: int) -> None:
-    """A writer process has ended: its live metrics go with it."""
-    from api import metrics
-
-    metrics.mark_process_dead(pid)
-
-
 class WriterProcess:
     """The writer, started and kept running by the server's master process."""
 
@@ -280,58 +274,22 @@ class WriterProcess:
         self.directory = tempfile.mkdtemp(prefix="ipt-careplans-audit-")
         os.chmod(self.directory, 0o700)
         self.path = os.path.join(self.directory, "writer.sock")
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stopping = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._child = ChildProcess(
+            "audit writer",
+            [sys.executable, "-m", "api.audit_writer", self.path],
+            log=log,
+            env={**os.environ, _DATABASE_ENV: self.database_url},
+            stop_patience=10.0,
+        )
 
     def start(self, patience: float = 120.0) -> None:
         """Start the writer and wait until it listens: no worker answers a request before
         its records can be committed."""
-        self._spawn()
-        deadline = time.monotonic() + patience
-        while not os.path.exists(self.path):
-            process = self._process
-            if process is not None and process.poll() is not None:
-                raise RuntimeError("the audit writer exited at start")
-            if time.monotonic() >= deadline:
-                raise RuntimeError("the audit writer did not start listening")
-            time.sleep(0.02)
-        self._watcher = threading.Thread(target=self._watch, name="audit-writer-watch", daemon=True)
-        self._watcher.start()
-
-    def _spawn(self) -> None:
-        # Started afresh (not forked from the master, which holds the app's connections).
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "api.audit_writer", self.path],
-            env={**os.environ, _DATABASE_ENV: self.database_url},
-        )
-
-    def _watch(self) -> None:
-        while not self._stopping.is_set():
-            process = self._process
-            if process is None:
-                return
-            try:
-                status = process.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                continue
-            _gone(process.pid)
-            if not self._stopping.is_set():
-                log.error("the audit writer exited; starting it again", extra={"status": status})
-                self._spawn()
+        self._child.start(ready=lambda: os.path.exists(self.path), patience=patience)
 
     def stop(self) -> None:
         """Stop the writer once the workers have gone (it answers what is in flight)."""
-        self._stopping.set()
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            _gone(process.pid)
+        self._child.stop()
         try:
             os.rmdir(self.directory)
         except OSError:

@@ -24,7 +24,6 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from api import metrics
+from api.child_process import ChildProcess
 from api.config import Settings
 from fhir_mappings.notifications import channel_headers, notification_bundle
 from service.db import Database
@@ -287,46 +287,24 @@ def run(
 
 class WorkerProcess:
     """The delivery worker ``serve`` runs beside its web workers: started afresh (not
-    forked from the master, which holds the app's connections), started again if it exits,
-    stopped gracefully with the server."""
+    forked from the master, which holds the app's connections), started again a second
+    after it exits, stopped gracefully with the server (each attempt under way ends within
+    its timeout)."""
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[bytes] | None = None
-        self._stopping = threading.Event()
+        self._child = ChildProcess(
+            "delivery worker",
+            [sys.executable, "-m", "api.worker"],
+            log=log,
+            restart_delay=1.0,
+            stop_patience=60.0,
+        )
 
     def start(self) -> None:
-        self._spawn()
-        threading.Thread(target=self._watch, name="delivery-watch", daemon=True).start()
-
-    def _spawn(self) -> None:
-        self._process = subprocess.Popen([sys.executable, "-m", "api.worker"])
-
-    def _watch(self) -> None:
-        while not self._stopping.is_set():
-            process = self._process
-            if process is None:
-                return
-            try:
-                status = process.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                continue
-            metrics.mark_process_dead(process.pid)
-            if not self._stopping.is_set():
-                log.error("the delivery worker exited; starting it again", extra={"status": status})
-                time.sleep(1)
-                self._spawn()
+        self._child.start()
 
     def stop(self, patience: float = 60.0) -> None:
-        self._stopping.set()
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=patience)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            metrics.mark_process_dead(process.pid)
+        self._child.stop(patience)
 
 
 def _main() -> None:

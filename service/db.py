@@ -45,6 +45,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///./ipt-careplans.db"
 _WRITE_OPTION = "ipt_write"
 _SINGLE_OPTION = "ipt_single_statement"
+# Marks a pooled SQLite connection that frees its page cache when it returns to the pool.
+_RELEASE_CACHE = "ipt_release_cache"
 
 
 def normalise_url(url: str) -> URL:
@@ -80,6 +82,16 @@ def _configure_sqlite(engine: Engine, writers: WriterQueue) -> None:
         if immediate:
             writers.acquire()  # given back by Database.writing/transaction at their end
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(dbapi_connection: Any, record: Any) -> None:
+        # See Database.release_cache_on_return.
+        if dbapi_connection is None or not record.info.pop(_RELEASE_CACHE, False):
+            return
+        try:
+            dbapi_connection.execute("PRAGMA shrink_memory")
+        except Exception:  # only memory: the connection stays usable either way
+            return
 
 
 # Seconds a pooled PostgreSQL connection may rest before it is checked with a round trip
@@ -545,6 +557,16 @@ class Database:
     @property
     def supports_row_locks(self) -> bool:
         return not self.is_sqlite
+
+    def release_cache_on_return(self, connection: Connection) -> None:
+        """Have ``connection`` give back its SQLite page cache (up to 2 MiB) once it returns
+        to the pool: for one that has read or written much data nothing will read again
+        soon (a bulk export's resources and files). Otherwise every pooled connection
+        such data passes through keeps a full cache of it for as long as the process
+        lives. Nothing to do on PostgreSQL, whose connections cache nothing in the
+        process."""
+        if self.is_sqlite:
+            connection.info[_RELEASE_CACHE] = True
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -174,6 +174,9 @@ class DatabaseSink:
         if self.pending:
             session.execute(insert(ExportChunk), self.pending)
             self.pending = []
+            # The chunks are read again only when downloaded: not kept in the cache of
+            # every pooled connection that wrote some.
+            self.database.release_cache_on_return(session.connection())
 
     def close(self, file: OpenFile) -> None:
         with self.database.writing() as session:
@@ -250,6 +253,7 @@ def _pages(
 ) -> Iterator[list[Exported]]:
     """The selection's pages, each read on a connection of its own."""
     with database.engine.connect() as connection:
+        database.release_cache_on_return(connection)
 
         def connection_for() -> Connection:
             if connection.in_transaction():
@@ -305,6 +309,7 @@ def chunks(database: Database, job_id: str, number: int, count: int) -> Iterator
     """A file's bytes, one chunk read at a time, on one connection (no transaction is held
     between chunks)."""
     with database.engine.connect() as connection:
+        database.release_cache_on_return(connection)
         for sequence in range(count):
             data = connection.execute(
                 select(ExportChunk.data).where(

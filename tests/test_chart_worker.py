@@ -180,3 +180,68 @@ def test_worker_can_be_turned_off(chart: Any) -> None:
 def test_invalid_worker_values_are_refused(chart: Any, override: dict[str, Any]) -> None:
     with pytest.raises(helm.HelmValuesError):
         chart.render(merged(BASE, override), name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+# --- bulk export ----------------------------------------------------------------------------
+
+
+def test_export_settings_default_to_the_services(defaults: list[dict[str, Any]]) -> None:
+    from api.config import Settings
+
+    service = Settings()
+    config = one(defaults, "ConfigMap")["data"]
+    assert config["IPT_EXPORT_FILE_BYTES"] == str(service.export_file_bytes)
+    assert config["IPT_EXPORT_RETENTION_SECONDS"] == str(service.export_retention_seconds)
+    assert config["IPT_EXPORT_LEASE_SECONDS"] == str(service.export_lease_seconds)
+    assert config["IPT_EXPORT_WORKER"] == str(service.export_worker).lower()
+
+
+def test_export_settings_are_passed_and_read_by_the_service(chart: Any) -> None:
+    from api.config import load
+
+    values = merged(
+        BASE,
+        {
+            "config": {
+                "export": {
+                    "fileBytes": 1048576,
+                    "retentionSeconds": 86400,
+                    "leaseSeconds": 30,
+                    "worker": False,
+                }
+            }
+        },
+    )
+    config = one(render(chart, values), "ConfigMap")["data"]
+    assert config["IPT_EXPORT_FILE_BYTES"] == "1048576"
+    assert config["IPT_EXPORT_RETENTION_SECONDS"] == "86400"
+    assert config["IPT_EXPORT_LEASE_SECONDS"] == "30"
+    assert config["IPT_EXPORT_WORKER"] == "false"
+    settings = load({**config, "IPT_DATABASE_URL": "sqlite://"})
+    assert settings.export_file_bytes == 1048576
+    assert settings.export_retention_seconds == 86400
+    assert settings.export_lease_seconds == 30
+    assert settings.export_worker is False
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"fileBytes": 1023},
+        {"fileBytes": 1073741825},
+        {"retentionSeconds": 0},
+        {"retentionSeconds": 604801},
+        {"leaseSeconds": 4},
+        {"leaseSeconds": 3601},
+        {"worker": "yes"},
+        {"fileSize": 1048576},
+    ],
+)
+def test_invalid_export_values_are_refused(chart: Any, override: dict[str, Any]) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(
+            merged(BASE, {"config": {"export": override}}),
+            name=RELEASE,
+            namespace=NAMESPACE,
+            is_install=True,
+        )

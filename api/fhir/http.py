@@ -9,6 +9,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from flask import Response, request
+from werkzeug.exceptions import BadRequest
 
 FHIR_JSON = "application/fhir+json"
 # The media types this server answers with; */* and application/* match them too.
@@ -154,6 +155,20 @@ def parse_etag(value: str) -> int | None:
     if len(value) >= 2 and value[0] == value[-1] == '"' and value[1:-1].isdigit():
         return int(value[1:-1])
     return None
+
+
+def if_match() -> int | None:
+    """The version the ``If-Match`` header asks for; None without the header.
+
+    Raises BadRequest when the header is not a version ETag such as ``W/"3"``.
+    """
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    version = parse_etag(header)
+    if version is None:
+        raise BadRequest(f'If-Match must be a version ETag such as W/"3", not {header!r}')
+    return version
 
 
 def not_modified(version_id: int, last_updated: datetime) -> bool:

@@ -17,7 +17,7 @@ from werkzeug.exceptions import BadRequest, PreconditionFailed, UnsupportedMedia
 from api.auth.principal import current_principal
 from api.body import json_body
 from api.config import Settings
-from api.fhir.http import json_response, no_content, parse_etag, version_headers
+from api.fhir.http import if_match, json_response, no_content, version_headers
 from api.fhir.openapi import request_body, responses
 from api.fhir.parameters import InvalidParameter, count_param
 from api.fhir.resources import base_url, blp
@@ -179,7 +179,7 @@ def subscription_update(resource_type: str, resource_id: str) -> Response:
     may set status `requested` (the service handshakes again) or `off`, or send back the
     status it read. Subscriptions are created with POST only: an id nobody holds is 404.
     """
-    expected = _if_match()
+    expected = if_match()
     owner = _owner()
     body = json_body()  # a body no route could read is refused before anything is looked up
     with database().reading() as session:
@@ -199,16 +199,6 @@ def subscription_update(resource_type: str, resource_id: str) -> Response:
         fields = _fields(resource_id, written)
         subscriptions.update(session, subscription, fields, transaction_time(session))
     return _respond(subscription)
-
-
-def _if_match() -> int | None:
-    header = request.headers.get("If-Match")
-    if header is None:
-        return None
-    version = parse_etag(header)
-    if version is None:
-        raise BadRequest(f'If-Match must be a version ETag such as W/"3", not {header!r}')
-    return version
 
 
 @blp.route("/Subscription/<resource_id>", methods=["DELETE"], **_SUBSCRIPTION)

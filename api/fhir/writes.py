@@ -15,9 +15,9 @@ from api.auth.access import authorize, refuse_chosen_id
 from api.body import json_body
 from api.fhir.http import (
     body_response,
+    if_match,
     no_content,
     operation_outcome,
-    parse_etag,
     version_headers,
 )
 from api.fhir.openapi import request_body, responses
@@ -71,16 +71,6 @@ def _patch_operations() -> list[dict[str, Any]]:
     if problems:
         raise MappingError(problems)
     return operations
-
-
-def _if_match() -> int | None:
-    header = request.headers.get("If-Match")
-    if header is None:
-        return None
-    version = parse_etag(header)
-    if version is None:
-        raise BadRequest(f'If-Match must be a version ETag such as W/"3", not {header!r}')
-    return version
 
 
 def _respond(written: apply.Written, status: int) -> Response:
@@ -200,7 +190,7 @@ def update(resource_type: str, resource_id: str) -> Response:
     if resource.get("id") != resource_id:
         raise BadRequest(f"the body's id {resource.get('id')!r} is not the URL's {resource_id!r}")
     _authorize_update(resource_type, resource_id, resource)
-    written = apply.update(database(), resource_type, resource_id, resource, actor(), _if_match())
+    written = apply.update(database(), resource_type, resource_id, resource, actor(), if_match())
     return _respond(written, 201 if written.created else 200)
 
 
@@ -253,7 +243,7 @@ def _update_match(resource_type: str, resource: dict[str, Any], criteria: str) -
         if resource.get("id") not in (None, found[0]):
             raise BadRequest(f"the body's id {resource['id']!r} is not the match's {found[0]!r}")
         matched = {**resource, "id": found[0]}
-        return apply.update(database(), resource_type, found[0], matched, actor(), _if_match())
+        return apply.update(database(), resource_type, found[0], matched, actor(), if_match())
     if resource.get("id"):
         _authorize_update(resource_type, resource["id"], resource)
         return apply.update(database(), resource_type, resource["id"], resource, actor())
@@ -297,7 +287,7 @@ def patch(resource_type: str, resource_id: str) -> Response:
     # What the patch made is checked as a written body would be, before anything reads it.
     patched = checked(result, resource_type)
     authorize(resource_type, "u", resource_id, patched)
-    expected = _if_match()
+    expected = if_match()
     if expected is None:
         # Patched against this version: refuse if another write lands in between.
         expected = stored.version_id
@@ -315,5 +305,5 @@ def delete(resource_type: str, resource_id: str) -> Response:
     `If-Match`.
     """
     check_writable(resource_type)
-    apply.delete(database(), resource_type, resource_id, actor(), _if_match())
+    apply.delete(database(), resource_type, resource_id, actor(), if_match())
     return no_content()

@@ -24,6 +24,7 @@ from fhir_mappings.notifications import KINDS, channel_headers, notification_bun
 from fhir_mappings.topics import BY_ID, parse_filter
 from service.db import Database
 from service.models import Subscription, SubscriptionEvent, utcnow
+from service.subscriptions import number_pending
 
 # The server of test_subscriptions, whose subscriptions may notify this machine.
 hub = test_subscriptions.hub
@@ -42,6 +43,8 @@ def owner(hub: Server, database: Database) -> Client:
 
 
 def events_of(database: Database, subscription_id: str) -> list[SubscriptionEvent]:
+    """The subscription's events, every committed one numbered first (as $events does)."""
+    number_pending(database, [subscription_id])
     with database.reading() as session:
         return list(
             session.scalars(
@@ -53,6 +56,7 @@ def events_of(database: Database, subscription_id: str) -> list[SubscriptionEven
 
 
 def stored(database: Database, subscription_id: str) -> Subscription:
+    number_pending(database, [subscription_id])
     with database.reading() as session:
         found = session.get(Subscription, subscription_id)
         assert found is not None

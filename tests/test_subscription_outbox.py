@@ -5,6 +5,8 @@ may see."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -17,9 +19,10 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.parameters import Parameters
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import event, select, text, update
+from sqlalchemy import event, func, select, text, update
 from test_subscriptions import SUBSCRIBER, caller, create, subscription
 
+from fhir_mappings import outbox
 from fhir_mappings.notifications import KINDS, channel_headers, notification_bundle
 from fhir_mappings.topics import BY_ID, parse_filter
 from service.db import Database
@@ -228,17 +231,113 @@ def test_concurrent_writers_number_events_without_gaps(
     first = create(owner, subscription())
     second = create(owner, subscription(topic="careplan"))
     writers = [caller(hub, database, ADMIN) for _ in range(4)]
+    writing = threading.Event()
 
     def write(index: int) -> None:
         writers[index % 4].create_plan(patient=f"Patient/{index}")
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    def numbering() -> int:
+        # Numberings run all along, as the worker and $status run them beside the writes.
+        rounds = 0
+        while writing.is_set():
+            number_pending(database, [first["id"], second["id"]])
+            rounds += 1
+        return rounds
+
+    writing.set()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        numberers = [pool.submit(numbering) for _ in range(2)]
         list(pool.map(write, range(12)))
+        writing.clear()
+        assert all(numberer.result() > 0 for numberer in numberers)
     for created in (first, second):
         numbers = [e.event_number for e in events_of(database, created["id"])]
         assert numbers == list(range(1, len(numbers) + 1))
         assert stored(database, created["id"]).events_since_start == len(numbers)
         assert len(numbers) >= 12
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="row locks are PostgreSQL's")
+def test_writes_matching_one_subscription_do_not_wait_for_each_other(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    """A write still open (its events inserted, not committed) keeps neither another write
+    matching the same subscription, nor the numbering, nor $status waiting."""
+    watching = create(owner, subscription(filters=("Goal?patient=Patient/123",)))
+    plan = writer.create_plan()
+    goal = goals_of(writer, plan)[0]
+    content = json.dumps(writer.get(f"/fhir/Goal/{goal['id']}").json())
+    before = stored(database, watching["id"]).events_since_start
+    assert before > 0
+    version = {
+        "resource_type": "Goal",
+        "id": goal["id"],
+        "version_id": 99,
+        "deleted": False,
+        "method": "PUT",
+        "content": content,
+    }
+    status = f"/fhir/Subscription/{watching['id']}/$status"
+
+    def counted() -> int:
+        response = owner.get(status)
+        assert response.status_code == 200, response.text
+        parameters = response.json()["entry"][0]["resource"]["parameter"]
+        counter = "events-since-subscription-start"
+        [value] = [p["valueString"] for p in parameters if p["name"] == counter]
+        return int(value)
+
+    with ThreadPoolExecutor(max_workers=1) as pool, database.writing() as held:
+        # The outbox's part of a write, as publishing runs it, left uncommitted.
+        outbox.record(held, [version], {}, {}, utcnow())
+        assert (
+            held.scalar(
+                select(func.count())
+                .select_from(SubscriptionEvent)
+                .where(
+                    SubscriptionEvent.subscription_id == watching["id"],
+                    SubscriptionEvent.event_number.is_(None),
+                )
+            )
+            == 1
+        )
+        # Another write raising events for the same subscription commits meanwhile.
+        other = pool.submit(writer.create_plan)
+        assert other.result(timeout=20)["id"]
+        # Its events are numbered and counted; the open write's are not (yet).
+        after = counted()
+        assert after > before
+        numbered = events_of(database, watching["id"])
+        assert [e.event_number for e in numbered] == list(range(1, after + 1))
+    # Committed now: numbered next, after the others, with no gap.
+    assert counted() == after + 1
+    numbers = [e.event_number for e in events_of(database, watching["id"])]
+    assert numbers == list(range(1, after + 2))
+    [last] = [e for e in events_of(database, watching["id"]) if e.event_number == after + 1]
+    assert (last.focus_id, last.focus_version) == (goal["id"], 99)
+
+
+def test_a_write_is_numbered_only_once_committed(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    """Writes leave their events unnumbered; numbering gives them the next numbers once."""
+    watching = create(owner, subscription())
+    writer.create_plan()
+    with database.reading() as session:
+        waiting = session.scalars(
+            select(SubscriptionEvent.event_number).where(
+                SubscriptionEvent.subscription_id == watching["id"]
+            )
+        ).all()
+    assert waiting and all(number is None for number in waiting)
+    with database.reading() as session:
+        found = session.get(Subscription, watching["id"])
+        assert found is not None and found.events_since_start == 0
+    numbers = [e.event_number for e in events_of(database, watching["id"])]
+    assert numbers == list(range(1, len(waiting) + 1))
+    number_pending(database, [watching["id"]])  # nothing left: nothing changes
+    assert [e.event_number for e in events_of(database, watching["id"])] == numbers
+    assert stored(database, watching["id"]).events_since_start == len(numbers)
 
 
 @pytest.fixture

@@ -505,6 +505,35 @@ def test_a_write_with_no_subscriptions_costs_one_query_of_them(
     assert "FROM subscriptions" in statements[0]
 
 
+def test_a_write_with_a_subscription_only_reads_it_and_inserts_events(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    """With a matching subscription, a write still reads the subscriptions once, then
+    inserts its events with one statement: it neither updates nor locks the subscription."""
+    plan = writer.create_plan()
+    goal = goals_of(writer, plan)[0]
+    watching = create(owner, subscription())
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "subscription" in statement:
+            statements.append(" ".join(statement.split()))
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        response = writer.patch(
+            plan_url(plan, "goals", goal["id"]), json={"priority": "low-priority"}
+        )
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert response.status_code == 200, response.text
+    assert len(statements) == 2, statements
+    assert statements[0].startswith("SELECT") and "FROM subscriptions" in statements[0]
+    assert "FOR" not in statements[0].split("FROM subscriptions")[1]
+    assert statements[1].startswith("INSERT INTO subscription_events")
+    assert [e.focus_id for e in events_of(database, watching["id"])] == [goal["id"]]
+
+
 def test_an_events_answer_is_audited_for_the_patients_it_holds(
     owner: Client, writer: Client, database: Database
 ) -> None:
@@ -545,3 +574,53 @@ def test_a_token_filter_matches_as_the_search_would(held: str, asked: list[str],
     patient = parse_filter(BY_ID["goal"], "Goal?patient=1")
     assert patient.matches(goal)
     assert not parse_filter(BY_ID["goal"], "Goal?patient=Patient/2").matches(goal)
+
+
+def test_the_migration_keeps_the_numbers_and_its_downgrade_numbers_the_rest(
+    tmp_path: Any,
+) -> None:
+    """0012 keeps every event and its number; going back numbers those still unnumbered
+    after each subscription's last one, so that none is lost."""
+    database = Database(f"sqlite:///{tmp_path / 'migrated.db'}")
+    try:
+        database.upgrade("0011")
+        row = (
+            "INSERT INTO subscriptions (id, version_id, last_updated, deleted, status, topic, "
+            "filters, endpoint, payload, content_type, timeout_seconds, max_count, "
+            "owner_client_id, owner_scopes, events_since_start, delivered_through, "
+            "failed_attempts, content, created_at) VALUES (:id, 1, :at, false, 'active', 't', "
+            "'[]', 'https://x', 'id-only', 'application/fhir+json', 10, 20, 'c', 's', 3, 1, 0, "
+            "'{}', :at)"
+        )
+        event_row = (
+            "INSERT INTO subscription_events (subscription_id, event_number, topic, focus_type, "
+            "focus_id, focus_version, occurred_at) VALUES (:s, :n, 't', 'Goal', 'g', 1, :at)"
+        )
+        at = "2026-01-01 00:00:00.000000"
+        with database.engine.begin() as connection:
+            for sid in ("a", "b"):
+                connection.execute(text(row), {"id": sid, "at": at})
+                for number in (3, 1, 2):
+                    connection.execute(text(event_row), {"s": sid, "n": number, "at": at})
+        database.upgrade()
+        with database.engine.begin() as connection:
+            kept = connection.execute(
+                text("SELECT subscription_id, event_number FROM subscription_events ORDER BY id")
+            ).all()
+            assert kept == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("b", 3)]
+            connection.execute(text(event_row), {"s": "a", "n": None, "at": at})
+            connection.execute(text(event_row), {"s": "a", "n": None, "at": at})
+        database.downgrade("0011")
+        with database.engine.begin() as connection:
+            numbers = connection.execute(
+                text("SELECT event_number FROM subscription_events WHERE subscription_id = 'a'")
+            ).scalars()
+            assert sorted(numbers) == [1, 2, 3, 4, 5]
+            counters = connection.execute(
+                text("SELECT id, events_since_start FROM subscriptions ORDER BY id")
+            ).all()
+            assert counters == [("a", 5), ("b", 3)]
+        database.upgrade()
+        assert database.current_revision() == database.head_revision()
+    finally:
+        database.dispose()

@@ -106,14 +106,17 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Events still unnumbered are numbered first, in id order after each subscription's
-    # last one, so that none is lost.
+    # last one, so that none is lost. (An event is counted whether the statement has
+    # numbered it yet or not: unnumbered, or numbered past the counter not yet raised.)
     op.execute(
         "UPDATE subscription_events SET event_number = "
         "(SELECT s.events_since_start FROM subscriptions s "
         " WHERE s.id = subscription_events.subscription_id) + "
-        "(SELECT count(*) FROM subscription_events e "
+        "(SELECT count(*) FROM subscription_events e JOIN subscriptions s "
+        " ON s.id = e.subscription_id "
         " WHERE e.subscription_id = subscription_events.subscription_id "
-        " AND e.event_number IS NULL AND e.id <= subscription_events.id) "
+        " AND (e.event_number IS NULL OR e.event_number > s.events_since_start) "
+        " AND e.id <= subscription_events.id) "
         "WHERE event_number IS NULL"
     )
     op.execute(

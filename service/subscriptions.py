@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select
+from sqlalchemy import Table, bindparam, case, delete, func, select
 from sqlalchemy import update as update_rows
 from sqlalchemy.orm import Session
 
@@ -278,8 +278,16 @@ def number_events(
         .where(_SUBSCRIPTIONS.c.id == subscription_id)
         .values(
             events_since_start=raised,
-            # Due now unless a delivery is already scheduled (a retry keeps its time).
-            next_attempt_at=func.coalesce(_SUBSCRIPTIONS.c.next_attempt_at, now),
+            # Due now unless a delivery is already scheduled (a retry keeps its time); one
+            # turned off or deleted since its events were written stays unscheduled.
+            next_attempt_at=case(
+                (
+                    _SUBSCRIPTIONS.c.status.in_(("requested", "active", "error"))
+                    & _SUBSCRIPTIONS.c.deleted.is_(False),
+                    func.coalesce(_SUBSCRIPTIONS.c.next_attempt_at, now),
+                ),
+                else_=_SUBSCRIPTIONS.c.next_attempt_at,
+            ),
         )
     )
     return int(raised)

@@ -26,6 +26,7 @@ from fhir_mappings import outbox
 from fhir_mappings.notifications import KINDS, channel_headers, notification_bundle
 from fhir_mappings.topics import BY_ID, parse_filter
 from service.db import Database
+from service.delivery import DeliveryPolicy, claim_due, release
 from service.models import Subscription, SubscriptionEvent, utcnow
 from service.subscriptions import number_pending
 
@@ -309,6 +310,15 @@ def test_writes_matching_one_subscription_do_not_wait_for_each_other(
         assert after > before
         numbered = events_of(database, watching["id"])
         assert [e.event_number for e in numbered] == list(range(1, after + 1))
+        # A worker claims it meanwhile too: its lock neither waits for the open write nor
+        # skips the row that write references.
+        claiming = pool.submit(claim_due, database, "outbox-test", 1000, DeliveryPolicy())
+        try:
+            claimed = claiming.result(timeout=20)
+        finally:
+            claiming.add_done_callback(lambda _: release(database, "outbox-test"))
+        claims = [c for c in claimed if c.subscription_id == watching["id"]]
+        assert [c.kind for c in claims] == ["handshake"]
     # Committed now: numbered next, after the others, with no gap.
     assert counted() == after + 1
     numbers = [e.event_number for e in events_of(database, watching["id"])]

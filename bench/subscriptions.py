@@ -35,6 +35,7 @@ from bench.scores import percentile
 from bench.workload import fetch_token, workload
 from service.db import Database
 from service.models import Subscription
+from service.subscriptions import number_pending
 
 TOPIC = "https://ipt-careplans.org/fhir/SubscriptionTopic/goal"
 WRITERS = 8
@@ -203,6 +204,8 @@ def _outages(receiver: Receiver, down: float, every: float, stop: threading.Even
 
 
 def _raised(database: Database, ids: list[str]) -> dict[str, tuple[int, int]]:
+    # Events committed and not yet numbered are counted too (as $status would).
+    number_pending(database, ids)
     with database.reading() as session:
         rows = session.execute(
             select(

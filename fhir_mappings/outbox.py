@@ -2,15 +2,22 @@
 
 Every published version is matched against the topics, then against the live
 subscriptions to those topics (status requested, active or error, not deleted, not past
-their end) and their filters. Each match is an event, numbered after the subscription's
-last one: the subscription's counter is raised with ``UPDATE … RETURNING``, which on
-PostgreSQL holds the row's lock until the transaction ends, so concurrent writers number
-their events one after the other with no gap and no repeat, and a rolled-back change takes
-its numbers back with it. A subscription with new events and no delivery scheduled is
-scheduled now, for the delivery worker to pick up.
+their end) and their filters. Each match is an event, inserted without a number: a
+rolled-back change takes its events with it, and a write neither updates nor locks the
+subscriptions it raises events for, so concurrent writes matching one subscription never
+wait for each other. (On PostgreSQL the events' foreign key takes ``FOR KEY SHARE`` on
+the subscription's row, which conflicts with no lock the service takes on it: those are
+``FOR NO KEY UPDATE`` or plain updates of columns no key uses.)
+
+Once committed, the events are numbered by :func:`service.subscriptions.number_events`,
+one short transaction per subscription under its row lock: after its last number, with no
+gap and no repeat, in the order they are found (the order their writes committed in, not
+necessarily their ids'). The delivery worker numbers them before it claims, and
+``$status``/``$events`` before they report the counter.
 
 A write whose versions no topic is about costs nothing; otherwise one indexed query finds
-the live subscriptions to the topics it may raise, and nothing more is done without one.
+the live subscriptions to the topics it may raise, and nothing more is done without one
+(with one, a single insert writes every event).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from fhir_mappings.search_parameters import SEARCH_PARAMETERS
@@ -44,19 +51,6 @@ _LIVE = select(_subscriptions.id, _subscriptions.topic, _subscriptions.filters).
     _subscriptions.status.in_(COLLECTING),
     _subscriptions.deleted.is_(False),
     or_(_subscriptions.end.is_(None), _subscriptions.end > bindparam("now")),
-)
-_COUNT = (
-    update(Subscription)
-    .where(
-        _subscriptions.id == bindparam("subscription"),
-        _subscriptions.status.in_(COLLECTING),
-        _subscriptions.deleted.is_(False),
-    )
-    .values(
-        events_since_start=_subscriptions.events_since_start + bindparam("added"),
-        next_attempt_at=func.coalesce(_subscriptions.next_attempt_at, bindparam("now")),
-    )
-    .returning(_subscriptions.events_since_start)
 )
 _INSERT_EVENTS = insert(SubscriptionEvent)
 
@@ -96,15 +90,18 @@ def record(
         return
     changes = [_change(v, deleted_content, causes) for v in versions]
     raised = [(change, {t.url for t in matching(change)}) for change in changes]
-    # In id order: two writers raising events for the same subscriptions lock them in the
-    # same order, and so never wait for each other in a cycle.
-    for subscription_id, topic, filters in sorted(live, key=lambda row: row[0]):
+    rows: list[dict[str, Any]] = []
+    for subscription_id, topic, filters in live:
         criteria = _filters(topic, filters)
         if criteria is None:
             continue
-        matched = [c for c, topics in raised if topic in topics and _passes(criteria, c)]
-        if matched:
-            _add_events(session, subscription_id, topic, matched, now)
+        rows.extend(
+            _event(subscription_id, topic, change, now)
+            for change, topics in raised
+            if topic in topics and _passes(criteria, change)
+        )
+    if rows:
+        session.connection().execute(_INSERT_EVENTS, rows)
 
 
 def _change(
@@ -148,30 +145,16 @@ def patient_of(resource: dict[str, Any]) -> str | None:
     return next((str(value) for value in parameter.extract(resource)), None)
 
 
-def _add_events(
-    session: Session, subscription_id: str, topic: str, matched: list[Change], now: datetime
-) -> None:
-    connection = session.connection()
-    last = connection.execute(
-        _COUNT, {"subscription": subscription_id, "added": len(matched), "now": now}
-    ).scalar()
-    if last is None:  # turned off or deleted since it was read: it collects nothing
-        return
-    first = last - len(matched) + 1
-    connection.execute(
-        _INSERT_EVENTS,
-        [
-            {
-                "subscription_id": subscription_id,
-                "event_number": first + position,
-                "topic": topic,
-                "focus_type": change.resource_type,
-                "focus_id": change.resource_id,
-                "focus_version": change.version_id,
-                "patient": patient_of(change.resource),
-                "occurred_at": now,
-                "delivered_at": None,
-            }
-            for position, change in enumerate(matched)
-        ],
-    )
+def _event(subscription_id: str, topic: str, change: Change, now: datetime) -> dict[str, Any]:
+    """An event row, unnumbered: it gets its number once its write has committed."""
+    return {
+        "subscription_id": subscription_id,
+        "event_number": None,
+        "topic": topic,
+        "focus_type": change.resource_type,
+        "focus_id": change.resource_id,
+        "focus_version": change.version_id,
+        "patient": patient_of(change.resource),
+        "occurred_at": now,
+        "delivered_at": None,
+    }

@@ -1,14 +1,16 @@
 """Delivery of subscription notifications: which subscription is due, and what an attempt
 changes. At least once, in order, never two workers at once for one subscription.
 
-A worker *claims* due subscriptions in a short transaction: it takes a lease on each
-(``lease_owner``, ``lease_until``), the rows locked ``SELECT … FOR UPDATE`` in id order on
-PostgreSQL, so that several workers share the outbox and a subscription one of them has
-just leased is left out by the others. (Not ``SKIP LOCKED``: the outbox's writes lock the
-rows of the subscriptions they raise events for until they commit, and under a steady
-stream of writes a claim that skipped locked rows would leave the busiest subscriptions
-unclaimed for as long as the writes go on; measured at 50 writes/s, a p99 of two minutes
-from commit to receiver.) It then sends
+A worker first numbers the events committed since it last looked
+(``service.subscriptions.number_pending``: a short transaction per subscription that has
+some), then *claims* due subscriptions in a short transaction: it takes a lease on each
+(``lease_owner``, ``lease_until``), the rows locked ``SELECT … FOR NO KEY UPDATE SKIP
+LOCKED`` on PostgreSQL, so that several workers share the outbox and a subscription
+another worker is claiming, or has just leased, is left out. Skipping locked rows starves
+no subscription: the writes that raise events only insert them and lock no subscription
+row (their foreign key's ``FOR KEY SHARE`` does not conflict with ``FOR NO KEY UPDATE``),
+so a row is locked only for the moments a numbering, a claim, a finish or a client's
+change of the subscription takes. It then sends
 with no transaction open (a receiver may take the subscription's whole timeout), and
 *finishes* in a second short transaction that records the outcome and gives the lease
 back. The lease lasts the subscription's timeout plus a margin: a subscription leased to
@@ -44,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.models import AuditRecord, Subscription, SubscriptionEvent, new_id, utcnow
+from service.subscriptions import number_pending, unnumbered
 
 HANDSHAKE = "handshake"
 HEARTBEAT = "heartbeat"
@@ -155,9 +158,11 @@ def claim_due(
         return []
     now = now or utcnow()
     claims: list[Claim] = []
-    # The candidates, read without a lock, most overdue first: an idle poll takes no write
-    # transaction (on SQLite, not the writers' turn that every request's write waits for).
+    # The subscriptions with events to number and the candidates, read without a lock,
+    # most overdue first: an idle poll takes no write transaction (on SQLite, not the
+    # writers' turn that every request's write waits for).
     with database.reading() as session:
+        pending = unnumbered(session)
         candidates = list(
             session.scalars(
                 select(Subscription.id)
@@ -166,23 +171,21 @@ def claim_due(
                 .limit(limit * 3)
             )
         )
+    if pending:
+        # Numbered now, each in a transaction of its own; one whose row another worker
+        # holds locked (numbering or claiming it) is skipped: that worker numbers it, or
+        # the next poll does.
+        number_pending(database, pending=pending, skip_locked=True, now=now)
+        candidates += [p for p in pending if p not in candidates]
     if not candidates:
         return []
     with database.writing() as session:
-        # Locked in id order, the order the outbox's writes lock subscriptions in, so that a
-        # claim and a write never wait for each other in a cycle. A write holds its
-        # subscriptions' rows until it commits: the claim waits for it (milliseconds)
-        # rather than skipping the row, which under a steady stream of writes would leave
-        # a busy subscription unclaimed for as long as the writes go on. After the wait
-        # the conditions are evaluated again on the row as committed, so a subscription
-        # another worker has just leased is left out.
-        query = (
-            select(Subscription)
-            .where(Subscription.id.in_(candidates), _due(now))
-            .order_by(Subscription.id)
-        )
+        # The conditions are evaluated again on the rows as committed (the counters just
+        # raised included); a row another worker holds locked is skipped, and one it has
+        # just leased is left out.
+        query = select(Subscription).where(Subscription.id.in_(candidates), _due(now))
         if database.supports_row_locks:
-            query = query.with_for_update()
+            query = query.with_for_update(key_share=True, skip_locked=True)
         rows = sorted(session.scalars(query), key=lambda row: candidates.index(row.id))[:limit]
         for row in rows:
             sending = _what_to_send(row, now)
@@ -226,7 +229,9 @@ def events_of(session: Session, claim: Claim) -> list[SubscriptionEvent]:
 def _locked(session: Session, database: Database, subscription_id: str) -> Subscription | None:
     query = select(Subscription).where(Subscription.id == subscription_id)
     if database.supports_row_locks:
-        query = query.with_for_update()
+        # Not FOR UPDATE, which would wait for every uncommitted write inserting events
+        # (they hold FOR KEY SHARE on the row).
+        query = query.with_for_update(key_share=True)
     return session.scalars(query).first()
 
 
@@ -398,6 +403,17 @@ def backlog(database: Database, now: datetime | None = None) -> Backlog:
                 )
             ).where(Subscription.deleted.is_(False), Subscription.status == "active")
         ).scalar_one()
+        # Events committed and not numbered yet (a moment's worth) wait too.
+        unnumbered, oldest_unnumbered = session.execute(
+            select(func.count(), func.min(SubscriptionEvent.occurred_at))
+            .select_from(SubscriptionEvent)
+            .join(Subscription, Subscription.id == SubscriptionEvent.subscription_id)
+            .where(
+                SubscriptionEvent.event_number.is_(None),
+                Subscription.deleted.is_(False),
+                Subscription.status == "active",
+            )
+        ).one()
         oldest = session.execute(
             select(func.min(SubscriptionEvent.occurred_at))
             .join(Subscription, Subscription.id == SubscriptionEvent.subscription_id)
@@ -407,5 +423,7 @@ def backlog(database: Database, now: datetime | None = None) -> Backlog:
                 SubscriptionEvent.event_number == Subscription.delivered_through + 1,
             )
         ).scalar_one()
-    age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+    undelivered += unnumbered
+    first = min((t for t in (oldest, oldest_unnumbered) if t is not None), default=None)
+    age = max((now - first).total_seconds(), 0.0) if first is not None else 0.0
     return Backlog(undelivered=int(undelivered), oldest_age_seconds=age, by_status=by_status)

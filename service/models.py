@@ -675,10 +675,10 @@ class Subscription(Base):
     The row holds what delivery needs as columns and the Subscription resource as it was
     last written (``content``). ``owner_*`` are the access the subscription was created
     with: each notification carries only what they allow, checked when it is delivered.
-    ``events_since_start`` is the number of the last event raised for it: events are
-    numbered from 1 with no gap, in the transaction of the change they report.
-    ``delivered_through`` is the number of the last event the receiver acknowledged;
-    delivery resumes after it.
+    ``events_since_start`` is the number of the last event numbered for it: events are
+    written unnumbered with the change they report, and numbered from 1 with no gap
+    afterwards (``service.subscriptions.number_events``). ``delivered_through`` is the
+    number of the last event the receiver acknowledged; delivery resumes after it.
     """
 
     __tablename__ = "subscriptions"
@@ -731,16 +731,18 @@ class SubscriptionEvent(Base):
     """One event of a subscription: a change of a resource that matched its topic and filters.
 
     Written in the transaction of the change itself (an outbox), so that no change commits
-    without its events and no event outlives a rolled-back change. Kept after delivery for
+    without its events and no event outlives a rolled-back change. It is written without a
+    number (``event_number`` null); once committed it is numbered, after the subscription's
+    last event, by ``service.subscriptions.number_events``. Kept after delivery for
     ``$events`` until the retention window passes.
     """
 
     __tablename__ = "subscription_events"
 
-    subscription_id: Mapped[str] = mapped_column(
-        ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True
-    )
-    event_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    # The event's number for its subscription; null until it is numbered.
+    event_number: Mapped[int | None] = mapped_column(Integer)
     topic: Mapped[str] = mapped_column(String(REFERENCE_LENGTH))
     focus_type: Mapped[str] = mapped_column(String(40))
     focus_id: Mapped[str] = mapped_column(String(ID_LENGTH))
@@ -750,7 +752,18 @@ class SubscriptionEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_subscription_events_occurred_at", "occurred_at"),)
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_number"),
+        Index("ix_subscription_events_occurred_at", "occurred_at"),
+        # The events still to number, for the worker and the numbering (a handful at most).
+        Index(
+            "ix_subscription_events_unnumbered",
+            "subscription_id",
+            "id",
+            sqlite_where=text("event_number IS NULL"),
+            postgresql_where=text("event_number IS NULL"),
+        ),
+    )
 
 
 class ExportJob(Base):

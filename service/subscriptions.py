@@ -3,6 +3,10 @@
 A subscription belongs to the client that created it, with the access it had then (its
 scopes and patient context). Only that client, with the same patient context, finds it:
 to anyone else it does not exist.
+
+Events are written unnumbered by the writes that raise them (``fhir_mappings.outbox``)
+and numbered here afterwards (:func:`number_events`), each subscription in a short
+transaction of its own under its row lock.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Table, bindparam, case, delete, func, select
+from sqlalchemy import update as update_rows
 from sqlalchemy.orm import Session
 
-from service.models import Subscription, SubscriptionEvent, new_id
+from service.db import Database
+from service.models import Subscription, SubscriptionEvent, new_id, utcnow
 
 # Columns a client's write sets (the rest is the service's: owner, events, delivery).
 WRITTEN = (
@@ -55,7 +61,9 @@ def owned(
     """The owner's subscription with this id (a deleted one included), or None."""
     query = select(Subscription).where(Subscription.id == subscription_id, _owned_by(owner))
     if for_update:
-        query = query.with_for_update()
+        # FOR NO KEY UPDATE: the writes inserting events hold FOR KEY SHARE on the row
+        # until they commit, which FOR UPDATE would wait for.
+        query = query.with_for_update(key_share=True)
     return session.scalar(query)
 
 
@@ -201,3 +209,114 @@ def purge_events(session: Session, kept_since: datetime) -> int:
         delete(SubscriptionEvent).where(SubscriptionEvent.occurred_at < kept_since)
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- numbering ------------------------------------------------------------------------------
+
+_EVENTS = cast(Table, SubscriptionEvent.__table__)
+_SUBSCRIPTIONS = cast(Table, Subscription.__table__)
+_UNNUMBERED = _EVENTS.c.event_number.is_(None)
+_NUMBER = (
+    update_rows(_EVENTS)
+    .where(_EVENTS.c.id == bindparam("event_id"))
+    .values(event_number=bindparam("number"))
+)
+
+
+def unnumbered(session: Session, subscription_ids: Sequence[str] | None = None) -> list[str]:
+    """The subscriptions (of ``subscription_ids``, or any) with committed events still to
+    number: one read of the partial index of unnumbered events."""
+    query = select(_EVENTS.c.subscription_id).where(_UNNUMBERED).distinct()
+    if subscription_ids is not None:
+        query = query.where(_EVENTS.c.subscription_id.in_(subscription_ids))
+    return sorted(session.scalars(query))
+
+
+def number_events(
+    session: Session,
+    subscription_id: str,
+    now: datetime,
+    *,
+    row_locks: bool,
+    skip_locked: bool = False,
+) -> int | None:
+    """Number the subscription's committed unnumbered events after its last one, in the
+    order found (id order), and raise its counter; the new counter, or None when the
+    subscription is gone or, with ``skip_locked``, its row is locked by another.
+
+    Run it in a short transaction of its own: it locks the subscription's row (``FOR NO
+    KEY UPDATE`` on PostgreSQL, which the writes inserting events do not conflict with;
+    SQLite has one writer at a time anyway) until that ends, so numberings of one
+    subscription follow one another and none repeats or skips a number. After the lock is
+    granted, the events are read in a statement of their own, which on PostgreSQL sees
+    everything committed by then, the previous numbering included. An event's number is
+    therefore given in the order events are found, not necessarily in id order: a write
+    that took its id first and committed last is numbered last.
+    """
+    lock = select(_SUBSCRIPTIONS.c.events_since_start).where(_SUBSCRIPTIONS.c.id == subscription_id)
+    if row_locks:
+        lock = lock.with_for_update(key_share=True, skip_locked=skip_locked)
+    last = session.execute(lock).scalar()
+    if last is None:
+        return None
+    found = list(
+        session.scalars(
+            select(_EVENTS.c.id)
+            .where(_EVENTS.c.subscription_id == subscription_id, _UNNUMBERED)
+            .order_by(_EVENTS.c.id)
+        )
+    )
+    if not found:
+        return int(last)
+    session.execute(
+        _NUMBER,
+        [{"event_id": event, "number": last + position} for position, event in enumerate(found, 1)],
+    )
+    raised = last + len(found)
+    session.execute(
+        update_rows(_SUBSCRIPTIONS)
+        .where(_SUBSCRIPTIONS.c.id == subscription_id)
+        .values(
+            events_since_start=raised,
+            # Due now unless a delivery is already scheduled (a retry keeps its time); one
+            # turned off or deleted since its events were written stays unscheduled.
+            next_attempt_at=case(
+                (
+                    _SUBSCRIPTIONS.c.status.in_(("requested", "active", "error"))
+                    & _SUBSCRIPTIONS.c.deleted.is_(False),
+                    func.coalesce(_SUBSCRIPTIONS.c.next_attempt_at, now),
+                ),
+                else_=_SUBSCRIPTIONS.c.next_attempt_at,
+            ),
+        )
+    )
+    return int(raised)
+
+
+def number_pending(
+    database: Database,
+    subscription_ids: Sequence[str] | None = None,
+    *,
+    pending: Sequence[str] | None = None,
+    skip_locked: bool = False,
+    now: datetime | None = None,
+) -> None:
+    """Number the committed unnumbered events of ``subscription_ids`` (or of every
+    subscription), a short transaction per subscription that has some. ``pending``: those
+    subscriptions, when the caller has already read them (:func:`unnumbered`).
+
+    Whatever reports a subscription's counter calls it first, so that the counter takes in
+    every event committed by then. Nothing is written when no event waits.
+    """
+    if pending is None:
+        with database.reading() as session:
+            pending = unnumbered(session, subscription_ids)
+    for subscription_id in pending:
+        with database.writing() as session:
+            number_events(
+                session,
+                subscription_id,
+                now or utcnow(),
+                row_locks=database.supports_row_locks,
+                skip_locked=skip_locked,
+            )

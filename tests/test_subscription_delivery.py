@@ -30,6 +30,7 @@ from service.db import Database
 from service.delivery import KINDS, DeliveryPolicy
 from service.endpoint_policy import parse_networks, system_resolver
 from service.models import AuditRecord, Subscription, SubscriptionEvent, utcnow
+from service.subscriptions import number_pending
 from tests.conftest import ROOT, Client, Server, token_for
 from tests.receivers import Receiver
 
@@ -151,6 +152,8 @@ def subscribe(
 
 
 def row(database: Database, subscription_id: str) -> Subscription:
+    """The subscription as $status would report it: its committed events numbered."""
+    number_pending(database, [subscription_id])
     with database.reading() as session:
         found = session.get(Subscription, subscription_id)
         assert found is not None

@@ -5,6 +5,8 @@ may see."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -17,14 +19,17 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.parameters import Parameters
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import event, select, text, update
+from sqlalchemy import event, func, select, text, update
 from test_subscriptions import SUBSCRIBER, caller, create, subscription
 
+from fhir_mappings import outbox
 from fhir_mappings.notifications import KINDS, channel_headers, notification_bundle
 from fhir_mappings.topics import BY_ID, parse_filter
 from service import audit_journal
 from service.db import Database
+from service.delivery import DeliveryPolicy, claim_due, release
 from service.models import Subscription, SubscriptionEvent, utcnow
+from service.subscriptions import number_pending
 
 # The server of test_subscriptions, whose subscriptions may notify this machine.
 hub = test_subscriptions.hub
@@ -43,6 +48,8 @@ def owner(hub: Server, database: Database) -> Client:
 
 
 def events_of(database: Database, subscription_id: str) -> list[SubscriptionEvent]:
+    """The subscription's events, every committed one numbered first (as $events does)."""
+    number_pending(database, [subscription_id])
     with database.reading() as session:
         return list(
             session.scalars(
@@ -54,6 +61,7 @@ def events_of(database: Database, subscription_id: str) -> list[SubscriptionEven
 
 
 def stored(database: Database, subscription_id: str) -> Subscription:
+    number_pending(database, [subscription_id])
     with database.reading() as session:
         found = session.get(Subscription, subscription_id)
         assert found is not None
@@ -225,17 +233,122 @@ def test_concurrent_writers_number_events_without_gaps(
     first = create(owner, subscription())
     second = create(owner, subscription(topic="careplan"))
     writers = [caller(hub, database, ADMIN) for _ in range(4)]
+    writing = threading.Event()
 
     def write(index: int) -> None:
         writers[index % 4].create_plan(patient=f"Patient/{index}")
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    def numbering() -> int:
+        # Numberings run all along, as the worker and $status run them beside the writes.
+        rounds = 0
+        while writing.is_set():
+            number_pending(database, [first["id"], second["id"]])
+            rounds += 1
+        return rounds
+
+    writing.set()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        numberers = [pool.submit(numbering) for _ in range(2)]
         list(pool.map(write, range(12)))
+        writing.clear()
+        assert all(numberer.result() > 0 for numberer in numberers)
     for created in (first, second):
         numbers = [e.event_number for e in events_of(database, created["id"])]
         assert numbers == list(range(1, len(numbers) + 1))
         assert stored(database, created["id"]).events_since_start == len(numbers)
         assert len(numbers) >= 12
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="row locks are PostgreSQL's")
+def test_writes_matching_one_subscription_do_not_wait_for_each_other(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    """A write still open (its events inserted, not committed) keeps neither another write
+    matching the same subscription, nor the numbering, nor $status waiting."""
+    watching = create(owner, subscription(filters=("Goal?patient=Patient/123",)))
+    plan = writer.create_plan()
+    goal = goals_of(writer, plan)[0]
+    content = json.dumps(writer.get(f"/fhir/Goal/{goal['id']}").json())
+    before = stored(database, watching["id"]).events_since_start
+    assert before > 0
+    version = {
+        "resource_type": "Goal",
+        "id": goal["id"],
+        "version_id": 99,
+        "deleted": False,
+        "method": "PUT",
+        "content": content,
+    }
+    status = f"/fhir/Subscription/{watching['id']}/$status"
+
+    def counted() -> int:
+        response = owner.get(status)
+        assert response.status_code == 200, response.text
+        parameters = response.json()["entry"][0]["resource"]["parameter"]
+        counter = "events-since-subscription-start"
+        [value] = [p["valueString"] for p in parameters if p["name"] == counter]
+        return int(value)
+
+    with ThreadPoolExecutor(max_workers=1) as pool, database.writing() as held:
+        # The outbox's part of a write, as publishing runs it, left uncommitted.
+        outbox.record(held, [version], {}, {}, utcnow())
+        assert (
+            held.scalar(
+                select(func.count())
+                .select_from(SubscriptionEvent)
+                .where(
+                    SubscriptionEvent.subscription_id == watching["id"],
+                    SubscriptionEvent.event_number.is_(None),
+                )
+            )
+            == 1
+        )
+        # Another write raising events for the same subscription commits meanwhile.
+        other = pool.submit(writer.create_plan)
+        assert other.result(timeout=20)["id"]
+        # Its events are numbered and counted; the open write's are not (yet).
+        after = counted()
+        assert after > before
+        numbered = events_of(database, watching["id"])
+        assert [e.event_number for e in numbered] == list(range(1, after + 1))
+        # A worker claims it meanwhile too: its lock neither waits for the open write nor
+        # skips the row that write references.
+        claiming = pool.submit(claim_due, database, "outbox-test", 1000, DeliveryPolicy())
+        try:
+            claimed = claiming.result(timeout=20)
+        finally:
+            claiming.add_done_callback(lambda _: release(database, "outbox-test"))
+        claims = [c for c in claimed if c.subscription_id == watching["id"]]
+        assert [c.kind for c in claims] == ["handshake"]
+    # Committed now: numbered next, after the others, with no gap.
+    assert counted() == after + 1
+    numbers = [e.event_number for e in events_of(database, watching["id"])]
+    assert numbers == list(range(1, after + 2))
+    [last] = [e for e in events_of(database, watching["id"]) if e.event_number == after + 1]
+    assert (last.focus_id, last.focus_version) == (goal["id"], 99)
+
+
+def test_a_write_is_numbered_only_once_committed(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    """Writes leave their events unnumbered; numbering gives them the next numbers once."""
+    watching = create(owner, subscription())
+    writer.create_plan()
+    with database.reading() as session:
+        waiting = session.scalars(
+            select(SubscriptionEvent.event_number).where(
+                SubscriptionEvent.subscription_id == watching["id"]
+            )
+        ).all()
+    assert waiting and all(number is None for number in waiting)
+    with database.reading() as session:
+        found = session.get(Subscription, watching["id"])
+        assert found is not None and found.events_since_start == 0
+    numbers = [e.event_number for e in events_of(database, watching["id"])]
+    assert numbers == list(range(1, len(waiting) + 1))
+    number_pending(database, [watching["id"]])  # nothing left: nothing changes
+    assert [e.event_number for e in events_of(database, watching["id"])] == numbers
+    assert stored(database, watching["id"]).events_since_start == len(numbers)
 
 
 @pytest.fixture
@@ -403,6 +516,35 @@ def test_a_write_with_no_subscriptions_costs_one_query_of_them(
     assert "FROM subscriptions" in statements[0]
 
 
+def test_a_write_with_a_subscription_only_reads_it_and_inserts_events(
+    owner: Client, writer: Client, database: Database
+) -> None:
+    """With a matching subscription, a write still reads the subscriptions once, then
+    inserts its events with one statement: it neither updates nor locks the subscription."""
+    plan = writer.create_plan()
+    goal = goals_of(writer, plan)[0]
+    watching = create(owner, subscription())
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "subscription" in statement:
+            statements.append(" ".join(statement.split()))
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        response = writer.patch(
+            plan_url(plan, "goals", goal["id"]), json={"priority": "low-priority"}
+        )
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert response.status_code == 200, response.text
+    assert len(statements) == 2, statements
+    assert statements[0].startswith("SELECT") and "FROM subscriptions" in statements[0]
+    assert "FOR" not in statements[0].split("FROM subscriptions")[1]
+    assert statements[1].startswith("INSERT INTO subscription_events")
+    assert [e.focus_id for e in events_of(database, watching["id"])] == [goal["id"]]
+
+
 def test_an_events_answer_is_audited_for_the_patients_it_holds(
     owner: Client, writer: Client, database: Database
 ) -> None:
@@ -444,3 +586,53 @@ def test_a_token_filter_matches_as_the_search_would(held: str, asked: list[str],
     patient = parse_filter(BY_ID["goal"], "Goal?patient=1")
     assert patient.matches(goal)
     assert not parse_filter(BY_ID["goal"], "Goal?patient=Patient/2").matches(goal)
+
+
+def test_the_migration_keeps_the_numbers_and_its_downgrade_numbers_the_rest(
+    tmp_path: Any,
+) -> None:
+    """0012 keeps every event and its number; going back numbers those still unnumbered
+    after each subscription's last one, so that none is lost."""
+    database = Database(f"sqlite:///{tmp_path / 'migrated.db'}")
+    try:
+        database.upgrade("0011")
+        row = (
+            "INSERT INTO subscriptions (id, version_id, last_updated, deleted, status, topic, "
+            "filters, endpoint, payload, content_type, timeout_seconds, max_count, "
+            "owner_client_id, owner_scopes, events_since_start, delivered_through, "
+            "failed_attempts, content, created_at) VALUES (:id, 1, :at, false, 'active', 't', "
+            "'[]', 'https://x', 'id-only', 'application/fhir+json', 10, 20, 'c', 's', 3, 1, 0, "
+            "'{}', :at)"
+        )
+        event_row = (
+            "INSERT INTO subscription_events (subscription_id, event_number, topic, focus_type, "
+            "focus_id, focus_version, occurred_at) VALUES (:s, :n, 't', 'Goal', 'g', 1, :at)"
+        )
+        at = "2026-01-01 00:00:00.000000"
+        with database.engine.begin() as connection:
+            for sid in ("a", "b"):
+                connection.execute(text(row), {"id": sid, "at": at})
+                for number in (3, 1, 2):
+                    connection.execute(text(event_row), {"s": sid, "n": number, "at": at})
+        database.upgrade()
+        with database.engine.begin() as connection:
+            kept = connection.execute(
+                text("SELECT subscription_id, event_number FROM subscription_events ORDER BY id")
+            ).all()
+            assert kept == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("b", 3)]
+            connection.execute(text(event_row), {"s": "a", "n": None, "at": at})
+            connection.execute(text(event_row), {"s": "a", "n": None, "at": at})
+        database.downgrade("0011")
+        with database.engine.begin() as connection:
+            numbers = connection.execute(
+                text("SELECT event_number FROM subscription_events WHERE subscription_id = 'a'")
+            ).scalars()
+            assert sorted(numbers) == [1, 2, 3, 4, 5]
+            counters = connection.execute(
+                text("SELECT id, events_since_start FROM subscriptions ORDER BY id")
+            ).all()
+            assert counters == [("a", 5), ("b", 3)]
+        database.upgrade()
+        assert database.current_revision() == database.head_revision()
+    finally:
+        database.dispose()

@@ -335,8 +335,11 @@ def subscription_status_type(resource_type: str) -> Response:
 def _status_bundle(ids: list[str]) -> Response:
     owner, base = _owner(), base_url()
     entries: list[dict[str, Any]] = []
+    unique = list(dict.fromkeys(ids))
+    # The counters reported take in every event committed by now.
+    subscriptions.number_pending(database(), unique)
     with database().reading() as session:
-        for resource_id in dict.fromkeys(ids):
+        for resource_id in unique:
             subscription = _live(subscriptions.owned(session, resource_id, owner), resource_id)
             bundle = notification_bundle(session, subscription, "query-status", [], base_url=base)
             entries.extend(bundle["entry"])
@@ -367,6 +370,8 @@ def subscription_events(resource_type: str, resource_id: str) -> Response:
     """
     arguments = _operation_arguments()
     owner, base = _owner(), base_url()
+    # Every event committed by now is numbered, and so answered for.
+    subscriptions.number_pending(database(), [resource_id])
     with database().reading() as session:
         subscription = _live(subscriptions.owned(session, resource_id, owner), resource_id)
         last_number = subscription.events_since_start

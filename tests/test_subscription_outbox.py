@@ -591,11 +591,11 @@ def test_a_token_filter_matches_as_the_search_would(held: str, asked: list[str],
 def test_the_migration_keeps_the_numbers_and_its_downgrade_numbers_the_rest(
     tmp_path: Any,
 ) -> None:
-    """0012 keeps every event and its number; going back numbers those still unnumbered
+    """0013 keeps every event and its number; going back numbers those still unnumbered
     after each subscription's last one, so that none is lost."""
     database = Database(f"sqlite:///{tmp_path / 'migrated.db'}")
     try:
-        database.upgrade("0011")
+        database.upgrade("0012")
         row = (
             "INSERT INTO subscriptions (id, version_id, last_updated, deleted, status, topic, "
             "filters, endpoint, payload, content_type, timeout_seconds, max_count, "
@@ -622,7 +622,7 @@ def test_the_migration_keeps_the_numbers_and_its_downgrade_numbers_the_rest(
             assert kept == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("b", 3)]
             connection.execute(text(event_row), {"s": "a", "n": None, "at": at})
             connection.execute(text(event_row), {"s": "a", "n": None, "at": at})
-        database.downgrade("0011")
+        database.downgrade("0012")
         with database.engine.begin() as connection:
             numbers = connection.execute(
                 text("SELECT event_number FROM subscription_events WHERE subscription_id = 'a'")

@@ -6,8 +6,8 @@ only inserts its events, with no number. ``subscription_events`` gets an autoinc
 ``id`` as its primary key, ``event_number`` becomes nullable (unique per subscription
 once set), and a partial index finds the events still to number.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from alembic import op
 
 import service.models
 
-revision: str = "0012"
-down_revision: str | None = "0011"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from flask import current_app
+from flask import Flask, Response, current_app
 from flask.views import MethodView
 
 from api.audit import note_patient
@@ -15,12 +16,12 @@ from api.http import (
     ApiBlueprint,
     database,
     documented,
-    etag,
-    not_modified,
+    names_tag,
     unchanged,
 )
 from api.measurement_examples import PROGRESS
 from api.measurement_schemas import PlanProgressSchema
+from api.rendered_cache import RenderedCache
 from service import course
 
 blp = ApiBlueprint(
@@ -48,17 +49,56 @@ class PlanProgress(MethodView):
         contract's planned sessions, the longest run of no-shows); homework completion
         (completed of the tasks due); the open safety signals; the phases.
 
-        The ETag is the plan's version: every change to the plan or anything in it
-        (a score, a session, a goal) gives a new one, so `If-None-Match` answers 304
-        while nothing has changed.
+        The ETag names the plan's version and the day the document was computed
+        (`"7-20261203"`: homework comes due and `as_of` moves with the day): every
+        change to the plan or anything in it (a score, a session, a goal, homework, a
+        safety signal, a phase) gives a new version, so `If-None-Match` answers 304
+        while nothing has changed that day.
         """
-        found = course.progress_unless(database(), plan_id, not_modified)
+        cache = progress_cache()
+        cached: bytes | None = None
+
+        def held(head: course.PlanHead) -> bool:
+            nonlocal cached
+            if names_tag(progress_etag(head.version, head.as_of)):
+                return True
+            cached = cache.get(head.plan_id, head.key)
+            return cached is not None
+
+        found = course.progress_unless(database(), plan_id, held)
         note_patient(found.patient)
-        if isinstance(found, course.Unchanged):
-            return unchanged(found.version)
-        response = current_app.json.response(document(found))
-        response.headers["ETag"] = etag(found.version)
+        tag = progress_etag(found.version, found.as_of)
+        if isinstance(found, course.PlanHead):
+            if cached is None:
+                return unchanged(found.version, tag)
+            body = cached
+        else:
+            computed = cast(Response, current_app.json.response(document(found)))
+            body = computed.get_data()
+            cache.put(found.plan_id, found.key, body)
+        # The same construction whether the body was kept or computed: the same bytes.
+        response = Response(body, mimetype="application/json")
+        response.headers["ETag"] = tag
         return response
+
+
+CACHE = "ipt_progress_cache"
+
+
+def install_cache(app: Flask, entries: int) -> None:
+    """Give the app its cache of rendered progress documents (IPT_PROGRESS_CACHE_ENTRIES)."""
+    app.extensions[CACHE] = RenderedCache(entries)
+
+
+def progress_cache() -> RenderedCache:
+    """The current app's cache of rendered progress documents."""
+    cache: RenderedCache = current_app.extensions[CACHE]
+    return cache
+
+
+def progress_etag(version: int, as_of: date) -> str:
+    """The ETag of a plan's progress: its version and the day it was computed."""
+    return f'"{version}-{as_of:%Y%m%d}"'
 
 
 # --- the document -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A plan's course drawn and printed: the progress chart (SVG or PNG) and the summary page.
 
 Both are built from the plan's progress (service/course.py), read in one transaction, so
-the chart shows what `GET …/progress` answers; the ETag of both is the plan's version.
+the chart shows what `GET …/progress` answers; the ETag of both is that of the progress
+(the plan's version and the day: the chart's subtitle and the page name the day).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from api.http import (
     ApiBlueprint,
     database,
     documented,
-    etag,
-    not_modified,
+    names_tag,
     unchanged,
 )
 from api.problems import problem
+from api.progress import progress_etag
 from api.progress_chart import ChartBand, ChartInput, ChartPhase, ChartPoint, render_png, render_svg
 from api.summary_page import ScoreRow, summary_html
 from service import course
@@ -87,9 +88,9 @@ def chart_input(progress: course.PlanProgress, instrument_key: str) -> ChartInpu
     )
 
 
-def _document(body: bytes | str, mimetype: str, version: int) -> Response:
+def _document(body: bytes | str, mimetype: str, tag: str) -> Response:
     response = Response(body, mimetype=mimetype)
-    response.headers["ETag"] = etag(version)
+    response.headers["ETag"] = tag
     response.headers["Cache-Control"] = "private, no-cache"
     response.headers["Vary"] = "Accept"
     return response
@@ -114,11 +115,12 @@ class ProgressChart(MethodView):
             return problem(406, "the chart is served as image/svg+xml or image/png")
         progress = course.plan_progress(database(), plan_id)
         note_patient(progress.patient)
-        if not_modified(progress.version):
-            return unchanged(progress.version)
+        tag = progress_etag(progress.version, progress.as_of)
+        if names_tag(tag):
+            return unchanged(progress.version, tag)
         chart = chart_input(progress, query["instrument"])
         body = render_png(chart) if kind == PNG else render_svg(chart)
-        return _document(body, kind, progress.version)
+        return _document(body, kind, tag)
 
 
 @blp.route("/summary")
@@ -138,8 +140,9 @@ class PlanSummary(MethodView):
             return problem(406, "the summary is served as text/html")
         progress = course.plan_progress(database(), plan_id)
         note_patient(progress.patient)
-        if not_modified(progress.version):
-            return unchanged(progress.version)
+        tag = progress_etag(progress.version, progress.as_of)
+        if names_tag(tag):
+            return unchanged(progress.version, tag)
         rows = [
             ScoreRow(
                 s.administered_on, s.session_number, c.name, s.total, s.band_display, s.flagged
@@ -150,4 +153,4 @@ class PlanSummary(MethodView):
         page = summary_html(
             database(), plan_id, chart_input(progress, PHQ9.key), rows, printed_on=progress.as_of
         )
-        return _document(page, HTML, progress.version)
+        return _document(page, HTML, tag)

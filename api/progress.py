@@ -11,7 +11,6 @@ from flask.views import MethodView
 
 from api.audit import note_patient
 from api.http import (
-    ETAG_HEADER,
     IF_NONE_MATCH,
     ApiBlueprint,
     database,
@@ -33,9 +32,17 @@ blp = ApiBlueprint(
 )
 
 
+PROGRESS_ETAG_HEADER = {
+    "ETag": {
+        "description": 'The plan\'s version and the day the document is of, e.g. "7-20261203"',
+        "schema": {"type": "string"},
+    }
+}
+
+
 @blp.route("")
 class PlanProgress(MethodView):
-    @blp.response(200, PlanProgressSchema, example=PROGRESS, headers=ETAG_HEADER)
+    @blp.response(200, PlanProgressSchema, example=PROGRESS, headers=PROGRESS_ETAG_HEADER)
     @documented(blp, 304, 404, 410, parameters=[IF_NONE_MATCH])
     def get(self, plan_id: str) -> Any:
         """Read a care plan's progress

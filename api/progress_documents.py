@@ -16,7 +16,6 @@ from marshmallow.fields import String
 
 from api.audit import note_patient
 from api.http import (
-    ETAG_HEADER,
     IF_NONE_MATCH,
     ApiBlueprint,
     database,
@@ -25,7 +24,7 @@ from api.http import (
     unchanged,
 )
 from api.problems import problem
-from api.progress import progress_etag
+from api.progress import PROGRESS_ETAG_HEADER, progress_etag
 from api.progress_chart import ChartBand, ChartInput, ChartPhase, ChartPoint, render_png, render_svg
 from api.summary_page import ScoreRow, summary_html
 from service import course
@@ -48,7 +47,9 @@ def _content(description: str, *media_types: str) -> dict[str, Any]:
     """The 200 response of a document route, for the OpenAPI document."""
     binary = {"type": "string", "format": "binary"}
     content = {m: {"schema": binary if m == PNG else {"type": "string"}} for m in media_types}
-    return {"200": {"description": description, "headers": ETAG_HEADER, "content": content}}
+    return {
+        "200": {"description": description, "headers": PROGRESS_ETAG_HEADER, "content": content}
+    }
 
 
 class ChartQuerySchema(Schema):

@@ -25,6 +25,7 @@ from api import config
 from api.app import create_app
 from api.progress import document
 from api.rendered_cache import RenderedCache
+from fhir_mappings import terminology as t
 from service import course
 from service.db import Database
 from service.models import AuditRecord
@@ -111,6 +112,25 @@ def fhir(client: Client, method: str, path: str, body: Any, content_type: str) -
         method, path, data=json.dumps(body), headers={"Content-Type": content_type}
     )
     return ok(response)
+
+
+def phase_put_with_a_new_session(client: Client, s: Setting) -> Json:
+    """PUT of the initial phase's FHIR CarePlan as read, with a third session added."""
+    plan = ok(client.get(plan_url(s.plan)))
+    reference = "CarePlan/" + next(p["id"] for p in plan["phases"] if p["code"] == "initial")
+    phase = ok(client.get(f"/fhir/{reference}"))
+    phase.setdefault("activity", []).append(
+        {
+            "detail": {
+                "extension": [{"url": t.EXT_SESSION_NUMBER, "valuePositiveInt": 3}],
+                "kind": "Appointment",
+                "code": {"coding": [{"system": t.SNOMED, "code": t.IPT_SNOMED_CODE}]},
+                "status": "scheduled",
+                "scheduledPeriod": {"start": "2026-01-19", "end": "2026-01-19"},
+            }
+        }
+    )
+    return fhir(client, "PUT", f"/fhir/{reference}", phase, FHIR_JSON)
 
 
 def phq9_scores(doc: Json) -> list[Json]:
@@ -259,6 +279,11 @@ CHANGES = [
             201,
         ),
         lambda b, a, s: a["attendance"]["no_show"] == b["attendance"]["no_show"] + 1,
+    ),
+    Change(
+        "session added through FHIR (the phase's activities)",
+        phase_put_with_a_new_session,
+        lambda b, a, s: a["attendance"]["scheduled"] == b["attendance"]["scheduled"] + 1,
     ),
     Change(
         "session status changed",

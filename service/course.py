@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, select
+from sqlalchemy import BindParameter, Connection, bindparam, select
 
 from service import progress
 from service.administrations import SignalStatus
 from service.codes import GoalKind, HomeworkStatus, SessionStatus
-from service.db import Database
+from service.db import Database, fetch_first
 from service.errors import Gone, NotFound
 from service.instruments import BY_TOTAL_CODE, INSTRUMENTS
 from service.models import (
@@ -180,6 +180,10 @@ _PLAN_AND_PHASES = (
     .where(_plans.id == _PLAN)
     .order_by(_phases.start_session)
 )
+# The plan's row alone: what a document already at hand is checked against.
+_HEAD = select(_plans.patient, _plans.version, _plans.updated_at, _plans.deleted_at).where(
+    _plans.id == _PLAN
+)
 _ADMINISTRATIONS = select(
     _scores.administered_on,
     _scores.session_number,
@@ -248,6 +252,22 @@ class PlanHead:
     def key(self) -> tuple[str, int, datetime, date]:
         """What the document is a function of: equal keys give equal documents."""
         return (self.plan_id, self.version, self.updated_at, self.as_of)
+
+
+def plan_head(connection: Connection, plan_id: str, as_of: date | None = None) -> PlanHead:
+    """What the plan's row says of its progress, read as one prepared statement outside
+    any transaction (as a FHIR read reads a resource): enough to answer a reader, or to
+    serve a document already rendered, without reading the rest.
+
+    NotFound or Gone as reading the plan answers.
+    """
+    row = fetch_first(connection, _HEAD, {"plan_id": plan_id})
+    if row is None:
+        raise NotFound(f"care plan {plan_id!r} does not exist")
+    patient, version, updated_at, deleted_at = row
+    if deleted_at is not None:
+        raise Gone(f"care plan {plan_id!r} was deleted")
+    return PlanHead(plan_id, patient, version, updated_at, as_of or utcnow().date())
 
 
 def plan_progress(database: Database, plan_id: str, as_of: date | None = None) -> PlanProgress:

@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         else None
     )
     app.extensions["ipt_export_worker"] = ExportWorker(db, settings)
+    progress.install_cache(app, settings.progress_cache_entries)
     app.teardown_appcontext(release_read_connection)
     if release_read_connection not in db.before_writes:
         db.before_writes.append(release_read_connection)

@@ -64,6 +64,8 @@ class Settings:
     export_retention_seconds: int = 3600
     export_lease_seconds: int = 60
     export_worker: bool = True
+    # Rendered progress documents kept per process (api/progress.py); 0 keeps none.
+    progress_cache_entries: int = 1024
 
     @property
     def token_endpoint(self) -> str:
@@ -258,6 +260,13 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "How long a process's hold on a running bulk export lasts without being renewed (it "
         "is renewed with every chunk written); a job whose process died is taken up again "
         "once it runs out, 5 to 3600. Default 60.",
+    ),
+    "IPT_PROGRESS_CACHE_ENTRIES": (
+        "progress_cache_entries",
+        "How many plans' rendered progress documents (`GET …/progress`) each process keeps, "
+        "least recently read dropped first, 0 to 1000000; 0 keeps none. A kept document is "
+        "served while the plan's version and the day are those it was computed for. "
+        "Default 1024.",
     ),
     "IPT_EXPORT_WORKER": (
         "export_worker",
@@ -536,6 +545,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     _subscriptions(env, values)
     _subscription_delivery(env, values)
     _export(env, values)
+    if env.get("IPT_PROGRESS_CACHE_ENTRIES", "").strip():
+        values["progress_cache_entries"] = _int_between(
+            "IPT_PROGRESS_CACHE_ENTRIES", env["IPT_PROGRESS_CACHE_ENTRIES"].strip(), 0, 1_000_000
+        )
     _external(env, values)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -90,6 +90,17 @@ def not_modified(version: int) -> bool:
     )
 
 
+def names_tag(tag: str) -> bool:
+    """True when the client's ``If-None-Match`` is ``*`` or names this entity tag (as
+    sent, or in its weak form): for documents whose ETag is more than a version."""
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == tag for t in header.split(","))
+
+
 def versioned(body: Any, version: int, status: int = 200) -> tuple[Any, int, dict[str, str]]:
     """A response body with its ETag."""
     return body, status, {"ETag": etag(version)}
@@ -109,9 +120,10 @@ def created(record: Any, location: str) -> tuple[Any, int, dict[str, str]]:
     return body, status, headers
 
 
-def unchanged(version: int) -> Response:
+def unchanged(version: int, tag: str | None = None) -> Response:
+    """304 Not Modified, with the ETag of the version (or ``tag``, when given)."""
     response = Response(status=304)
-    response.headers["ETag"] = etag(version)
+    response.headers["ETag"] = etag(version) if tag is None else tag
     return response
 
 

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from flask import current_app
+from flask import Flask, Response, current_app
 from flask.views import MethodView
 
 from api.audit import note_patient
 from api.http import (
-    ETAG_HEADER,
     IF_NONE_MATCH,
     ApiBlueprint,
     database,
     documented,
-    etag,
-    not_modified,
+    names_tag,
+    read_connection,
     unchanged,
 )
 from api.measurement_examples import PROGRESS
 from api.measurement_schemas import PlanProgressSchema
+from api.rendered_cache import RenderedCache
 from service import course
+from service.models import utcnow
 
 blp = ApiBlueprint(
     "progress",
@@ -32,9 +34,17 @@ blp = ApiBlueprint(
 )
 
 
+PROGRESS_ETAG_HEADER = {
+    "ETag": {
+        "description": 'The plan\'s version and the day the document is of, e.g. "7-20261203"',
+        "schema": {"type": "string"},
+    }
+}
+
+
 @blp.route("")
 class PlanProgress(MethodView):
-    @blp.response(200, PlanProgressSchema, example=PROGRESS, headers=ETAG_HEADER)
+    @blp.response(200, PlanProgressSchema, example=PROGRESS, headers=PROGRESS_ETAG_HEADER)
     @documented(blp, 304, 404, 410, parameters=[IF_NONE_MATCH])
     def get(self, plan_id: str) -> Any:
         """Read a care plan's progress
@@ -48,17 +58,64 @@ class PlanProgress(MethodView):
         contract's planned sessions, the longest run of no-shows); homework completion
         (completed of the tasks due); the open safety signals; the phases.
 
-        The ETag is the plan's version: every change to the plan or anything in it
-        (a score, a session, a goal) gives a new one, so `If-None-Match` answers 304
-        while nothing has changed.
+        The ETag names the plan's version and the day the document was computed
+        (`"7-20261203"`: homework comes due and `as_of` moves with the day): every
+        change to the plan or anything in it (a score, a session, a goal, homework, a
+        safety signal, a phase) gives a new version, so `If-None-Match` answers 304
+        while nothing has changed that day.
         """
-        found = course.progress_unless(database(), plan_id, not_modified)
+        cache = progress_cache()
+        today = utcnow().date()
+        cached: bytes | None = None
+
+        def held(head: course.PlanHead) -> bool:
+            """Whether the client holds this document, or the cache does (``cached``)."""
+            nonlocal cached
+            if names_tag(progress_etag(head.version, head.as_of)):
+                return True
+            cached = cache.get(head.plan_id, head.key)
+            return cached is not None
+
+        # The plan's row first, as one statement: most reads end there (304, or a kept
+        # document). Otherwise the document is read in one transaction, which reads the
+        # row again: it may have changed since.
+        found: course.PlanHead | course.PlanProgress
+        found = course.plan_head(read_connection(), plan_id, today)
+        if not held(found):
+            found = course.progress_unless(database(), plan_id, held, today)
         note_patient(found.patient)
-        if isinstance(found, course.Unchanged):
-            return unchanged(found.version)
-        response = current_app.json.response(document(found))
-        response.headers["ETag"] = etag(found.version)
+        tag = progress_etag(found.version, found.as_of)
+        if isinstance(found, course.PlanHead):
+            if cached is None:
+                return unchanged(found.version, tag)
+            body = cached
+        else:
+            computed = cast(Response, current_app.json.response(document(found)))
+            body = computed.get_data()
+            cache.put(found.plan_id, found.key, body)
+        # The same construction whether the body was kept or computed: the same bytes.
+        response = Response(body, mimetype="application/json")
+        response.headers["ETag"] = tag
         return response
+
+
+CACHE = "ipt_progress_cache"
+
+
+def install_cache(app: Flask, entries: int) -> None:
+    """Give the app its cache of rendered progress documents (IPT_PROGRESS_CACHE_ENTRIES)."""
+    app.extensions[CACHE] = RenderedCache(entries)
+
+
+def progress_cache() -> RenderedCache:
+    """The current app's cache of rendered progress documents."""
+    cache: RenderedCache = current_app.extensions[CACHE]
+    return cache
+
+
+def progress_etag(version: int, as_of: date) -> str:
+    """The ETag of a plan's progress: its version and the day it was computed."""
+    return f'"{version}-{as_of:%Y%m%d}"'
 
 
 # --- the document -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A plan's course drawn and printed: the progress chart (SVG or PNG) and the summary page.
 
 Both are built from the plan's progress (service/course.py), read in one transaction, so
-the chart shows what `GET …/progress` answers; the ETag of both is the plan's version.
+the chart shows what `GET …/progress` answers; the ETag of both is that of the progress
+(the plan's version and the day: the chart's subtitle and the page name the day).
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ from marshmallow.fields import String
 
 from api.audit import note_patient
 from api.http import (
-    ETAG_HEADER,
     IF_NONE_MATCH,
     ApiBlueprint,
     database,
     documented,
-    etag,
-    not_modified,
+    names_tag,
     unchanged,
 )
 from api.problems import problem
+from api.progress import PROGRESS_ETAG_HEADER, progress_etag
 from api.progress_chart import ChartBand, ChartInput, ChartPhase, ChartPoint, render_png, render_svg
 from api.summary_page import ScoreRow, summary_html
 from service import course
@@ -47,7 +47,9 @@ def _content(description: str, *media_types: str) -> dict[str, Any]:
     """The 200 response of a document route, for the OpenAPI document."""
     binary = {"type": "string", "format": "binary"}
     content = {m: {"schema": binary if m == PNG else {"type": "string"}} for m in media_types}
-    return {"200": {"description": description, "headers": ETAG_HEADER, "content": content}}
+    return {
+        "200": {"description": description, "headers": PROGRESS_ETAG_HEADER, "content": content}
+    }
 
 
 class ChartQuerySchema(Schema):
@@ -87,9 +89,9 @@ def chart_input(progress: course.PlanProgress, instrument_key: str) -> ChartInpu
     )
 
 
-def _document(body: bytes | str, mimetype: str, version: int) -> Response:
+def _document(body: bytes | str, mimetype: str, tag: str) -> Response:
     response = Response(body, mimetype=mimetype)
-    response.headers["ETag"] = etag(version)
+    response.headers["ETag"] = tag
     response.headers["Cache-Control"] = "private, no-cache"
     response.headers["Vary"] = "Accept"
     return response
@@ -114,11 +116,12 @@ class ProgressChart(MethodView):
             return problem(406, "the chart is served as image/svg+xml or image/png")
         progress = course.plan_progress(database(), plan_id)
         note_patient(progress.patient)
-        if not_modified(progress.version):
-            return unchanged(progress.version)
+        tag = progress_etag(progress.version, progress.as_of)
+        if names_tag(tag):
+            return unchanged(progress.version, tag)
         chart = chart_input(progress, query["instrument"])
         body = render_png(chart) if kind == PNG else render_svg(chart)
-        return _document(body, kind, progress.version)
+        return _document(body, kind, tag)
 
 
 @blp.route("/summary")
@@ -138,8 +141,9 @@ class PlanSummary(MethodView):
             return problem(406, "the summary is served as text/html")
         progress = course.plan_progress(database(), plan_id)
         note_patient(progress.patient)
-        if not_modified(progress.version):
-            return unchanged(progress.version)
+        tag = progress_etag(progress.version, progress.as_of)
+        if names_tag(tag):
+            return unchanged(progress.version, tag)
         rows = [
             ScoreRow(
                 s.administered_on, s.session_number, c.name, s.total, s.band_display, s.flagged
@@ -150,4 +154,4 @@ class PlanSummary(MethodView):
         page = summary_html(
             database(), plan_id, chart_input(progress, PHQ9.key), rows, printed_on=progress.as_of
         )
-        return _document(page, HTML, progress.version)
+        return _document(page, HTML, tag)

@@ -10,23 +10,23 @@ safety signals and the phases.
 It only reads: one statement per kind of record (the plan with its phases, its
 administrations, goals, sessions, homework and open signals), of the columns it needs,
 whatever the number of scores, so that a plan with forty scores answers as quickly as one
-with four. A reader that holds the plan's current version already is answered from the
-plan's row alone (:func:`progress_unless`).
+with four. A reader that holds the current document already (the client, or the service's cache of
+rendered documents) is answered from the plan's row alone (:func:`progress_unless`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, select
+from sqlalchemy import BindParameter, Connection, bindparam, select
 
 from service import progress
 from service.administrations import SignalStatus
 from service.codes import GoalKind, HomeworkStatus, SessionStatus
-from service.db import Database
+from service.db import Database, fetch_first
 from service.errors import Gone, NotFound
 from service.instruments import BY_TOTAL_CODE, INSTRUMENTS
 from service.models import (
@@ -143,6 +143,12 @@ class PlanProgress:
     homework: HomeworkCompletion
     open_safety_signals: list[OpenSignal]
     phases: list[PhaseProgress]
+    updated_at: datetime  # of the plan's row: with the version, names its stored state
+
+    @property
+    def key(self) -> tuple[str, int, datetime, date]:
+        """What the document is a function of (as :attr:`PlanHead.key`)."""
+        return (self.plan_id, self.version, self.updated_at, self.as_of)
 
 
 # The statements, built once (building them costs as much as running some of them), of
@@ -157,6 +163,7 @@ _PLAN_AND_PHASES = (
     select(
         _plans.patient,
         _plans.version,
+        _plans.updated_at,
         _plans.status,
         _plans.variant,
         _plans.start_date,
@@ -172,6 +179,10 @@ _PLAN_AND_PHASES = (
     .select_from(CarePlan.__table__.outerjoin(Phase.__table__, _phases.plan_id == _plans.id))
     .where(_plans.id == _PLAN)
     .order_by(_phases.start_session)
+)
+# The plan's row alone: what a document already at hand is checked against.
+_HEAD = select(_plans.patient, _plans.version, _plans.updated_at, _plans.deleted_at).where(
+    _plans.id == _PLAN
 )
 _ADMINISTRATIONS = select(
     _scores.administered_on,
@@ -225,16 +236,43 @@ _OPEN_SIGNALS = (
 
 
 @dataclass(frozen=True)
-class Unchanged:
-    """A plan whose progress the reader already holds: its patient and version."""
+class PlanHead:
+    """What a plan's row alone says of its progress: whose it is and which document it
+    gives. The document depends on nothing but the plan's stored state, which its version
+    and last write time name, and the day it is computed (``as_of``: homework comes due).
+    """
 
+    plan_id: str
     patient: str
     version: int
+    updated_at: datetime
+    as_of: date
+
+    @property
+    def key(self) -> tuple[str, int, datetime, date]:
+        """What the document is a function of: equal keys give equal documents."""
+        return (self.plan_id, self.version, self.updated_at, self.as_of)
+
+
+def plan_head(connection: Connection, plan_id: str, as_of: date | None = None) -> PlanHead:
+    """What the plan's row says of its progress, read as one prepared statement outside
+    any transaction (as a FHIR read reads a resource): enough to answer a reader, or to
+    serve a document already rendered, without reading the rest.
+
+    NotFound or Gone as reading the plan answers.
+    """
+    row = fetch_first(connection, _HEAD, {"plan_id": plan_id})
+    if row is None:
+        raise NotFound(f"care plan {plan_id!r} does not exist")
+    patient, version, updated_at, deleted_at = row
+    if deleted_at is not None:
+        raise Gone(f"care plan {plan_id!r} was deleted")
+    return PlanHead(plan_id, patient, version, updated_at, as_of or utcnow().date())
 
 
 def plan_progress(database: Database, plan_id: str, as_of: date | None = None) -> PlanProgress:
     """The progress of a plan (NotFound or Gone as reading the plan answers)."""
-    found = progress_unless(database, plan_id, lambda _version: False, as_of)
+    found = progress_unless(database, plan_id, lambda _head: False, as_of)
     assert isinstance(found, PlanProgress)
     return found
 
@@ -242,11 +280,11 @@ def plan_progress(database: Database, plan_id: str, as_of: date | None = None) -
 def progress_unless(
     database: Database,
     plan_id: str,
-    held: Callable[[int], bool],
+    held: Callable[[PlanHead], bool],
     as_of: date | None = None,
-) -> PlanProgress | Unchanged:
-    """The progress of a plan, or only its patient and version when ``held`` says the
-    reader holds that version already (nothing else is read then).
+) -> PlanProgress | PlanHead:
+    """The progress of a plan, or only what its row says (:class:`PlanHead`) when
+    ``held`` says the caller has that document already (nothing else is read then).
 
     NotFound or Gone as reading the plan answers.
     """
@@ -260,8 +298,9 @@ def progress_unless(
         plan = rows[0]
         if plan.deleted_at is not None:
             raise Gone(f"care plan {plan_id!r} was deleted")
-        if held(plan.version):
-            return Unchanged(plan.patient, plan.version)
+        head = PlanHead(plan_id, plan.patient, plan.version, plan.updated_at, today)
+        if held(head):
+            return head
         administrations = connection.execute(_ADMINISTRATIONS, given).all()
         goals = connection.execute(_GOALS, given).all()
         held_sessions = connection.execute(_SESSIONS, given).all()
@@ -292,6 +331,7 @@ def progress_unless(
             for p in rows
             if p.code is not None
         ],
+        updated_at=plan.updated_at,
     )
 
 

@@ -343,21 +343,49 @@ def test_phases_are_listed_with_their_sessions_and_dates(client: Client) -> None
     assert phases[1]["start_date"] == "2026-02-02"
 
 
-def test_the_etag_is_the_plans_version_and_a_new_score_changes_it(
+def progress_etag(body: dict[str, Any]) -> str:
+    """The ETag a progress document is served with: its version and its day."""
+    return f'"{body["version"]}-{body["as_of"].replace("-", "")}"'
+
+
+def test_the_etag_is_the_plans_version_and_day_and_a_new_score_changes_it(
     client: Client, database: Database
 ) -> None:
     plan = client.create_plan()
     first = client.get(plan_url(plan, "progress"))
-    assert first.headers["ETag"] == f'"{plan["version"]}"' == f'"{first.json()["version"]}"'
+    assert first.json()["version"] == plan["version"]
+    assert first.headers["ETag"] == progress_etag(first.json())
 
     again = client.get(plan_url(plan, "progress"), headers={"If-None-Match": first.headers["ETag"]})
     assert again.status_code == 304 and again.content == b""
+    assert again.headers["ETag"] == first.headers["ETag"]
+    weak_tag = "W/" + first.headers["ETag"]
+    weak = client.get(plan_url(plan, "progress"), headers={"If-None-Match": weak_tag})
+    assert weak.status_code == 304
 
     record(database, plan, 15)
     after = client.get(plan_url(plan, "progress"), headers={"If-None-Match": first.headers["ETag"]})
     assert after.status_code == 200
     assert after.headers["ETag"] != first.headers["ETag"]
     assert phq9_of(after.json())["latest"] == 15
+
+
+def test_a_document_of_another_day_is_not_answered_304(client: Client) -> None:
+    """The document depends on the day (``as_of``, homework coming due): a client holding
+    the plan's current version as computed on another day, or the version alone, is sent
+    today's."""
+    plan = client.create_plan()
+    today = client.get(plan_url(plan, "progress"))
+    version, as_of = today.json()["version"], date.fromisoformat(today.json()["as_of"])
+    for held in (
+        f'"{version}-{as_of - timedelta(days=1):%Y%m%d}"',
+        f'"{version}"',
+        f'W/"{version}"',
+    ):
+        answer = client.get(plan_url(plan, "progress"), headers={"If-None-Match": held})
+        assert answer.status_code == 200, held
+        assert answer.headers["ETag"] == today.headers["ETag"]
+        assert answer.content == today.content
 
 
 def test_a_missing_or_deleted_plan_answers_as_a_plan_read_does(client: Client) -> None:
@@ -468,7 +496,7 @@ def test_the_document_is_the_one_its_schema_describes(
     assert served.status_code == 200, served.text
     described = PlanProgressSchema().dump(asdict(course.plan_progress(database, plan["id"])))
     assert json.dumps(served.json()) == json.dumps(described)
-    assert served.headers["ETag"] == f'"{described["version"]}"'
+    assert served.headers["ETag"] == progress_etag(described)
 
 
 def test_a_reader_holding_the_current_version_is_answered_from_the_plan_row(
@@ -485,8 +513,9 @@ def test_a_reader_holding_the_current_version_is_answered_from_the_plan_row(
 
     event.listen(database.engine, "before_cursor_execute", count)
     try:
-        held = course.progress_unless(database, plan["id"], lambda v: v == version)
+        held = course.progress_unless(database, plan["id"], lambda head: head.version == version)
     finally:
         event.remove(database.engine, "before_cursor_execute", count)
-    assert held == course.Unchanged("Patient/123", version)
+    assert isinstance(held, course.PlanHead)
+    assert (held.plan_id, held.patient, held.version) == (plan["id"], "Patient/123", version)
     assert [s for s in counted if not s.startswith("BEGIN")] == [counted[-1]]

@@ -112,18 +112,25 @@ def test_an_unknown_scale_and_an_unservable_accept_are_refused(
 
 
 @pytest.mark.parametrize("path", ["progress.svg", "summary"])
-def test_the_etag_is_the_plans_version(client: Client, scored: dict[str, Any], path: str) -> None:
+def test_the_etag_is_that_of_the_progress(
+    client: Client, scored: dict[str, Any], path: str
+) -> None:
+    """The plan's version and the day (the chart and the page name the day)."""
     first = client.get(plan_url(scored, path))
-    version = client.get(plan_url(scored)).headers["ETag"]
-    assert first.headers["ETag"] == version
+    progress = client.get(plan_url(scored, "progress"))
+    tag = progress.headers["ETag"]
+    assert first.headers["ETag"] == tag
+    assert tag.startswith(f'"{progress.json()["version"]}-')
 
-    again = client.get(plan_url(scored, path), headers={"If-None-Match": version})
+    again = client.get(plan_url(scored, path), headers={"If-None-Match": tag})
     assert again.status_code == 304 and not again.content
+    version_alone = {"If-None-Match": client.get(plan_url(scored)).headers["ETag"]}
+    assert client.get(plan_url(scored, path), headers=version_alone).status_code == 200
 
     record(client, scored, 3, 40)
-    changed = client.get(plan_url(scored, path), headers={"If-None-Match": version})
+    changed = client.get(plan_url(scored, path), headers={"If-None-Match": tag})
     assert changed.status_code == 200
-    assert changed.headers["ETag"] != version
+    assert changed.headers["ETag"] != tag
 
 
 class _Text(HTMLParser):

@@ -26,7 +26,7 @@ from api.app import create_app
 from api.progress import document
 from api.rendered_cache import RenderedCache
 from fhir_mappings import terminology as t
-from service import course
+from service import audit_journal, course
 from service.db import Database
 from service.models import AuditRecord
 
@@ -500,6 +500,7 @@ def test_a_kept_document_is_read_as_any_read_is(
     )
     assert bound.get(plan_url(own, "progress")).status_code == 200
     assert bound.get(plan_url(other, "progress")).status_code == 404
+    audit_journal.move(database)
     with database.reading() as session:
         audited = session.execute(
             select(AuditRecord.patient, AuditRecord.outcome).where(

@@ -20,10 +20,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from fhir_mappings.projection import instant
-from service import resource_store, scopes, sealing
+from service import scopes, sealing
 from service.models import ResourceVersion, Subscription, SubscriptionEvent, utcnow
 
 KINDS = ("handshake", "heartbeat", "event-notification", "query-status", "query-event")
@@ -65,9 +66,10 @@ def notification_bundle(
     ]
     if kind in _WITH_EVENTS and subscription.payload != "empty":
         full = subscription.payload == "full-resource"
-        for event, shown in zip(events, visible, strict=True):
-            if shown:
-                entries.append(_focus_entry(session, event, base, full=full))
+        shown_events = [event for event, shown in zip(events, visible, strict=True) if shown]
+        stored = _versions(session, shown_events)
+        for event in shown_events:
+            entries.append(_focus_entry(stored.get(_key(event)), event, base, full=full))
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -149,13 +151,32 @@ def _focus_url(event: SubscriptionEvent, base: str) -> str:
     return f"{base}/{event.focus_type}/{event.focus_id}/_history/{event.focus_version}"
 
 
+def _key(event: SubscriptionEvent) -> tuple[str, str, int]:
+    return (event.focus_type, event.focus_id, event.focus_version)
+
+
+def _versions(
+    session: Session, events: Sequence[SubscriptionEvent]
+) -> dict[tuple[str, str, int], ResourceVersion]:
+    """The stored versions the events are about, in one statement whatever their number
+    (a notification carries up to a hundred)."""
+    keys = sorted({_key(event) for event in events})
+    if not keys:
+        return {}
+    found = session.scalars(
+        select(ResourceVersion).where(
+            tuple_(
+                ResourceVersion.resource_type, ResourceVersion.id, ResourceVersion.version_id
+            ).in_(keys)
+        )
+    )
+    return {(v.resource_type, v.id, v.version_id): v for v in found}
+
+
 def _focus_entry(
-    session: Session, event: SubscriptionEvent, base: str, *, full: bool
+    stored: ResourceVersion | None, event: SubscriptionEvent, base: str, *, full: bool
 ) -> dict[str, Any]:
     reference = f"{event.focus_type}/{event.focus_id}"
-    stored: ResourceVersion | None = resource_store.version(
-        session, event.focus_type, event.focus_id, event.focus_version
-    )
     deleted = stored is None or stored.deleted
     if deleted:
         request, status = {"method": "DELETE", "url": reference}, "204"

@@ -37,7 +37,7 @@ CHANNEL_TYPES = ("rest-hook",)
 CLIENT_STATUSES = ("requested", "off")
 DEFAULT_PAYLOAD = "id-only"
 DEFAULT_TIMEOUT = 10
-DEFAULT_MAX_COUNT = 20
+DEFAULT_MAX_COUNT = 100
 LIMITS = {
     "heartbeat": (10, 86400),
     "timeout": (1, 60),

@@ -1,9 +1,9 @@
 """Delivery of subscription notifications: which subscription is due, and what an attempt
 changes. At least once, in order, never two workers at once for one subscription.
 
-A worker first numbers the events committed since it last looked
-(``service.subscriptions.number_pending``: a short transaction per subscription that has
-some), then *claims* due subscriptions in a short transaction: it takes a lease on each
+A worker *claims* due subscriptions in one short transaction per poll, in which it first
+numbers the events committed since it last looked (``service.subscriptions.number_events``
+for each subscription that has some), then takes a lease on each due one
 (``lease_owner``, ``lease_until``), the rows locked ``SELECT … FOR NO KEY UPDATE SKIP
 LOCKED`` on PostgreSQL, so that several workers share the outbox and a subscription
 another worker is claiming, or has just leased, is left out. Skipping locked rows starves
@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from service.db import Database
 from service.models import AuditRecord, Subscription, SubscriptionEvent, new_id, utcnow
-from service.subscriptions import number_pending, unnumbered
+from service.subscriptions import number_events, unnumbered
 
 HANDSHAKE = "handshake"
 HEARTBEAT = "heartbeat"
@@ -171,15 +171,23 @@ def claim_due(
                 .limit(limit * 3)
             )
         )
-    if pending:
-        # Numbered now, each in a transaction of its own; one whose row another worker
-        # holds locked (numbering or claiming it) is skipped: that worker numbers it, or
-        # the next poll does.
-        number_pending(database, pending=pending, skip_locked=True, now=now)
-        candidates += [p for p in pending if p not in candidates]
+    candidates += [p for p in pending if p not in candidates]
     if not candidates:
         return []
     with database.writing() as session:
+        # Events committed since they were last numbered are numbered first, in this
+        # transaction: one write transaction per poll, however many subscriptions have
+        # some (on SQLite each would wait its turn behind the requests' writes). One whose
+        # row another worker holds locked (numbering or claiming it) is skipped: that
+        # worker numbers it, or the next poll does.
+        for subscription_id in sorted(pending):
+            number_events(
+                session,
+                subscription_id,
+                now,
+                row_locks=database.supports_row_locks,
+                skip_locked=True,
+            )
         # The conditions are evaluated again on the rows as committed (the counters just
         # raised included); a row another worker holds locked is skipped, and one it has
         # just leased is left out.

@@ -28,7 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from bench.processes import BIN, Server
 from bench.scores import percentile
@@ -215,6 +215,19 @@ def _raised(database: Database, ids: list[str]) -> dict[str, tuple[int, int]]:
     return {row[0]: (row[1], row[2]) for row in rows}
 
 
+def _retire_earlier(database: Database) -> None:
+    """Turn off the subscriptions earlier runs left in the benchmark's database (``--reuse``):
+    their receivers are gone, and their events and failing deliveries would load this run."""
+    with database.engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE subscriptions SET status = 'off', next_attempt_at = NULL "
+                "WHERE status IN ('requested', 'active', 'error') AND deleted = :no"
+            ),
+            {"no": False},
+        )
+
+
 def run_subscriptions(
     kind: str, url: str, options: argparse.Namespace, work: Path, client: tuple[str, str]
 ) -> dict[str, Any]:
@@ -238,6 +251,7 @@ def run_subscriptions(
     serve = [str(BIN / "ipt-careplans"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
     worker = [str(BIN / "ipt-careplans"), "worker", "--port", "{port}"]
     database = Database(url)
+    _retire_earlier(database)
     separate = kind != "sqlite"
     with Server("ipt-careplans", serve, env, work / f"subs-serve-{kind}.log", "/readyz") as api:
         delivery = (
